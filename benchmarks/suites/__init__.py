@@ -1,0 +1,28 @@
+"""The registry of suites. A suite is a name, whether it needs a GPU, how to describe the
+device it ran on, and a function that measures its rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..harness import Settings
+from ..schema import Row
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    needs_gpu: bool
+    describe_device: Callable[[], str]
+    run: Callable[[Settings, bool], list[Row]]  # (settings, quick) -> rows
+
+
+def all_suites() -> dict[str, Suite]:
+    from . import compile as compile_suite
+    from . import cpu, memory
+
+    return {suite.name: suite for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE)}
+
+
+SUITE_NAMES = ("memory", "cpu", "compile")

@@ -1,0 +1,160 @@
+"""The performance targets RESULTS.md checks, and the arithmetic behind each verdict.
+
+A target names a suite and a row *case* (the stable `"case"` key a suite puts on each row,
+independent of the sizes `--quick` picks), so the same target reads a full run and a quick one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .schema import Row
+
+Status = Literal["met", "not met", "unchecked"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    detail: str  # the numbers behind the status
+
+
+def ratio(row: Row, peer: str) -> float | None:
+    """tegula / peer in the row's metric, or None when either figure is missing."""
+    other = row.peers.get(peer)
+    if row.tegula is None or other is None or other == 0:
+        return None
+    return row.tegula / other
+
+
+def fraction_of_ceiling(row: Row, ceiling: str) -> float | None:
+    """How close tegula comes to a ceiling: 1.0 is at it. For lower-is-better metrics the
+    ceiling is the least possible value, so the fraction is ceiling / tegula."""
+    bound = row.ceiling.get(ceiling)
+    if row.tegula is None or bound is None or row.tegula == 0 or bound == 0:
+        return None
+    return row.tegula / bound if row.higher_is_better else bound / row.tegula
+
+
+def time_ratio(row: Row, peer: str) -> float | None:
+    """tegula's time over the peer's time: below 1.0 tegula is faster, whatever the metric."""
+    r = ratio(row, peer)
+    if r is None or r == 0:
+        return None
+    return 1.0 / r if row.higher_is_better else r
+
+
+def _figure(value: float, metric: str) -> str:
+    return f"{value:.4g} {metric}"
+
+
+def _tegula_missing(row: Row) -> Verdict:
+    notes = str(row.extra.get("notes", "")).split("; ")
+    why = [note for note in notes if note.startswith("tegula")] or [n for n in notes if n]
+    reason = "; ".join(why) or "no reason recorded"
+    return Verdict("not met", f"{row.name}: tegula has no figure ({reason})")
+
+
+@dataclass(frozen=True)
+class CeilingTarget:
+    """tegula reaches at least `fraction` of a ceiling measured in the same run."""
+
+    suite: str
+    case: str
+    ceiling: str
+    fraction: float
+
+    def describe(self) -> str:
+        return f"{self.case}: >= {self.fraction:.0%} of the {self.ceiling} ceiling"
+
+    def evaluate(self, row: Row) -> Verdict:
+        if row.tegula is None:
+            return _tegula_missing(row)
+        reached = fraction_of_ceiling(row, self.ceiling)
+        if reached is None:
+            return Verdict("unchecked", f"{row.name}: no {self.ceiling} ceiling measured")
+        status: Status = "met" if reached >= self.fraction else "not met"
+        return Verdict(status, f"{row.name}: tegula {_figure(row.tegula, row.metric)} = "
+                               f"{reached:.1%} of {self.ceiling} "
+                               f"{_figure(row.ceiling[self.ceiling], row.metric)}")
+
+
+@dataclass(frozen=True)
+class PeerTarget:
+    """tegula takes at most `factor` times the peer's time (factor 1.0: at least as fast)."""
+
+    suite: str
+    case: str
+    peer: str
+    factor: float = 1.0
+
+    def describe(self) -> str:
+        if self.factor == 1.0:
+            return f"{self.case}: at least as fast as {self.peer}"
+        return f"{self.case}: within {self.factor:g}x of {self.peer}'s time"
+
+    def evaluate(self, row: Row) -> Verdict:
+        if row.tegula is None:
+            return _tegula_missing(row)
+        slowdown = time_ratio(row, self.peer)
+        if slowdown is None:
+            return Verdict("unchecked", f"{row.name}: {self.peer} not measured")
+        status: Status = "met" if slowdown <= self.factor else "not met"
+        return Verdict(status, f"{row.name}: tegula {_figure(row.tegula, row.metric)}, "
+                               f"{self.peer} {_figure(row.peers[self.peer], row.metric)}: "
+                               f"tegula takes {slowdown:.2f}x {self.peer}'s time")
+
+
+@dataclass(frozen=True)
+class LimitTarget:
+    """tegula's figure is under `limit` (over it, for a higher-is-better metric)."""
+
+    suite: str
+    case: str
+    limit: float
+    metric: str
+
+    def describe(self) -> str:
+        return f"{self.case}: < {_figure(self.limit, self.metric)}"
+
+    def evaluate(self, row: Row) -> Verdict:
+        if row.tegula is None:
+            return _tegula_missing(row)
+        if row.metric != self.metric:
+            return Verdict("unchecked", f"{row.name}: measured in {row.metric}, "
+                                        f"target is in {self.metric}")
+        within = row.tegula > self.limit if row.higher_is_better else row.tegula < self.limit
+        return Verdict("met" if within else "not met",
+                       f"{row.name}: tegula {_figure(row.tegula, row.metric)}")
+
+
+Target = CeilingTarget | PeerTarget | LimitTarget
+
+
+def check(target: Target, rows: tuple[Row, ...]) -> Verdict:
+    """The verdict on `target` from a suite's rows."""
+    matching = [row for row in rows if row.case == target.case]
+    if not matching:
+        return Verdict("not met", f"no row for case {target.case!r} in this run")
+    return target.evaluate(matching[0])
+
+
+def _memory_targets(kernel: str) -> tuple[Target, ...]:
+    case = f"{kernel}/large"
+    return (CeilingTarget("memory", case, "copy", 0.85), PeerTarget("memory", case, "CuPy"))
+
+
+TARGETS: tuple[Target, ...] = (
+    *_memory_targets("vector_add"),
+    *_memory_targets("softmax"),
+    *_memory_targets("rmsnorm"),
+    *_memory_targets("transpose"),
+    PeerTarget("cpu", "softmax/square", "NumPy", 1.2),
+    PeerTarget("cpu", "softmax/wide", "NumPy", 1.2),
+    PeerTarget("cpu", "rmsnorm/square", "NumPy", 1.2),
+    PeerTarget("cpu", "rmsnorm/wide", "NumPy", 1.2),
+    LimitTarget("compile", "cold/overhead", 200.0, "ms"),
+    LimitTarget("compile", "cache-hit", 5.0, "ms"),
+    LimitTarget("compile", "launch", 15.0, "us"),
+)

@@ -1,0 +1,160 @@
+"""Run DSL kernels on random inputs and check them against a NumPy reference.
+
+A ``.tg`` file may have a companion Python file of the same stem that says how to test its
+kernels::
+
+    KERNELS = {
+        "softmax": {
+            "sizes": {"M": 300, "N": 1000},          # default symbol values (ragged on purpose)
+            "inputs": make_inputs,                   # (rng, **sizes) -> {param: array/scalar}
+            "reference": reference,                  # (**inputs) -> {output param: array}
+            "tolerance": {"rtol": 1e-5, "atol": 1e-6},
+            "constants": {"BN": 256},                # optional compile-time parameters
+        },
+    }
+
+``tegula run``, the test suite and the quick-start job all go through :func:`check_file`.
+Inputs are fresh random numbers each run and every output is poisoned (NaN) before the
+call, so an element the kernel forgets to write fails the check.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from tegula.ir.target import Target
+
+from .api import compile as compile_source
+from .targets import resolve_target
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    file: str
+    kernel: str
+    target: str
+    sizes: dict[str, int]
+    max_abs_error: float | None  # None: no reference to compare with
+    max_rel_error: float | None
+    passed: bool | None
+    median_ms: float
+    compile_s: float
+    message: str = ""
+
+
+def load_companion(tg_path: Path) -> ModuleType | None:
+    py = tg_path.with_suffix(".py")
+    if not py.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(f"tegula_example_{tg_path.stem}", py)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _to_device(value: Any, target: Target) -> Any:
+    if target.is_cuda and isinstance(value, np.ndarray):
+        import cupy
+
+        return cupy.asarray(value)
+    return value
+
+
+def _to_host(value: Any) -> np.ndarray:
+    if hasattr(value, "get"):
+        return value.get()
+    return np.asarray(value)
+
+
+def _time_call(fn, target: Target, repeats: int) -> float:
+    """Median wall time of ``fn()`` in ms (device-synchronized on CUDA)."""
+    times = []
+    sync = None
+    if target.is_cuda:
+        import cupy
+
+        sync = cupy.cuda.get_current_stream().synchronize
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def compare(out: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> tuple[float, float, bool]:
+    out64 = out.astype(np.float64)
+    ref64 = np.asarray(ref, dtype=np.float64)
+    if out64.shape != ref64.shape:
+        return math.inf, math.inf, False
+    if not np.all(np.isfinite(out64) == np.isfinite(ref64)):
+        return math.inf, math.inf, False
+    finite = np.isfinite(ref64)
+    diff = np.abs(out64[finite] - ref64[finite])
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = np.maximum(np.abs(ref64[finite]), 1e-30)
+    max_rel = float((diff / scale).max()) if diff.size else 0.0
+    ok = bool(np.all(diff <= atol + rtol * np.abs(ref64[finite])))
+    return max_abs, max_rel, ok
+
+
+def check_kernel(tg_path: Path, kernel: str, config: Mapping[str, Any], target: Target,
+                 sizes: Mapping[str, int] | None = None, *, repeats: int = 5,
+                 seed: int | None = None) -> CheckResult:
+    rng = np.random.default_rng(seed)
+    use_sizes = dict(config.get("sizes", {}))
+    use_sizes.update(sizes or {})
+    start = time.perf_counter()
+    module = compile_source(tg_path, target, kernels=[kernel], **config.get("constants", {}))
+    compile_s = time.perf_counter() - start
+    k = module[kernel]
+    inputs = config["inputs"](rng, **use_sizes)
+    device_args = {name: _to_device(v, target) for name, v in inputs.items()}
+    args = [device_args[p.name] for p in k.spec.params]
+    k(*args)
+    reference = config.get("reference")
+    max_abs = max_rel = None
+    passed: bool | None = None
+    if reference is not None:
+        expected = reference(**inputs)
+        tol = config.get("tolerance", {"rtol": 1e-5, "atol": 1e-6})
+        max_abs, max_rel, passed = 0.0, 0.0, True
+        for name, ref in expected.items():
+            a, r, ok = compare(_to_host(device_args[name]), ref, tol["rtol"], tol["atol"])
+            max_abs, max_rel, passed = max(max_abs, a), max(max_rel, r), passed and ok
+    median_ms = _time_call(lambda: k(*args), target, repeats)
+    return CheckResult(str(tg_path), kernel, str(target), use_sizes, max_abs, max_rel, passed,
+                       median_ms, compile_s)
+
+
+def check_file(tg_path: str | Path, target: str | Target = "auto",
+               sizes: Mapping[str, int] | None = None, *, repeats: int = 5,
+               seed: int | None = None) -> list[CheckResult]:
+    """Compile and run every kernel a ``.tg`` file's companion describes; check each."""
+    path = Path(tg_path)
+    tgt = resolve_target(target)
+    companion = load_companion(path)
+    if companion is None or not hasattr(companion, "KERNELS"):
+        raise FileNotFoundError(
+            f"{path} has no companion {path.with_suffix('.py').name} with KERNELS to make inputs from"
+        )
+    return [check_kernel(path, name, cfg, tgt, sizes, repeats=repeats, seed=seed)
+            for name, cfg in companion.KERNELS.items()]
+
+
+def example_files(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.glob("*.tg") if p.with_suffix(".py").exists())

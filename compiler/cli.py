@@ -1,0 +1,163 @@
+"""The ``tegula`` command line (also ``python -m tegula``).
+
+    tegula run FILE.tg|DIR [--target T] [--size M=4096 ...]
+    tegula dump FILE.tg [--kernel K] [--stage S|all] [--out DIR] [--target T]
+    tegula layout EXPR [--png FILE]
+
+Bad input (a DSL error, an unknown target, a wrong size) prints one clear message and exits
+with status 2; a kernel whose numbers disagree with its reference exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tegula.ir.target import TargetError
+
+from .diagnostics import DSLError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _sizes(pairs: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--size expects NAME=VALUE, got {pair!r}")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise ValueError(f"--size {name}: {value!r} is not an integer") from None
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .checking import check_file, example_files
+    from .targets import resolve_target
+
+    target = resolve_target(args.target)
+    files = example_files(args.path)
+    if not files:
+        raise FileNotFoundError(f"no .tg files with a companion .py under {args.path}")
+    table = Table(title=f"tegula run on {target}")
+    for col in ("kernel", "target", "sizes", "max abs err", "max rel err", "check", "time (ms)"):
+        table.add_column(col, justify="right" if col.startswith(("max", "time")) else "left")
+    failed = 0
+    for f in files:
+        for r in check_file(f, target, _sizes(args.size), repeats=args.repeats):
+            status = "no reference" if r.passed is None else ("ok" if r.passed else "MISMATCH")
+            failed += r.passed is False
+            table.add_row(
+                f"{Path(r.file).stem}.{r.kernel}", r.target,
+                " ".join(f"{k}={v}" for k, v in r.sizes.items()),
+                "-" if r.max_abs_error is None else f"{r.max_abs_error:.2e}",
+                "-" if r.max_rel_error is None else f"{r.max_rel_error:.2e}",
+                status, f"{r.median_ms:.3f}",
+            )
+    console.print(table)
+    return 1 if failed else 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    from tegula.runtime.cache import KernelCache
+
+    from .api import read_source
+    from .driver import build_binary, generate_code, lower_kernel
+    from .frontend import build_tile_kernel
+    from .parser import parse
+    from .targets import resolve_target
+
+    source = read_source(args.file)
+    program = parse(source.text, source.filename)
+    names = [k.name for k in program.kernels]
+    if args.kernel:
+        if args.kernel not in names:
+            raise KeyError(f"{source.filename} has no kernel {args.kernel!r} (kernels: {', '.join(names)})")
+        names = [args.kernel]
+    targets = (["cuda:sm_90a", "cpu"] if args.target == "all" else [args.target])
+    out_root = Path(args.out) if args.out else None
+    del KernelCache
+    for name in names:
+        tile = build_tile_kernel(program, name, {})
+        for tname in targets:
+            target = resolve_target(tname)
+            folder = None
+            if out_root is not None:
+                folder = out_root / name / ("cuda" if target.is_cuda else "cpu")
+            loop, ctx = lower_kernel(tile, target, dump_dir=folder, keep_dumps=True)
+            code = generate_code(loop, target)
+            stages = [*ctx.dumps, ("codegen", code)]
+            if folder is not None:
+                suffix = "cu" if target.is_cuda else "ll"
+                (folder / f"{len(ctx.dumps):02d}-codegen.{suffix}").write_text(code)
+                if args.binary:
+                    build_binary(code, name, target)
+                console.print(f"[bold]{name}[/] on {target}: {len(stages)} files in {folder}")
+                continue
+            for stage, text in stages:
+                if args.stage not in ("all", stage, stage.split("-", 1)[-1]):
+                    continue
+                console.rule(f"{name} · {target} · {stage}")
+                console.print(text, markup=False)
+    return 0
+
+
+def cmd_layout(args: argparse.Namespace) -> int:
+    from .layout_view import describe
+
+    console.print(describe(args.expr, png=args.png), markup=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tegula", description="A tile-language tensor compiler.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="compile and run kernels on random inputs, check, time")
+    run.add_argument("path", help="a .tg file or a folder of them")
+    run.add_argument("--target", default="auto", help="cpu, cuda, cuda:sm_XX or auto")
+    run.add_argument("--size", action="append", default=[], metavar="NAME=N",
+                     help="a size symbol's value (repeatable)")
+    run.add_argument("--repeats", type=int, default=5, help="timed runs per kernel")
+    run.set_defaults(fn=cmd_run)
+
+    dump = sub.add_parser("dump", help="print or write the IR after every pass and the code")
+    dump.add_argument("file")
+    dump.add_argument("--kernel")
+    dump.add_argument("--stage", default="all", help="a pass name, 'codegen', or all")
+    dump.add_argument("--out", help="write one file per pass under this folder")
+    dump.add_argument("--target", default="all",
+                      help="cpu, cuda, cuda:sm_XX, auto, or all (cuda:sm_90a and cpu)")
+    dump.add_argument("--binary", action="store_true", help="also build the binary (checks it compiles)")
+    dump.set_defaults(fn=cmd_dump)
+
+    lay = sub.add_parser("layout", help="print a layout as a table; draw it with --png")
+    lay.add_argument("expr", help="e.g. '(4,8):(8,1)', 'spatial(4,8)*local(2,2)', 'Sw<3,4,3> o (8,64):(64,1)'")
+    lay.add_argument("--png", help="write a picture of the layout to this file")
+    lay.add_argument("--target", default="cpu", help="accepted for uniformity; layouts need none")
+    lay.set_defaults(fn=cmd_layout)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except DSLError as exc:
+        err_console.print(str(exc), markup=False)
+        return 2
+    except (TargetError, FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        err_console.print(f"error: {message}", markup=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The compile driver: DSL text → Tile IR → passes → Loop IR → CUDA C / LLVM IR → binary.
+
+:func:`compile_kernel` is the one path every user-facing entry point (``tg.compile``, the
+CLI, the benchmarks) takes. A finished kernel is cached on disk under a key made of
+everything that decides its code — the DSL source, the kernel name, the compile-time
+constants, the target, the pass pipeline and the tegula version — so a later process loads
+the binary and its :class:`KernelSpec` without running the compiler at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tegula.ir.loop import LoopKernel
+from tegula.ir.target import Target
+from tegula.ir.tile import TensorType, TileKernel
+from tegula.passes.manager import PassContext, run_pipeline
+from tegula.passes.pipeline import DEFAULT_PIPELINE
+from tegula.runtime.cache import KernelCache, cache_key, default_cache
+from tegula.runtime.kernel import Kernel
+from tegula.runtime.spec import KernelSpec, ParamSpec
+
+from .frontend import build_tile_kernel
+from .syntax import Program
+
+log = logging.getLogger("tegula.compile")
+
+from tegula import __version__ as VERSION
+
+
+@dataclass
+class CompileResult:
+    """Everything one compilation produced, for callers that want more than the kernel."""
+
+    kernel: Kernel
+    spec: KernelSpec
+    source: str  # generated CUDA C or LLVM IR
+    tile_ir: TileKernel | None = None
+    loop_ir: LoopKernel | None = None
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    cache_hit: bool = False
+    backend_log: str = ""
+
+
+def kernel_spec(tile: TileKernel, loop: LoopKernel, target: Target) -> KernelSpec:
+    params = []
+    for p in tile.params:
+        t = p.value.type
+        if isinstance(t, TensorType):
+            params.append(ParamSpec(p.name, "tensor", t.dtype.name, tuple(t.shape),
+                                    tuple(t.strides) if t.strides is not None else None,
+                                    writes=bool(getattr(p, "writes", False))))
+        else:
+            params.append(ParamSpec(p.name, "scalar", t.dtype.name))
+    return KernelSpec(
+        name=tile.name, params=tuple(params), symbols=tuple(s.name for s in tile.symbols),
+        grid=tuple(tile.grid), block_threads=loop.block_threads, smem_bytes=loop.smem_bytes,
+        target=str(target),
+    )
+
+
+def generate_code(loop: LoopKernel, target: Target) -> str:
+    if target.is_cuda:
+        from tegula.codegen.cuda import generate_cuda
+
+        return generate_cuda(loop)
+    from tegula.codegen.llvm import generate_llvm
+
+    return generate_llvm(loop)
+
+
+def build_binary(code: str, name: str, target: Target) -> tuple[bytes, str]:
+    """Compile generated code: a cubin through NVRTC, or host object code through LLVM."""
+    if target.is_cuda:
+        from tegula.runtime.nvrtc import compile_cuda
+
+        binary = compile_cuda(code, name, target.arch)
+        if binary.cubin is None:
+            return binary.ptx.encode(), binary.log
+        return binary.cubin, binary.log
+    from tegula.runtime.cpu_jit import compile_llvm_ir
+
+    return compile_llvm_ir(code), ""
+
+
+def make_kernel(spec: KernelSpec, binary: bytes, target: Target, source: str) -> Kernel:
+    if target.is_cuda:
+        from tegula.runtime.cuda_launch import CudaLauncher
+
+        launcher: Any = CudaLauncher(binary, spec.name, block_threads=spec.block_threads,
+                                     smem_bytes=spec.smem_bytes)
+    else:
+        from tegula.runtime.cpu_jit import CpuLauncher, load_object
+
+        launcher = CpuLauncher(load_object(binary, spec.name))
+    return Kernel(spec, launcher, source=source)
+
+
+def lower_kernel(tile: TileKernel, target: Target, *, dump_dir: Path | None = None,
+                 keep_dumps: bool = False,
+                 pipeline: tuple[str, ...] = DEFAULT_PIPELINE) -> tuple[LoopKernel, PassContext]:
+    ctx = PassContext(target=target, dump_dir=dump_dir, keep_dumps=keep_dumps)
+    loop = run_pipeline(tile, pipeline, ctx)
+    assert isinstance(loop, LoopKernel)
+    return loop, ctx
+
+
+def compile_kernel(
+    program: Program,
+    source_text: str,
+    name: str,
+    target: Target,
+    constants: Mapping[str, Any] | None = None,
+    *,
+    cache: KernelCache | None = None,
+    use_cache: bool = True,
+    dump_dir: Path | None = None,
+) -> CompileResult:
+    constants = dict(constants or {})
+    cache = cache if cache is not None else default_cache()
+    key = cache_key("kernel", VERSION, source_text, name, sorted(constants.items()),
+                    str(target), DEFAULT_PIPELINE)
+    if use_cache and dump_dir is None:
+        entry = cache.get(key)
+        if entry is not None:
+            try:
+                spec = KernelSpec.from_json(entry.files["spec.json"].decode())
+                source = entry.files["source"].decode()
+                kernel = make_kernel(spec, entry.files["binary"], target, source)
+                return CompileResult(kernel, spec, source, cache_hit=True)
+            except Exception as exc:  # a damaged entry is rebuilt, never trusted
+                log.warning("cache entry %s for %s is unusable (%s); rebuilding", key[:12], name, exc)
+    timings: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
+    tile = build_tile_kernel(program, name, constants)
+    timings.append(("frontend", time.perf_counter() - t0))
+    loop, ctx = lower_kernel(tile, target, dump_dir=dump_dir)
+    timings.extend(ctx.timings)
+    t0 = time.perf_counter()
+    code = generate_code(loop, target)
+    timings.append(("codegen", time.perf_counter() - t0))
+    if dump_dir is not None:
+        suffix = "cu" if target.is_cuda else "ll"
+        (dump_dir / f"{len(ctx.timings) + 1:02d}-codegen.{suffix}").write_text(code)
+    t0 = time.perf_counter()
+    binary, backend_log = build_binary(code, name, target)
+    timings.append(("nvrtc" if target.is_cuda else "llvm", time.perf_counter() - t0))
+    spec = kernel_spec(tile, loop, target)
+    if use_cache:
+        cache.put(key, {"binary": binary, "spec.json": spec.to_json().encode(),
+                        "source": code.encode()},
+                  {"kernel": name, "target": str(target), "constants": json.dumps(constants, default=str)})
+    kernel = make_kernel(spec, binary, target, code)
+    return CompileResult(kernel, spec, code, tile, loop, timings, False, backend_log)

@@ -1,0 +1,1413 @@
+"""Syntax tree → Tile IR: names, types, shapes and SSA.
+
+One :class:`_KernelBuilder` walks a kernel's statements with an environment of bindings
+(names to IR values or compile-time constants), emitting operations into the innermost open
+block. Every check that can fail on user input raises a :class:`DSLError` at the offending
+expression.
+
+Typing in brief (docs/dsl.md has the whole story):
+
+* A literal or compile-time parameter is a :class:`Const`, folded in Python while every
+  operand is constant, and *weak* when it meets a tile: ``x * 2.0`` keeps ``x``'s dtype; an
+  int constant with a float tile takes the float type. A constant that must become a value
+  on its own is ``i32``, ``f32`` or ``bool``.
+* Broadcasting is NumPy's (right-aligned); the front end writes it out as
+  ``ExpandDimsOp``/``BroadcastOp`` so Tile IR operands always have the result's shape.
+* A name reassigned in a loop body that existed before the loop is loop-carried; names
+  first assigned in a loop, branch or block are not visible after it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tegula.ir import dtypes
+from tegula.ir import tile as ir
+from tegula.ir.dtypes import DType
+
+from . import builtins as bi
+from . import syntax as ast
+from .diagnostics import DSLError, did_you_mean, error_at, one_of
+
+__all__ = ["build_tile_kernel", "param_space"]
+
+Scalar = int | float | bool
+
+
+@dataclass(frozen=True)
+class Const:
+    """A compile-time value: a literal, a compile-time parameter, or a fold of them."""
+
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """A name assigned only inside a ``for``/``if``/block that has ended."""
+
+    construct: str
+    line: int
+
+
+Binding = ir.Value | Const | Hidden
+Operand = ir.Value | Const
+
+_SPECIAL_NAMES = frozenset({"bid", "tid"})
+
+
+# ----------------------------------------------------------------------------- constants
+
+
+def _const_dtype(value: Scalar) -> DType:
+    if isinstance(value, bool):
+        return dtypes.boolean
+    return dtypes.i32 if isinstance(value, int) else dtypes.f32
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+_FOLD_BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq, "!=": operator.ne,
+    "&": operator.and_, "|": operator.or_, "^": operator.xor,
+    "<<": operator.lshift, ">>": operator.rshift,
+    "and": lambda a, b: a and b, "or": lambda a, b: a or b,
+}  # fmt: skip
+
+# The Tile IR function of each operator; `&`, `|`, `^` and `~` on bools are logical.
+_ARITH = {"+": "add", "-": "sub", "*": "mul", "//": "floordiv", "%": "mod", "**": "pow"}
+_COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+_BITWISE = {"&": "bitand", "|": "bitor", "^": "bitxor", "<<": "shl", ">>": "shr"}
+_LOGICAL_OF_BITWISE = {"&": "and", "|": "or", "^": "ne"}
+
+
+# ----------------------------------------------------------------------------- naming
+
+
+class _Namer:
+    """Unique value names: the DSL name, then ``name.1``, ``name.2``…; else ``0``, ``1``…"""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+        self.versions: dict[str, int] = {}
+        self.counter = 0
+
+    def fresh(self, hint: str | None = None) -> str:
+        if hint is None:
+            while str(self.counter) in self.used:
+                self.counter += 1
+            name = str(self.counter)
+        elif hint not in self.used:
+            name = hint
+        else:
+            n = self.versions.get(hint, 0)
+            while f"{hint}.{n + 1}" in self.used:
+                n += 1
+            self.versions[hint] = n + 1
+            name = f"{hint}.{n + 1}"
+        self.used.add(name)
+        return name
+
+
+def _assigned_names(stmts: tuple[ast.Stmt, ...]) -> set[str]:
+    """Names assigned anywhere in ``stmts`` (nested blocks included, loop variables not)."""
+    out: set[str] = set()
+    for s in stmts:
+        if isinstance(s, ast.Assign):
+            out.add(s.target)
+        elif isinstance(s, ast.For):
+            out |= _assigned_names(s.body.stmts)
+        elif isinstance(s, ast.If):
+            out |= _assigned_names(s.then.stmts)
+            if s.orelse is not None:
+                out |= _assigned_names(s.orelse.stmts)
+        elif isinstance(s, ast.Block):
+            out |= _assigned_names(s.stmts)
+    return out
+
+
+def _shape_str(dtype: DType, shape: tuple[int, ...]) -> str:
+    return f"{dtype}[{', '.join(map(str, shape))}]" if shape else str(dtype)
+
+
+# ----------------------------------------------------------------------------- compile-time
+
+
+class _ConstEvaluator:
+    """Evaluates constant expressions (params' defaults, warps, grid parts, sizes)."""
+
+    def __init__(self, source: ast.SourceText) -> None:
+        self.source = source
+
+    def fail(self, node: Any, message: str) -> DSLError:
+        return error_at(self.source, node.span, message)
+
+    def binary(self, node: ast.Binary, a: Scalar, b: Scalar) -> Scalar:
+        if node.op in ("and", "or") and not (isinstance(a, bool) and isinstance(b, bool)):
+            raise self.fail(node, f"'{node.op}' expects bool operands")
+        try:
+            return _FOLD_BINARY[node.op](a, b)
+        except ZeroDivisionError:
+            raise self.fail(node, "division by zero in a constant expression") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self.fail(node, f"cannot evaluate '{self.source.snippet(node.span)}': {exc}")
+
+    def unary(self, node: ast.Unary, a: Scalar) -> Scalar:
+        if node.op == "not":
+            if not isinstance(a, bool):
+                raise self.fail(node, "'not' expects a bool operand")
+            return not a
+        if node.op == "~":
+            if isinstance(a, bool):
+                return not a
+            if not isinstance(a, int):
+                raise self.fail(node, "'~' expects an integer operand")
+            return ~a
+        if isinstance(a, bool):
+            raise self.fail(node, f"'{node.op}' does not take a bool operand")
+        return -a if node.op == "-" else a
+
+    def evaluate(self, node: ast.Expr, env: Mapping[str, Scalar], what: str) -> Scalar:
+        """``node``'s value over the constants ``env``; ``what`` names the context."""
+        match node:
+            case ast.IntLit(value=v) | ast.FloatLit(value=v) | ast.BoolLit(value=v):
+                return v
+            case ast.Name(id=name):
+                if name in env:
+                    return env[name]
+                raise self.fail(
+                    node, f"{what} must be a compile-time constant; '{name}' is not one"
+                )
+            case ast.Unary():
+                return self.unary(node, self.evaluate(node.operand, env, what))
+            case ast.Binary():
+                a = self.evaluate(node.left, env, what)
+                b = self.evaluate(node.right, env, what)
+                return self.binary(node, a, b)
+            case ast.Call(func="min" | "max" | "cdiv" as func) if (
+                len(node.args) == 2 and not node.keywords
+            ):
+                a, b = (self.evaluate(x, env, what) for x in node.args)
+                if func == "cdiv":
+                    if not (_is_int(a) and _is_int(b)):
+                        raise self.fail(node, "cdiv expects integers")
+                    if b == 0:
+                        raise self.fail(node, "division by zero in a constant expression")
+                    return _cdiv(int(a), int(b))
+                return min(a, b) if func == "min" else max(a, b)
+        raise self.fail(
+            node,
+            f"{what} must be a compile-time constant (literals, compile-time params, "
+            "+ - * / // % **, min, max, cdiv)",
+        )
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind_name(v: Scalar) -> str:
+    return "a bool" if isinstance(v, bool) else "an int" if isinstance(v, int) else "a float"
+
+
+def _defaults(
+    kernel: ast.KernelDef, overrides: Mapping[str, Scalar]
+) -> tuple[dict[str, Scalar], dict[str, tuple[Scalar, ...]]]:
+    """Each compile-time param's value (the caller's, else its default) and candidates."""
+    ev = _ConstEvaluator(kernel.source)
+    values: dict[str, Scalar] = {}
+    choices: dict[str, tuple[Scalar, ...]] = {}
+    for decl in kernel.const_params:
+        if decl.name in values:
+            raise error_at(
+                kernel.source, decl.span, f"compile-time parameter '{decl.name}' is declared twice"
+            )
+        what = f"the default of {decl.name}"
+        cands = tuple(ev.evaluate(c, values, f"a candidate of {decl.name}") for c in decl.candidates)
+        default = ev.evaluate(decl.default, values, what) if decl.default else cands[0]
+        if cands and default not in cands:
+            raise error_at(
+                kernel.source, decl.span,
+                f"the default {default!r} of {decl.name} is not among its candidates "
+                f"({', '.join(map(repr, cands))})",
+            )  # fmt: skip
+        value = default
+        if decl.name in overrides:
+            value = _check_override(kernel, decl, default, overrides[decl.name])
+        values[decl.name] = value
+        if cands:
+            choices[decl.name] = cands
+    unknown = [n for n in overrides if n not in values]
+    if unknown:
+        declared = ", ".join(values) or "none"
+        raise error_at(
+            kernel.source, kernel.span,
+            f"kernel {kernel.name} has no compile-time parameter '{unknown[0]}'"
+            f"{did_you_mean(unknown[0], values) or f' (it has: {declared})'}",
+        )  # fmt: skip
+    return values, choices
+
+
+def _check_override(
+    kernel: ast.KernelDef, decl: ast.ConstParamDecl, default: Scalar, given: object
+) -> Scalar:
+    ok = (
+        (isinstance(default, bool) and isinstance(given, bool))
+        or (_is_int(default) and _is_int(given))
+        or (isinstance(default, float) and isinstance(given, int | float)
+            and not isinstance(given, bool))
+    )  # fmt: skip
+    if not ok:
+        raise error_at(
+            kernel.source, decl.span,
+            f"compile-time parameter {decl.name} is {_kind_name(default)}; "
+            f"got {given!r} ({type(given).__name__})",
+        )  # fmt: skip
+    return float(given) if isinstance(default, float) else given  # type: ignore[arg-type]
+
+
+def param_space(kernel: ast.KernelDef) -> dict[str, tuple[Scalar, ...]]:
+    """The candidates each tunable compile-time param declares (``NAME in (...)``)."""
+    return _defaults(kernel, {})[1]
+
+
+# ----------------------------------------------------------------------------- the builder
+
+
+class _KernelBuilder:
+    def __init__(self, kernel: ast.KernelDef, constants: Mapping[str, Scalar]) -> None:
+        self.kdef = kernel
+        self.source = kernel.source
+        self.namer = _Namer()
+        self.blocks: list[list[ir.Op]] = [[]]
+        self.env: dict[str, Binding] = {}
+        self.readonly: dict[str, str] = {}
+        self.writes: set[str] = set()
+        self.consts, _ = _defaults(kernel, constants)
+        self.const_eval = _ConstEvaluator(self.source)
+        self.num_warps = 4
+        self.rules: dict[str, Callable[[ast.Call, dict[str, ast.Expr], str | None], Any]] = {
+            "load": self.rule_load,
+            "store": self.rule_store,
+            "atomic_add": self.rule_store,
+            "zeros": self.rule_full,
+            "full": self.rule_full,
+            "arange": self.rule_arange,
+            "cast": self.rule_cast,
+            "math": self.rule_math,
+            "abs": self.rule_math,
+            "minmax": self.rule_minmax,
+            "sum": self.rule_sum,
+            "where": self.rule_where,
+            "dot": self.rule_dot,
+            "transpose": self.rule_transpose,
+            "shared": self.rule_shared,
+            "convert": self.rule_convert,
+            "cdiv": self.rule_cdiv,
+            "loop": self.rule_loop_outside_for,
+        }
+
+    # -- errors and small helpers
+
+    def fail(self, node: Any, message: str) -> DSLError:
+        return error_at(self.source, getattr(node, "span", None), message)
+
+    def text(self, node: Any) -> str:
+        return self.source.snippet(node.span)
+
+    def loc(self, node: Any) -> ir.SourceLoc:
+        span: ast.Span = node.span
+        return ir.SourceLoc(
+            self.source.filename, span.line, span.column, self.source.line(span.line),
+            span.end_column if span.end_line == span.line else None,
+        )  # fmt: skip
+
+    def emit(self, cls: type[ir.Op], types: tuple[ir.Type, ...], hint: str | None, node: Any,
+             **fields: Any) -> tuple[ir.Value, ...]:  # fmt: skip
+        results = tuple(ir.Value(self.namer.fresh(hint), t) for t in types)
+        self.blocks[-1].append(cls(results=results, loc=self.loc(node), **fields))
+        return results
+
+    def emit1(self, cls: type[ir.Op], t: ir.Type, hint: str | None, node: Any,
+              **fields: Any) -> ir.Value:  # fmt: skip
+        return self.emit(cls, (t,), hint, node, **fields)[0]
+
+    # -- kernel
+
+    def build(self) -> ir.TileKernel:
+        k = self.kdef
+        params = self.declare_params()
+        self.num_warps = self.warps()
+        grid = self.grid()
+        self.lower_block(k.body.stmts)
+        body = ir.Block((), tuple(self.blocks[0]))
+        params = tuple(
+            ir.Param(p.name, p.value, p.loc, writes=p.name in self.writes) for p in params
+        )
+        return ir.TileKernel(
+            name=k.name, params=params, symbols=tuple(self.symbols), grid=grid,
+            num_warps=self.num_warps, body=body, constants=tuple(self.consts.items()),
+            loc=self.loc(k), source_file=self.source.filename,
+        )  # fmt: skip
+
+    def declare_params(self) -> list[ir.Param]:
+        for name, value in self.consts.items():
+            self.env[name] = Const(value)
+            self.readonly[name] = "a compile-time parameter"
+        params: list[ir.Param] = []
+        self.symbols: list[ir.Value] = []
+        scalars = {p.name for p in self.kdef.params if p.shape is None}
+        for decl in self.kdef.params:
+            if decl.name in self.readonly:
+                raise self.fail(decl, f"'{decl.name}' is already {self.readonly[decl.name]}")
+            dtype = self.dtype_named(decl.dtype, decl.dtype_span)
+            if decl.shape is None:
+                value = ir.Value(self.namer.fresh(decl.name), ir.TileType(dtype, ()))
+                self.readonly[decl.name] = "a kernel parameter"
+            else:
+                shape = tuple(self.dim(d, scalars) for d in decl.shape)
+                strides = (
+                    tuple(self.dim(d, scalars) for d in decl.strides)
+                    if decl.strides is not None else None
+                )  # fmt: skip
+                if strides is not None and len(strides) != len(shape):
+                    raise self.fail(
+                        decl, f"{decl.name} has {len(shape)} dims but {len(strides)} strides"
+                    )
+                value = ir.Value(self.namer.fresh(decl.name), ir.TensorType(dtype, shape, strides))
+                self.readonly[decl.name] = "a kernel parameter"
+            self.env[decl.name] = value
+            params.append(ir.Param(decl.name, value, self.loc(decl)))
+        return params
+
+    def dim(self, d: ast.Dim, scalars: set[str]) -> ir.Dim:
+        if isinstance(d.value, int):
+            if d.value < 1:
+                raise self.fail(d, f"a tensor dim must be positive; got {d.value}")
+            return d.value
+        name = d.value
+        if name in self.consts:
+            v = self.consts[name]
+            if not _is_int(v) or v < 1:  # type: ignore[operator]
+                raise self.fail(d, f"a tensor dim must be a positive integer; {name} is {v!r}")
+            return int(v)
+        if name in scalars:
+            raise self.fail(
+                d, f"'{name}' is a scalar parameter; a dim is an integer, a size symbol or a "
+                "compile-time parameter",
+            )  # fmt: skip
+        if name in self.readonly and name not in {s.name for s in self.symbols}:
+            raise self.fail(d, f"'{name}' is {self.readonly[name]}, not a size symbol")
+        if name not in self.env:
+            sym = ir.Value(self.namer.fresh(name), ir.TileType(dtypes.i64, ()))
+            self.symbols.append(sym)
+            self.env[name] = sym
+            self.readonly[name] = "a size symbol"
+        return name
+
+    def warps(self) -> int:
+        if self.kdef.warps is None:
+            return 4
+        v = self.const_eval.evaluate(self.kdef.warps, self.consts, "warps")
+        if not _is_int(v) or not 1 <= v <= 32:  # type: ignore[operator]
+            raise self.fail(self.kdef.warps, f"warps must be an integer from 1 to 32; got {v!r}")
+        return int(v)
+
+    def grid(self) -> tuple[str, str, str]:
+        exprs = self.kdef.grid
+        if not 1 <= len(exprs) <= 3:
+            raise error_at(
+                self.source, self.kdef.grid_span,
+                f"grid takes 1 to 3 expressions; got {len(exprs)}",
+            )  # fmt: skip
+        parts = [self.grid_text(e) for e in exprs]
+        return tuple(parts + ["1"] * (3 - len(parts)))  # type: ignore[return-value]
+
+    def grid_text(self, node: ast.Expr) -> str:
+        """The grid expression in the runtime's grid language, constants folded."""
+        rule = (
+            "a grid expression may use integers, size symbols, compile-time params, "
+            "+ - * // % and cdiv/min/max"
+        )
+        match node:
+            case ast.IntLit(value=v):
+                return str(v)
+            case ast.Name(id=name):
+                if name in self.consts:
+                    v = self.consts[name]
+                    if not _is_int(v):
+                        raise self.fail(node, f"{rule}; {name} is {v!r}")
+                    return str(v)
+                if any(s.name == name for s in self.symbols):
+                    return name
+                if name in self.env:
+                    raise self.fail(node, f"{rule}; '{name}' is a scalar parameter")
+                raise self.fail(node, f"unknown name '{name}'{self.suggest(name)}")
+            case ast.Binary(op="+" | "-" | "*" | "//" | "%" as op):
+                a, b = self.grid_text(node.left), self.grid_text(node.right)
+                if a.lstrip("-").isdigit() and b.lstrip("-").isdigit():
+                    return str(self.const_eval.binary(node, int(a), int(b)))
+                return f"({a} {op} {b})"
+            case ast.Call(func="cdiv" | "min" | "max" as func) if len(node.args) == 2:
+                a, b = (self.grid_text(x) for x in node.args)
+                if a.lstrip("-").isdigit() and b.lstrip("-").isdigit():
+                    x, y = int(a), int(b)
+                    if func == "cdiv":
+                        if y == 0:
+                            raise self.fail(node, "division by zero in the grid")
+                        return str(_cdiv(x, y))
+                    return str(min(x, y) if func == "min" else max(x, y))
+                return f"{func}({a}, {b})"
+        raise self.fail(node, f"{rule}; got '{self.text(node)}'")
+
+    # -- names, dtypes
+
+    def visible_names(self) -> Iterator[str]:
+        return (n for n, b in self.env.items() if not isinstance(b, Hidden))
+
+    def suggest(self, name: str) -> str:
+        return did_you_mean(name, [*self.visible_names(), *_SPECIAL_NAMES])
+
+    def dtype_named(self, name: str, span: ast.Span) -> DType:
+        if not dtypes.is_dtype_name(name):
+            names = [d.name for d in dtypes.all_dtypes()]
+            raise error_at(self.source, span, f"unknown dtype '{name}'{did_you_mean(name, names)}")
+        return dtypes.dtype(name)
+
+    def dtype_arg(self, node: ast.Expr) -> DType:
+        if not isinstance(node, ast.Name):
+            raise self.fail(node, f"expected a dtype such as f32; got '{self.text(node)}'")
+        return self.dtype_named(node.id, node.span)
+
+    def lookup(self, node: ast.Name) -> Binding:
+        b = self.env.get(node.id)
+        if b is None:
+            if node.id in _SPECIAL_NAMES:
+                if node.id == "tid":
+                    return self.emit1(ir.ThreadIndexOp, ir.TileType(dtypes.i32, ()), None, node)
+                raise self.fail(node, "'bid' needs an axis: bid.x, bid.y or bid.z")
+            if dtypes.is_dtype_name(node.id):
+                raise self.fail(node, f"'{node.id}' is a dtype, not a value")
+            raise self.fail(node, f"unknown name '{node.id}'{self.suggest(node.id)}")
+        if isinstance(b, Hidden):
+            where = "block" if b.construct == "block" else f"'{b.construct}'"
+            raise self.fail(node, f"'{node.id}' is defined only inside the {where} at line {b.line}")
+        return b
+
+    # -- statements
+
+    def lower_block(self, stmts: tuple[ast.Stmt, ...]) -> None:
+        for s in stmts:
+            match s:
+                case ast.Assign():
+                    self.lower_assign(s)
+                case ast.ExprStmt():
+                    self.lower_expr_stmt(s)
+                case ast.For():
+                    self.lower_for(s)
+                case ast.If():
+                    self.lower_if(s)
+                case ast.Block():
+                    self.lower_scoped_block(s)
+
+    def lower_assign(self, s: ast.Assign) -> None:
+        target = s.target
+        if target in self.readonly:
+            raise error_at(
+                self.source, s.target_span,
+                f"cannot assign to '{target}': it is {self.readonly[target]}",
+            )  # fmt: skip
+        if target in _SPECIAL_NAMES or target in ("true", "false", "inf", "nan", "None"):
+            raise error_at(self.source, s.target_span, f"cannot assign to '{target}'")
+        if target in self.loop_vars:
+            raise error_at(
+                self.source, s.target_span, f"cannot assign to the loop variable '{target}'"
+            )
+        value = self.lower_expr(s.value, hint=target)
+        if isinstance(value, ir.Value) and isinstance(value.type, ir.TensorType):
+            raise self.fail(s.value, f"'{self.text(s.value)}' is a global tensor; "
+                            "it cannot be given another name")  # fmt: skip
+        self.env[target] = value
+
+    loop_vars: frozenset[str] = frozenset()
+
+    def lower_expr_stmt(self, s: ast.ExprStmt) -> None:
+        e = s.expr
+        if isinstance(e, ast.Call):
+            builtin = bi.BUILTINS.get(e.func)
+            if builtin is not None and not builtin.has_value:
+                self.lower_call(e, None)
+                return
+        raise self.fail(e, "this expression's value is unused; assign it to a name")
+
+    def scoped(self, stmts: tuple[ast.Stmt, ...], env: dict[str, Binding]) -> tuple[
+        list[ir.Op], dict[str, Binding]
+    ]:  # fmt: skip
+        """Lower ``stmts`` into a fresh op list, starting from ``env``; restore afterwards."""
+        saved = self.env
+        self.env = dict(env)
+        self.blocks.append([])
+        try:
+            self.lower_block(stmts)
+            return self.blocks[-1], self.env
+        finally:
+            self.blocks.pop()
+            self.env = saved
+
+    def hide_new_names(self, before: dict[str, Binding], inner: set[str], construct: str,
+                       line: int) -> None:  # fmt: skip
+        for name in inner:
+            prior = before.get(name)
+            if prior is None or isinstance(prior, Hidden):
+                self.env[name] = Hidden(construct, line)
+
+    def lower_scoped_block(self, s: ast.Block) -> None:
+        before = dict(self.env)
+        ops, env = self.scoped(s.stmts, self.env)
+        self.blocks[-1].extend(ops)
+        names = _assigned_names(s.stmts)
+        for name in names:
+            if name in before and not isinstance(before[name], Hidden):
+                self.env[name] = env[name]
+        self.hide_new_names(before, names, "block", s.span.line)
+
+    def materialize(self, c: Const, t: ir.TileType, node: Any, hint: str | None = None) -> ir.Value:
+        value = _convert_scalar(c.value, t.dtype)
+        if value is None:
+            raise self.fail(node, f"the constant {c.value!r} does not fit {t.dtype}")
+        return self.emit1(ir.FullOp, ir.TileType(t.dtype, t.shape), hint, node, value=value)
+
+    def as_value(self, x: Operand, node: Any, hint: str | None = None) -> ir.Value:
+        if isinstance(x, Const):
+            return self.materialize(x, ir.TileType(_const_dtype(x.value), ()), node, hint)
+        return x
+
+    def lower_for(self, s: ast.For) -> None:
+        builtin = bi.BUILTINS.get(s.iterator)
+        if builtin is None or builtin.rule != "loop":
+            raise error_at(
+                self.source, s.iterator_span,
+                f"a for loop runs over range(...) or pipeline(...); got '{s.iterator}'",
+            )  # fmt: skip
+        call = ast.Call(s.iterator, s.args, s.keywords, s.span, s.iterator_span)
+        args = bi.bind(builtin, call, self.source)
+        stages = 1
+        if "stages" in args:
+            stages = self.const_int(args["stages"], "stages")
+        bounds = [self.lower_expr(args["start"]), self.lower_expr(args["stop"])]
+        bounds.append(self.lower_expr(args["step"]) if "step" in args else Const(1))
+        nodes = [args["start"], args["stop"], args.get("step", args["start"])]
+        index_type = self.index_dtype(bounds, nodes)
+        if isinstance(bounds[2], Const) and bounds[2].value == 0:
+            raise self.fail(args["step"], "the step of a loop must not be zero")
+        start, stop, step = (
+            self.coerce(b, index_type, (), n) for b, n in zip(bounds, nodes, strict=True)
+        )
+        if s.var in self.env and not isinstance(self.env[s.var], Hidden):
+            raise error_at(
+                self.source, s.var_span,
+                f"the loop variable '{s.var}' would hide the value '{s.var}' defined before",
+            )  # fmt: skip
+        before = dict(self.env)
+        assigned = _assigned_names(s.body.stmts)
+        carried = [n for n in sorted(assigned) if n in before and not isinstance(before[n], Hidden)]
+        inits = [self.as_value(before[n], s, n) for n in carried]  # type: ignore[arg-type]
+        iv = ir.Value(self.namer.fresh(s.var), ir.TileType(index_type, ()))
+        args_values = [ir.Value(self.namer.fresh(n), v.type) for n, v in zip(carried, inits,
+                                                                              strict=True)]
+        body_env = dict(self.env)
+        body_env[s.var] = iv
+        body_env.update(zip(carried, args_values, strict=True))
+        saved_loop_vars = self.loop_vars
+        self.loop_vars = saved_loop_vars | {s.var}
+        try:
+            ops, env = self.scoped(s.body.stmts, body_env)
+        finally:
+            self.loop_vars = saved_loop_vars
+        self.blocks.append(ops)
+        yields = []
+        for name, arg in zip(carried, args_values, strict=True):
+            yields.append(self.carry(env[name], arg.tile, name, s, "loop"))
+        self.emit(ir.YieldOp, (), None, s, values=tuple(yields))
+        self.blocks.pop()
+        results = self.emit(
+            ir.ForOp, tuple(v.type for v in inits), None, s,
+            start=start, stop=stop, step=step, inits=tuple(inits),
+            body=ir.Block((iv, *args_values), tuple(ops)), pipeline_stages=stages,
+        )  # fmt: skip
+        # Name the results after their variables (emit named them generically).
+        results = self.rename_results(results, carried)
+        self.env.update(zip(carried, results, strict=True))
+        self.hide_new_names(before, assigned | {s.var}, "for", s.span.line)
+
+    def rename_results(self, results: tuple[ir.Value, ...], names: list[str]) -> tuple[
+        ir.Value, ...
+    ]:  # fmt: skip
+        op = self.blocks[-1].pop()
+        for r in results:
+            self.namer.used.discard(r.name)
+        named = tuple(
+            ir.Value(self.namer.fresh(n), r.type) for r, n in zip(results, names, strict=True)
+        )
+        self.blocks[-1].append(_replace_results(op, named))
+        return named
+
+    def carry(self, b: Binding, t: ir.TileType, name: str, node: Any, construct: str) -> ir.Value:
+        """The value ``name`` yields at the end of a loop body / branch, of type ``t``."""
+        if isinstance(b, Const):
+            return self.materialize(b, t, node)
+        if isinstance(b, Hidden) or not isinstance(b.type, ir.TileType):
+            raise self.fail(node, f"'{name}' has no value at the end of the {construct}")
+        if b.type != t:
+            where = "before the loop" if construct == "loop" else "in the other branch"
+            raise self.fail(
+                node,
+                f"'{name}' is {t} {where} but {b.type} at the end of the "
+                f"{'loop body' if construct == 'loop' else 'branch'}; "
+                "a value keeps its type across control flow",
+            )
+        return b
+
+    def lower_if(self, s: ast.If) -> None:
+        cond = self.lower_expr(s.cond)
+        before = dict(self.env)
+        else_stmts = s.orelse.stmts if s.orelse is not None else ()
+        assigned_then = _assigned_names(s.then.stmts)
+        assigned_else = _assigned_names(else_stmts)
+        assigned = assigned_then | assigned_else
+        if isinstance(cond, Const):
+            if not isinstance(cond.value, bool):
+                raise self.fail(s.cond, f"the condition of an 'if' must be a bool; got {cond.value!r}")
+            taken = s.then.stmts if cond.value else else_stmts
+            ops, env = self.scoped(taken, self.env)
+            self.blocks[-1].extend(ops)
+            for name in assigned:
+                if name in before and not isinstance(before[name], Hidden):
+                    self.env[name] = env[name]
+            self.hide_new_names(before, assigned, "if", s.span.line)
+            return
+        ct = self.tile_type(cond, s.cond)
+        if ct.shape:
+            raise self.fail(s.cond, f"the condition of an 'if' must be a scalar; got "
+                            f"{_shape_str(ct.dtype, ct.shape)} (where() chooses per element)")
+        if not ct.dtype.is_bool:
+            raise self.fail(s.cond, f"the condition of an 'if' must be a bool; got {ct.dtype}")
+        then_ops, then_env = self.scoped(s.then.stmts, self.env)
+        else_ops, else_env = self.scoped(else_stmts, self.env)
+        yielded = [n for n in sorted(assigned) if n in before and not isinstance(before[n], Hidden)]
+        then_vals: list[ir.Value] = []
+        else_vals: list[ir.Value] = []
+        types: list[ir.TileType] = []
+        for name in yielded:
+            a, b = then_env[name], else_env[name]
+            if isinstance(a, Const) and isinstance(b, Const):
+                if a == b:
+                    continue  # the same constant either way: no value to merge
+                dt = dtypes.f32 if any(isinstance(c.value, float) for c in (a, b)) else (
+                    _const_dtype(a.value))  # fmt: skip
+                t = ir.TileType(dt, ())
+            else:
+                ref = a if isinstance(a, ir.Value) else b
+                t = self.tile_type(ref, s)  # type: ignore[arg-type]
+            types.append(t)
+            self.blocks.append(then_ops)
+            then_vals.append(self.carry(a, t, name, s, "branch"))
+            self.blocks[-1] = else_ops
+            else_vals.append(self.carry(b, t, name, s, "branch"))
+            self.blocks.pop()
+        names = [n for n in yielded if not (isinstance(then_env[n], Const)
+                                            and then_env[n] == else_env[n])]  # fmt: skip
+        for ops, vals in ((then_ops, then_vals), (else_ops, else_vals)):
+            self.blocks.append(ops)
+            if vals:
+                self.emit(ir.YieldOp, (), None, s, values=tuple(vals))
+            self.blocks.pop()
+        results = self.emit(
+            ir.IfOp, tuple(types), None, s, cond=cond,
+            then=ir.Block((), tuple(then_ops)), otherwise=ir.Block((), tuple(else_ops)),
+        )  # fmt: skip
+        results = self.rename_results(results, names)
+        for name in yielded:
+            if name not in names:
+                self.env[name] = then_env[name]
+        self.env.update(zip(names, results, strict=True))
+        self.hide_new_names(before, assigned, "if", s.span.line)
+
+    # -- expressions
+
+    def tile_type(self, v: ir.Value, node: Any) -> ir.TileType:
+        if isinstance(v.type, ir.TensorType):
+            raise self.fail(
+                node, f"'{self.text(node)}' is a global tensor; read a window of it with "
+                f"load({self.text(node)}[...])",
+            )  # fmt: skip
+        return v.type
+
+    def operand(self, node: ast.Expr) -> Operand:
+        """A register tile or constant (not a tensor, not a shared tile)."""
+        x = self.lower_expr(node)
+        if isinstance(x, ir.Value):
+            t = self.tile_type(x, node)
+            if t.scope is ir.MemScope.SHARED:
+                raise self.fail(
+                    node, f"'{self.text(node)}' is a shared tile; read it with load(...) first"
+                )
+        return x
+
+    def lower_expr(self, node: ast.Expr, hint: str | None = None) -> Operand:
+        match node:
+            case ast.IntLit(value=v) | ast.FloatLit(value=v) | ast.BoolLit(value=v):
+                return Const(v)
+            case ast.Name():
+                b = self.lookup(node)
+                return b  # type: ignore[return-value]
+            case ast.Attribute(value=ast.Name(id="bid"), attr=attr):
+                axes = {"x": 0, "y": 1, "z": 2}
+                if attr not in axes:
+                    raise self.fail(node, f"bid has axes x, y and z; got '{attr}'")
+                return self.emit1(ir.BlockIndexOp, ir.TileType(dtypes.i32, ()), hint, node,
+                                  axis=axes[attr])  # fmt: skip
+            case ast.Attribute():
+                raise self.fail(node, f"unknown attribute '{self.text(node)}' (only bid.x, "
+                                "bid.y and bid.z have attributes)")  # fmt: skip
+            case ast.Unary():
+                return self.lower_unary(node, hint)
+            case ast.Binary():
+                return self.lower_binary(node, hint)
+            case ast.Call():
+                return self.lower_call(node, hint)
+            case ast.Subscript():
+                return self.lower_tile_subscript(node, hint)
+            case ast.NoneLit():
+                raise self.fail(node, "None is only allowed in a subscript (t[:, None])")
+        raise self.fail(node, f"'{self.text(node)}' is not a value here")
+
+    def dtype_of(self, x: Operand) -> DType:
+        return _const_dtype(x.value) if isinstance(x, Const) else x.tile.dtype
+
+    def shape_of(self, x: Operand) -> tuple[int, ...]:
+        return () if isinstance(x, Const) else x.tile.shape
+
+    def describe(self, x: Operand) -> str:
+        if isinstance(x, Const):
+            return f"the constant {x.value!r}"
+        return _shape_str(x.tile.dtype, x.tile.shape)
+
+    def common_dtype(self, xs: list[Operand]) -> DType:
+        """Promotion with weak constants."""
+        values = [x for x in xs if isinstance(x, ir.Value)]
+        consts = [x for x in xs if isinstance(x, Const)]
+        if not values:
+            result = _const_dtype(consts[0].value)
+            for c in consts[1:]:
+                result = dtypes.promote(result, _const_dtype(c.value))
+            return result
+        result = values[0].tile.dtype
+        for v in values[1:]:
+            result = dtypes.promote(result, v.tile.dtype)
+        for c in consts:
+            if isinstance(c.value, float) and not result.is_float:
+                result = dtypes.f32
+            elif _is_int(c.value) and result.is_bool:
+                result = dtypes.i32
+        return result
+
+    def broadcast_shape(self, xs: list[Operand], nodes: list[Any], node: Any) -> tuple[int, ...]:
+        shape: tuple[int, ...] = ()
+        first: Operand | None = None
+        for x in xs:
+            s = self.shape_of(x)
+            out = _broadcast(shape, s)
+            if out is None:
+                assert first is not None
+                raise self.fail(
+                    node, f"cannot broadcast {self.describe(first)} with {self.describe(x)}"
+                )
+            if s:
+                first = first if first is not None and len(self.shape_of(first)) >= len(s) else x
+            shape = out
+        return shape
+
+    def coerce(self, x: Operand, dtype: DType, shape: tuple[int, ...], node: Any,
+               hint: str | None = None) -> ir.Value:  # fmt: skip
+        """``x`` as a ``dtype`` tile of ``shape`` (cast, then expand and broadcast)."""
+        if isinstance(x, Const):
+            return self.materialize(x, ir.TileType(dtype, shape), node, hint)
+        v = x
+        if v.tile.dtype is not dtype:
+            v = self.emit1(ir.CastOp, ir.TileType(dtype, v.tile.shape), None, node, source=v)
+        return self.broadcast_to(v, shape, node, hint)
+
+    def broadcast_to(self, v: ir.Value, shape: tuple[int, ...], node: Any,
+                     hint: str | None = None) -> ir.Value:  # fmt: skip
+        if v.tile.shape == shape:
+            return v
+        if v.tile.shape:
+            while v.tile.rank < len(shape):
+                t = ir.TileType(v.tile.dtype, (1, *v.tile.shape))
+                v = self.emit1(ir.ExpandDimsOp, t, None, node, source=v, axis=0)
+            if v.tile.shape == shape:
+                return v
+        return self.emit1(ir.BroadcastOp, ir.TileType(v.tile.dtype, shape), hint, node, source=v)
+
+    def elementwise(self, fn: str, args: list[Operand], dtype: DType, result: DType,
+                    node: Any, nodes: list[Any], hint: str | None) -> ir.Value:  # fmt: skip
+        shape = self.broadcast_shape(args, nodes, node)
+        values = tuple(self.coerce(a, dtype, shape, n) for a, n in zip(args, nodes, strict=True))
+        return self.emit1(ir.ElementwiseOp, ir.TileType(result, shape), hint, node,
+                          fn=fn, args=values)  # fmt: skip
+
+    def lower_unary(self, node: ast.Unary, hint: str | None) -> Operand:
+        x = self.operand(node.operand)
+        if isinstance(x, Const):
+            return Const(self.const_eval.unary(node, x.value))
+        dt = x.tile.dtype
+        if node.op == "+":
+            if dt.is_bool:
+                raise self.fail(node, f"unary '+' does not take {self.describe(x)}")
+            return x
+        if node.op == "not" or (node.op == "~" and dt.is_bool):
+            if not dt.is_bool:
+                raise self.fail(node, f"'not' expects a bool tile; got {self.describe(x)}")
+            fn = "not"
+        elif node.op == "~":
+            if not dt.is_int:
+                raise self.fail(node, f"'~' expects an integer tile; got {self.describe(x)}")
+            fn = "bitnot"
+        else:
+            if dt.is_bool:
+                raise self.fail(node, f"'-' does not take {self.describe(x)}")
+            fn = "neg"
+        return self.emit1(ir.ElementwiseOp, x.tile, hint, node, fn=fn, args=(x,))
+
+    def lower_binary(self, node: ast.Binary, hint: str | None) -> Operand:
+        a, b = self.operand(node.left), self.operand(node.right)
+        op = node.op
+        if isinstance(a, Const) and isinstance(b, Const):
+            return Const(self.const_eval.binary(node, a.value, b.value))
+        nodes = [node.left, node.right]
+        dtype = self.common_dtype([a, b])
+        operands = f"{self.describe(a)} and {self.describe(b)}"
+        if op in ("and", "or"):
+            if not (self.dtype_of(a).is_bool and self.dtype_of(b).is_bool):
+                raise self.fail(node, f"'{op}' expects bool operands; got {operands}")
+            return self.elementwise(op, [a, b], dtypes.boolean, dtypes.boolean, node, nodes, hint)
+        if op in _COMPARE:
+            return self.elementwise(_COMPARE[op], [a, b], dtype, dtypes.boolean, node, nodes, hint)
+        if op in _BITWISE:
+            if dtype.is_bool and op in _LOGICAL_OF_BITWISE:
+                fn = _LOGICAL_OF_BITWISE[op]
+                return self.elementwise(fn, [a, b], dtype, dtype, node, nodes, hint)
+            if not dtype.is_int:
+                raise self.fail(node, f"'{op}' expects integer operands; got {operands}")
+            return self.elementwise(_BITWISE[op], [a, b], dtype, dtype, node, nodes, hint)
+        if dtype.is_bool:
+            raise self.fail(node, f"'{op}' does not take bool operands; got {operands}")
+        if op == "/":
+            if not dtype.is_float:
+                dtype = dtypes.f32  # `/` is true division: ints divide as f32
+            return self.elementwise("div", [a, b], dtype, dtype, node, nodes, hint)
+        return self.elementwise(_ARITH[op], [a, b], dtype, dtype, node, nodes, hint)
+
+    def lower_call(self, node: ast.Call, hint: str | None) -> Any:
+        builtin = bi.lookup(node, self.source)
+        args = bi.bind(builtin, node, self.source)
+        return self.rules[builtin.rule](node, args, hint)
+
+    def lower_tile_subscript(self, node: ast.Subscript, hint: str | None) -> Operand:
+        base = self.lower_expr(node.value)
+        if isinstance(base, ir.Value) and isinstance(base.type, ir.TensorType):
+            raise self.fail(
+                node, f"a window of {self.text(node.value)} can only be read with load(...) "
+                "or written with store(...)/atomic_add(...)",
+            )  # fmt: skip
+        if isinstance(base, Const):
+            raise self.fail(node, f"cannot index the constant '{self.text(node.value)}'")
+        t = self.tile_type(base, node.value)
+        slices = [i for i in node.items if isinstance(i, ast.FullSlice)]
+        for item in node.items:
+            if not (isinstance(item, ast.FullSlice)
+                    or (isinstance(item, ast.Index) and isinstance(item.value, ast.NoneLit))):
+                raise self.fail(item, "a tile can only be indexed with ':' (keep a dim) and "
+                                "None (insert a size-1 dim)")  # fmt: skip
+        if len(slices) != t.rank:
+            raise self.fail(
+                node, f"{self.text(node.value)} has {t.rank} dim{'s' * (t.rank != 1)}; "
+                f"the subscript keeps {len(slices)}",
+            )  # fmt: skip
+        v = base
+        positions = [k for k, item in enumerate(node.items) if not isinstance(item, ast.FullSlice)]
+        for k, axis in enumerate(positions):
+            shape = list(v.tile.shape)
+            shape.insert(axis, 1)
+            last = k == len(positions) - 1
+            v = self.emit1(ir.ExpandDimsOp, ir.TileType(t.dtype, tuple(shape), t.scope),
+                           hint if last else None, node, source=v, axis=axis)  # fmt: skip
+        return v
+
+    # -- compile-time arguments
+
+    def const_value(self, node: ast.Expr, what: str) -> Scalar:
+        x = self.lower_expr(node)
+        if not isinstance(x, Const):
+            raise self.fail(node, f"{what} must be a compile-time constant; "
+                            f"'{self.text(node)}' is not")  # fmt: skip
+        return x.value
+
+    def const_int(self, node: ast.Expr, what: str, minimum: int = 1) -> int:
+        v = self.const_value(node, what)
+        if not _is_int(v) or v < minimum:  # type: ignore[operator]
+            bound = "positive" if minimum == 1 else f"at least {minimum}"
+            shown = self.text(node)
+            detail = f"{shown} is {v!r}" if shown != repr(v) else f"got {v!r}"
+            raise self.fail(node, f"{what} must be a {bound} integer; {detail}")
+        return int(v)
+
+    def shape_arg(self, node: ast.Expr) -> tuple[int, ...]:
+        if not isinstance(node, ast.ListExpr):
+            raise self.fail(node, f"expected a shape such as [64, 32]; got '{self.text(node)}'")
+        return tuple(self.const_int(item, "a tile dim") for item in node.items)
+
+    def register_tile(self, node: ast.Expr, fn: str) -> ir.Value:
+        x = self.operand(node)
+        if isinstance(x, Const):
+            raise self.fail(node, f"{fn} expects a tile; got {self.describe(x)}")
+        return x
+
+    # -- builtin rules (dispatched from the table's `rule`)
+
+    def rule_loop_outside_for(self, node: ast.Call, args: dict, hint: str | None) -> Operand:
+        raise self.fail(node, f"{node.func}(...) can only be used as 'for i in {node.func}(...)'")
+
+    def window(self, node: ast.Expr, fn: str) -> tuple[ir.Value, ir.SliceSpec]:
+        if not isinstance(node, ast.Subscript) or not isinstance(node.value, ast.Name):
+            raise self.fail(node, f"{fn} expects a window of a tensor, such as x[i, j : +64]; "
+                            f"got '{self.text(node)}'")  # fmt: skip
+        tensor = self.lookup(node.value)
+        if not (isinstance(tensor, ir.Value) and isinstance(tensor.type, ir.TensorType)):
+            raise self.fail(node.value, f"{fn} expects a window of a global tensor; "
+                            f"'{node.value.id}' is not a tensor parameter")  # fmt: skip
+        tt = tensor.type
+        name = node.value.id
+        if len(node.items) != tt.rank:
+            raise self.fail(node, f"{name} has {tt.rank} dim{'s' * (tt.rank != 1)}; "
+                            f"the window has {len(node.items)}")  # fmt: skip
+        starts: list[ir.Value] = []
+        sizes: list[int] = []
+        squeeze: list[bool] = []
+        for d, item in enumerate(node.items):
+            match item:
+                case ast.Index(value=ast.NoneLit()):
+                    raise self.fail(item, "None cannot appear in a window of a tensor")
+                case ast.Index(value=value):
+                    starts.append(self.index_value(value))
+                    sizes.append(1)
+                    squeeze.append(True)
+                    continue
+                case ast.SizedSlice(start=start, size=size):
+                    sizes.append(self.const_int(size, "the size of a window slice"))
+                    starts.append(self.index_value(start))
+                case ast.RangeSlice(start=start, stop=stop):
+                    sizes.append(self.range_size(item))
+                    starts.append(self.index_value(start))
+                case ast.FullSlice():
+                    dim = tt.shape[d]
+                    if isinstance(dim, str):
+                        raise self.fail(item, f"':' needs a static dim, but dim {d} of {name} "
+                                        f"is the size symbol {dim}; write 'start : +SIZE'")  # fmt: skip
+                    sizes.append(dim)
+                    starts.append(self.as_value(Const(0), item))
+            squeeze.append(False)
+        spec = ir.SliceSpec(starts=tuple(starts), sizes=tuple(sizes), squeeze=tuple(squeeze))
+        return tensor, spec
+
+    def index_value(self, node: ast.Expr) -> ir.Value:
+        x = self.operand(node)
+        dt = self.dtype_of(x)
+        if not dt.is_int or self.shape_of(x):
+            raise self.fail(node, f"a window start must be an integer scalar; got {self.describe(x)}")
+        if isinstance(x, Const) and x.value < 0:  # type: ignore[operator]
+            raise self.fail(node, f"a window start must not be negative; got {x.value}")
+        return self.as_value(x, node)
+
+    def range_size(self, item: ast.RangeSlice) -> int:
+        size: Scalar | None = None
+        start, stop = item.start, item.stop
+        try:
+            a = self.const_eval.evaluate(start, self.consts_in_scope(), "")
+            b = self.const_eval.evaluate(stop, self.consts_in_scope(), "")
+            size = b - a  # type: ignore[operator]
+        except DSLError:
+            # `i*BN : i*BN + BN`: the stop is the start plus a constant.
+            if isinstance(stop, ast.Binary) and stop.op == "+":
+                for base, offset in ((stop.left, stop.right), (stop.right, stop.left)):
+                    if base == start:
+                        try:
+                            size = self.const_eval.evaluate(offset, self.consts_in_scope(), "")
+                        except DSLError:
+                            size = None
+                        break
+        if size is None:
+            raise self.fail(item, f"the slice '{self.text(item)}' must have a constant size; "
+                            "write 'start : +SIZE'")  # fmt: skip
+        if not _is_int(size) or size < 1:  # type: ignore[operator]
+            raise self.fail(item, f"the slice '{self.text(item)}' must have a positive integer "
+                            f"size; it has {size!r}")  # fmt: skip
+        return int(size)
+
+    def consts_in_scope(self) -> dict[str, Scalar]:
+        return {n: b.value for n, b in self.env.items() if isinstance(b, Const)}
+
+    def rule_load(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        src = args["src"]
+        if not isinstance(src, ast.Subscript):
+            x = self.lower_expr(src)
+            if isinstance(x, ir.Value) and isinstance(x.type, ir.TileType) and (
+                x.tile.scope is ir.MemScope.SHARED
+            ):
+                for kw in ("mask", "other"):
+                    if kw in args:
+                        raise self.fail(args[kw], f"load of a shared tile takes no '{kw}'")
+                t = ir.TileType(x.tile.dtype, x.tile.shape)
+                return self.emit1(ir.FromSharedOp, t, hint, node, source=x)
+            raise self.fail(src, "load expects a window of a tensor (x[i, j : +64]) or a "
+                            f"shared tile; got '{self.text(src)}'")  # fmt: skip
+        tensor, spec = self.window(src, "load")
+        dtype = tensor.type.dtype
+        shape = spec.tile_shape
+        mask = self.mask(args, shape)
+        other = None
+        if "other" in args:
+            o = self.operand(args["other"])
+            if self.shape_of(o):
+                raise self.fail(args["other"], f"'other' must be a scalar; got {self.describe(o)}")
+            other = self.coerce(o, dtype, (), args["other"])
+        return self.emit1(ir.LoadOp, ir.TileType(dtype, shape), hint, node,
+                          tensor=tensor, window=spec, mask=mask, other=other)  # fmt: skip
+
+    def mask(self, args: dict[str, ast.Expr], shape: tuple[int, ...]) -> ir.Value | None:
+        if "mask" not in args:
+            return None
+        m = self.operand(args["mask"])
+        if not self.dtype_of(m).is_bool:
+            raise self.fail(args["mask"], f"a mask must be bool; got {self.describe(m)}")
+        if _broadcast(self.shape_of(m), shape) != shape:
+            raise self.fail(args["mask"], f"the mask {self.describe(m)} does not broadcast to "
+                            f"the window's shape [{', '.join(map(str, shape))}]")  # fmt: skip
+        return self.coerce(m, dtypes.boolean, shape, args["mask"])
+
+    def rule_store(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> None:
+        tensor, spec = self.window(args["dst"], node.func)
+        shape = spec.tile_shape
+        value = self.operand(args["value"])
+        vshape = self.shape_of(value)
+        if vshape and vshape != shape:
+            raise self.fail(
+                args["value"],
+                f"{node.func}: the value is {self.describe(value)} but the window "
+                f"{self.text(args['dst'])} is [{', '.join(map(str, shape))}]",
+            )
+        v = self.coerce(value, tensor.type.dtype, shape, args["value"])
+        mask = self.mask(args, shape)
+        cls = ir.StoreOp if node.func == "store" else ir.AtomicAddOp
+        self.writes.add(args["dst"].value.id)  # type: ignore[attr-defined]
+        self.emit(cls, (), None, node, tensor=tensor, window=spec, value=v, mask=mask)
+
+    def rule_full(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        dtype = self.dtype_arg(args["dtype"])
+        shape = self.shape_arg(args["shape"])
+        fill = self.operand(args["value"]) if "value" in args else Const(0)
+        if isinstance(fill, Const):
+            return self.materialize(fill, ir.TileType(dtype, shape), node, hint)
+        if fill.tile.shape:
+            raise self.fail(args["value"], f"full: the value must be a scalar; got "
+                            f"{self.describe(fill)}")  # fmt: skip
+        return self.coerce(fill, dtype, shape, node, hint)
+
+    def rule_arange(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        n = self.const_int(args["n"], "the length of arange")
+        return self.emit1(ir.ArangeOp, ir.TileType(dtypes.i32, (n,)), hint, node)
+
+    def rule_cast(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        dtype = self.dtype_arg(args["dtype"])
+        x = self.operand(args["x"])
+        if isinstance(x, Const):
+            return self.materialize(x, ir.TileType(dtype, ()), node, hint)
+        return self.emit1(ir.CastOp, x.tile.with_dtype(dtype), hint, node, source=x)
+
+    def rule_math(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
+        builtin = bi.BUILTINS[node.func]
+        assert builtin.fn is not None and builtin.fold is not None
+        x = self.operand(args["x"])
+        if isinstance(x, Const):
+            if isinstance(x.value, bool):
+                raise self.fail(node, f"{node.func} does not take a bool")
+            try:
+                return Const(builtin.fold(x.value))
+            except (ValueError, OverflowError):
+                raise self.fail(node, f"{node.func}({x.value!r}) is undefined") from None
+        dt = x.tile.dtype
+        if builtin.rule == "math" and not dt.is_float:
+            raise self.fail(node, f"{node.func} expects a float tile; got {self.describe(x)}")
+        if dt.is_bool:
+            raise self.fail(node, f"{node.func} expects a numeric tile; got {self.describe(x)}")
+        return self.emit1(ir.ElementwiseOp, x.tile, hint, node, fn=builtin.fn, args=(x,))
+
+    def rule_minmax(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
+        if "b" not in args:
+            return self.reduce(node, args, ir.ReduceKind(node.func), hint)
+        if "axis" in args:
+            raise self.fail(args["axis"], f"{node.func}(a, b) is elementwise and takes no axis; "
+                            f"use {node.func}(t, axis=k) to reduce")  # fmt: skip
+        a, b = self.operand(args["a"]), self.operand(args["b"])
+        if isinstance(a, Const) and isinstance(b, Const):
+            return Const(min(a.value, b.value) if node.func == "min" else max(a.value, b.value))
+        dtype = self.common_dtype([a, b])
+        if dtype.is_bool:
+            raise self.fail(node, f"{node.func} does not take bool tiles")
+        return self.elementwise(node.func, [a, b], dtype, dtype, node, [args["a"], args["b"]],
+                                hint)  # fmt: skip
+
+    def rule_sum(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
+        return self.reduce(node, {"a": args["x"], **args}, ir.ReduceKind.SUM, hint)
+
+    def reduce(self, node: ast.Call, args: dict[str, ast.Expr], kind: ir.ReduceKind,
+               hint: str | None) -> ir.Value:  # fmt: skip
+        x = self.operand(args["a"])
+        if isinstance(x, Const) or not x.tile.shape:
+            raise self.fail(node, f"{node.func} reduces a tile, but its operand is "
+                            f"{self.describe(x)}, a scalar")  # fmt: skip
+        if x.tile.dtype.is_bool:
+            raise self.fail(node, f"{node.func} expects a numeric tile; got {self.describe(x)}")
+        rank = x.tile.rank
+        if "axis" in args:
+            axis = self.const_value(args["axis"], "axis")
+            if not _is_int(axis) or not -rank <= axis < rank:  # type: ignore[operator]
+                raise self.fail(args["axis"], f"axis {axis!r} is out of range for "
+                                f"{self.describe(x)} (rank {rank})")  # fmt: skip
+            axes = [int(axis) % rank]  # type: ignore[operator]
+        else:
+            axes = list(range(rank - 1, -1, -1))
+        v = x
+        for k, axis in enumerate(axes):
+            shape = v.tile.shape[:axis] + v.tile.shape[axis + 1 :]
+            last = k == len(axes) - 1
+            v = self.emit1(ir.ReduceOp, ir.TileType(v.tile.dtype, shape), hint if last else None,
+                           node, source=v, axis=axis, kind=kind)  # fmt: skip
+        return v
+
+    def rule_where(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        c, a, b = (self.operand(args[k]) for k in ("cond", "a", "b"))
+        if not self.dtype_of(c).is_bool:
+            raise self.fail(args["cond"], f"where expects a bool condition; got {self.describe(c)}")
+        nodes = [args["cond"], args["a"], args["b"]]
+        shape = self.broadcast_shape([c, a, b], nodes, node)
+        dtype = self.common_dtype([a, b])
+        cv = self.coerce(c, dtypes.boolean, shape, args["cond"])
+        av = self.coerce(a, dtype, shape, args["a"])
+        bv = self.coerce(b, dtype, shape, args["b"])
+        return self.emit1(ir.ElementwiseOp, ir.TileType(dtype, shape), hint, node,
+                          fn="where", args=(cv, av, bv))  # fmt: skip
+
+    def rule_dot(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        a = self.register_tile(args["a"], "dot")
+        b = self.register_tile(args["b"], "dot")
+        if a.tile.rank != 2 or b.tile.rank != 2:
+            raise self.fail(node, f"dot expects 2-D tiles; got {self.describe(a)} and "
+                            f"{self.describe(b)}")  # fmt: skip
+        (m, k), (k2, n) = a.tile.shape, b.tile.shape
+        if k != k2:
+            raise self.fail(node, f"dot: the inner dims differ: {self.describe(a)} @ "
+                            f"{self.describe(b)}")  # fmt: skip
+        if a.tile.dtype is not b.tile.dtype:
+            raise self.fail(node, f"dot expects operands of one dtype; got {self.describe(a)} "
+                            f"and {self.describe(b)} (cast one)")  # fmt: skip
+        if "acc" in args:
+            acc = self.register_tile(args["acc"], "dot")
+            if acc.tile.shape != (m, n):
+                raise self.fail(args["acc"], f"dot: the accumulator is {self.describe(acc)} "
+                                f"but {self.describe(a)} @ {self.describe(b)} is "
+                                f"{_shape_str(acc.tile.dtype, (m, n))}")  # fmt: skip
+        else:
+            acc_dtype = dtypes.f32 if a.tile.dtype.is_float else dtypes.i32
+            acc = self.materialize(Const(0), ir.TileType(acc_dtype, (m, n)), node)
+        return self.emit1(ir.DotOp, ir.TileType(acc.tile.dtype, (m, n)), hint, node,
+                          a=a, b=b, acc=acc)  # fmt: skip
+
+    def rule_transpose(self, node: ast.Call, args: dict[str, ast.Expr],
+                       hint: str | None) -> ir.Value:  # fmt: skip
+        x = self.lower_expr(args["x"])
+        if isinstance(x, Const) or x.tile.rank != 2:  # type: ignore[union-attr]
+            raise self.fail(node, f"transpose expects a 2-D tile; got {self.describe(x)}")  # type: ignore[arg-type]
+        t = x.tile  # type: ignore[union-attr]
+        layout = _transposed_layout(t.layout) if t.scope is ir.MemScope.SHARED else None
+        rt = ir.TileType(t.dtype, (t.shape[1], t.shape[0]), t.scope, layout)
+        return self.emit1(ir.TransposeOp, rt, hint, node, source=x, perm=(1, 0))
+
+    def rule_shared(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        x = self.register_tile(args["x"], "shared")
+        t = x.tile
+        if not t.shape:
+            raise self.fail(node, "shared expects a tile; got a scalar")
+        if "swizzle" in args and "pad" in args:
+            raise self.fail(node, "shared takes swizzle= or pad=, not both")
+        swizzle = None
+        pad = 0
+        if "swizzle" in args:
+            sw = args["swizzle"]
+            if not (isinstance(sw, ast.TupleExpr) and len(sw.items) == 3):
+                raise self.fail(sw, f"swizzle expects (B, M, S); got '{self.text(sw)}'")
+            swizzle = tuple(self.const_int(i, "a swizzle parameter", 0) for i in sw.items)
+        if "pad" in args:
+            pad = self.const_int(args["pad"], "pad", 0)
+        layout = self.shared_layout(t.shape, swizzle, pad, args.get("swizzle", node))
+        rt = ir.TileType(t.dtype, t.shape, ir.MemScope.SHARED, layout)
+        return self.emit1(ir.ToSharedOp, rt, hint, node, source=x)
+
+    def shared_layout(self, shape: tuple[int, ...], swizzle: tuple[int, ...] | None, pad: int,
+                      node: Any) -> Any:  # fmt: skip
+        """Row-major element index → shared offset: rows of ``shape[-1] + pad`` elements,
+        optionally swizzled."""
+        from tegula.ir.inttuple import LayoutError
+        from tegula.ir.layout import Layout
+        from tegula.ir.swizzle import Swizzle, SwizzledLayout
+
+        strides = [1] * len(shape)
+        pitch = shape[-1] + pad
+        for d in range(len(shape) - 2, -1, -1):
+            strides[d] = pitch if d == len(shape) - 2 else strides[d + 1] * shape[d + 1]
+        # A row-major index is colexicographic over the reversed shape.
+        base = Layout(tuple(reversed(shape)), tuple(reversed(strides)))
+        if swizzle is None:
+            return base
+        try:
+            layout = SwizzledLayout(Swizzle(*swizzle), base)
+        except LayoutError as exc:
+            raise self.fail(node, f"bad swizzle: {exc}") from None
+        numel = math.prod(shape)
+        if layout.cosize > numel:
+            raise self.fail(node, f"swizzle {layout.swizzle} moves elements past the end of a "
+                            f"{numel}-element tile")  # fmt: skip
+        return layout
+
+    def rule_convert(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
+        x = self.register_tile(args["x"], "convert")
+        layout = self.layout_expr(args["layout"])
+        if tuple(layout.tile_shape) != x.tile.shape:
+            raise self.fail(args["layout"], f"the layout {layout} covers a "
+                            f"[{', '.join(map(str, layout.tile_shape))}] tile, but the tile is "
+                            f"{self.describe(x)}")  # fmt: skip
+        threads = 32 * self.num_warps
+        if layout.num_threads != threads:
+            raise self.fail(args["layout"], f"the layout {layout} spreads over "
+                            f"{layout.num_threads} threads, but the kernel has "
+                            f"{self.num_warps} warps ({threads} threads)")  # fmt: skip
+        return self.emit1(ir.ConvertLayoutOp, x.tile.with_layout(layout), hint, node,
+                          source=x, pinned=True)  # fmt: skip
+
+    def layout_expr(self, node: ast.Expr) -> Any:
+        from tegula.ir import tv_layout
+        from tegula.ir.inttuple import LayoutError
+
+        makers = {"spatial": tv_layout.spatial, "local": tv_layout.local}
+        if isinstance(node, ast.Binary) and node.op == "*":
+            return self.layout_expr(node.left) * self.layout_expr(node.right)
+        if isinstance(node, ast.Call) and node.func in makers and not node.keywords:
+            dims = [self.const_int(a, f"a {node.func} extent") for a in node.args]
+            try:
+                return makers[node.func](*dims)
+            except LayoutError as exc:
+                raise self.fail(node, str(exc)) from None
+        raise self.fail(node, f"expected a layout such as spatial(4, 8) * local(2, 2); "
+                        f"got '{self.text(node)}'")  # fmt: skip
+
+    def rule_cdiv(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
+        a, b = self.operand(args["a"]), self.operand(args["b"])
+        for x, n in ((a, args["a"]), (b, args["b"])):
+            if not self.dtype_of(x).is_int:
+                raise self.fail(n, f"cdiv expects integers; got {self.describe(x)}")
+        if isinstance(a, Const) and isinstance(b, Const):
+            if b.value == 0:
+                raise self.fail(node, "division by zero in a constant expression")
+            return Const(_cdiv(int(a.value), int(b.value)))
+        dtype = self.common_dtype([a, b])
+        nodes = [args["a"], args["b"]]
+        one = Const(1)
+        bm1 = self.elementwise("sub", [b, one], dtype, dtype, node, [args["b"], node], None)
+        num = self.elementwise("add", [a, bm1], dtype, dtype, node, nodes, None)
+        return self.elementwise("floordiv", [num, b], dtype, dtype, node, nodes, hint)
+
+    def index_dtype(self, bounds: list[Operand], nodes: list[ast.Expr]) -> DType:
+        for x, n in zip(bounds, nodes, strict=True):
+            if not self.dtype_of(x).is_int or self.shape_of(x):
+                raise self.fail(n, f"loop bounds must be integer scalars; got {self.describe(x)}")
+        return self.common_dtype(bounds)
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    out: list[int] = []
+    for k in range(1, max(len(a), len(b)) + 1):
+        x = a[-k] if k <= len(a) else 1
+        y = b[-k] if k <= len(b) else 1
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 1 in (x, y) else x)
+    return tuple(reversed(out))
+
+
+def _convert_scalar(value: Scalar, dtype: DType) -> Scalar | None:
+    """``value`` as an element of ``dtype``; None when it has no exact equal there."""
+    if dtype.is_bool:
+        return value if isinstance(value, bool) else None
+    if dtype.is_float:
+        return float(value)
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value)
+
+
+def _transposed_layout(layout: Any) -> Any:
+    """A 2-D shared layout for the transposed tile: swap its two modes."""
+    if layout is None:
+        return None
+    from tegula.ir.layout import Layout, make_layout
+    from tegula.ir.swizzle import SwizzledLayout
+
+    if isinstance(layout, SwizzledLayout):
+        return SwizzledLayout(layout.swizzle, _transposed_layout(layout.layout))
+    if isinstance(layout, Layout) and layout.rank == 2:
+        return make_layout(layout[1], layout[0])
+    return None
+
+
+def _replace_results(op: ir.Op, results: tuple[ir.Value, ...]) -> ir.Op:
+    import dataclasses
+
+    return dataclasses.replace(op, results=results)
+
+
+def build_tile_kernel(
+    program: ast.Program, kernel_name: str, constants: Mapping[str, Scalar] | None = None
+) -> ir.TileKernel:
+    """Type-check kernel ``kernel_name`` of ``program`` and build its Tile IR.
+
+    ``constants`` override compile-time params' defaults (by name).
+    """
+    kernel = program.kernel(kernel_name)
+    if kernel is None:
+        names = [k.name for k in program.kernels]
+        listed = one_of(f"'{n}'" for n in names) if names else "none"
+        raise DSLError(
+            f"no kernel named '{kernel_name}' in {program.source.filename}"
+            f"{did_you_mean(kernel_name, names) or f' (kernels: {listed})'}",
+            file=program.source.filename,
+        )
+    return _KernelBuilder(kernel, dict(constants or {})).build()

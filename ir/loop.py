@@ -1,0 +1,475 @@
+"""Loop IR: the imperative level both code generators read.
+
+A :class:`LoopKernel` describes what one *thread* of one block does, in terms of scalar
+expressions, buffers and structured control flow. Everything about tiles and layouts has been
+decided by the time a kernel reaches this level: a register tile is now a ``local`` buffer of
+the values one thread holds, a shared tile a ``shared`` buffer with an explicit offset, and a
+global tensor a ``global`` buffer addressed by a flattened element index.
+
+The same Loop IR serves both targets. On CUDA a block has ``block_threads`` threads and
+:class:`ThreadIdx` is ``threadIdx.x``; on the CPU a block is one thread (``block_threads == 1``),
+:class:`ThreadIdx` is ``0``, barriers vanish, and blocks are spread over the cores.
+
+Nodes are immutable; build new ones instead of editing. Expressions are typed (``dtype``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .dtypes import DType, boolean, i32, i64
+
+
+class Scope(Enum):
+    GLOBAL = "global"
+    SHARED = "shared"
+    LOCAL = "local"
+
+
+# ----------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A scalar expression. Subclasses define ``dtype``."""
+
+    @property
+    def dtype(self) -> DType:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def children(self) -> tuple[Expr, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Const(Expr):
+    value: int | float | bool
+    type: DType = i64
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+
+@dataclass(frozen=True)
+class Var(Expr):
+    """A named scalar: a kernel argument, a size symbol, a loop variable, or a ``Let``."""
+
+    name: str
+    type: DType = i64
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+
+@dataclass(frozen=True)
+class ThreadIdx(Expr):
+    """The thread's index within its block (``threadIdx.x``; ``0`` on the CPU)."""
+
+    @property
+    def dtype(self) -> DType:
+        return i32
+
+
+@dataclass(frozen=True)
+class BlockIdx(Expr):
+    """The block's index along grid axis 0, 1 or 2 (x, y, z)."""
+
+    axis: int
+
+    @property
+    def dtype(self) -> DType:
+        return i32
+
+
+class BinaryOp(Enum):
+    ADD = "+"
+    SUB = "-"
+    MUL = "*"
+    DIV = "/"  # true division for floats; C (truncating) division for integers
+    FLOORDIV = "//"  # floor division (integers)
+    MOD = "%"  # floor modulo (integers): sign of the divisor, like Python
+    MIN = "min"
+    MAX = "max"
+    POW = "pow"
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+    AND = "&&"  # logical, on bools
+    OR = "||"
+    BITAND = "&"
+    BITOR = "|"
+    BITXOR = "^"
+    SHL = "<<"
+    SHR = ">>"
+
+    @property
+    def is_comparison(self) -> bool:
+        return self in _COMPARISONS
+
+    @property
+    def is_logical(self) -> bool:
+        return self in (BinaryOp.AND, BinaryOp.OR)
+
+
+_COMPARISONS = frozenset(
+    {BinaryOp.LT, BinaryOp.LE, BinaryOp.GT, BinaryOp.GE, BinaryOp.EQ, BinaryOp.NE}
+)
+
+
+class UnaryOp(Enum):
+    NEG = "neg"
+    NOT = "not"  # logical not on bools
+    BITNOT = "bitnot"
+    ABS = "abs"
+    EXP = "exp"
+    EXP2 = "exp2"
+    LOG = "log"
+    LOG2 = "log2"
+    SQRT = "sqrt"
+    RSQRT = "rsqrt"
+    TANH = "tanh"
+    ERF = "erf"
+    SIN = "sin"
+    COS = "cos"
+    FLOOR = "floor"
+    CEIL = "ceil"
+
+
+@dataclass(frozen=True)
+class Binary(Expr):
+    """``lhs op rhs``. Operands have the same dtype; comparisons and logic give ``bool``."""
+
+    op: BinaryOp
+    lhs: Expr
+    rhs: Expr
+
+    @property
+    def dtype(self) -> DType:
+        if self.op.is_comparison or self.op.is_logical:
+            return boolean
+        return self.lhs.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.lhs, self.rhs)
+
+
+@dataclass(frozen=True)
+class Unary(Expr):
+    op: UnaryOp
+    operand: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return boolean if self.op is UnaryOp.NOT else self.operand.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True)
+class Select(Expr):
+    """``cond ? if_true : if_false``."""
+
+    cond: Expr
+    if_true: Expr
+    if_false: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.if_true.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.cond, self.if_true, self.if_false)
+
+
+@dataclass(frozen=True)
+class Cast(Expr):
+    """Value conversion (float↔int rounds toward zero, narrowing floats round to nearest)."""
+
+    type: DType
+    operand: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True)
+class Load(Expr):
+    """One element of ``buffer`` at flattened element ``index``."""
+
+    buffer: Buffer
+    index: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.buffer.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.index,)
+
+
+@dataclass(frozen=True)
+class ShuffleXor(Expr):
+    """``__shfl_xor_sync(full mask, value, lane_mask)``: the value held by lane ``lane ^ mask``.
+
+    Only emitted for CUDA (the CPU target has one thread per block and never needs it).
+    """
+
+    value: Expr
+    lane_mask: int
+
+    @property
+    def dtype(self) -> DType:
+        return self.value.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.value,)
+
+
+# ----------------------------------------------------------------------------- buffers
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A named region of memory holding elements of ``dtype``.
+
+    ``global`` buffers are kernel arguments (pointers); ``shared`` buffers live at
+    ``smem_offset`` bytes into the block's dynamic shared memory; ``local`` buffers are a
+    thread's own arrays (registers on CUDA once their indices are constants; stack on CPU).
+    ``size`` counts elements (``None`` for global buffers, whose extent the caller owns).
+    """
+
+    name: str
+    dtype: DType
+    scope: Scope
+    size: int | None = None
+    smem_offset: int = 0
+    read_only: bool = False
+
+    def __repr__(self) -> str:
+        return f"{self.name}:{self.scope.value} {self.dtype}[{self.size if self.size else ''}]"
+
+
+# ----------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Stmt:
+    def children(self) -> tuple[Stmt, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Seq(Stmt):
+    body: tuple[Stmt, ...]
+
+    def children(self) -> tuple[Stmt, ...]:
+        return self.body
+
+
+@dataclass(frozen=True)
+class Comment(Stmt):
+    """A comment carried into the generated code: the DSL source line a region came from."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Let(Stmt):
+    """Declare an immutable scalar ``var = value`` visible to the rest of the enclosing Seq."""
+
+    var: Var
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Store(Stmt):
+    """``buffer[index] = value``."""
+
+    buffer: Buffer
+    index: Expr
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Copy(Stmt):
+    """Copy ``lanes`` contiguous elements ``src[src_index : +lanes]`` to ``dst[dst_index : +lanes]``.
+
+    The vectorized move between memory levels: on CUDA one 4/8/16-byte access when
+    ``aligned`` says both ends are aligned to ``lanes * itemsize`` bytes; on LLVM a vector
+    load and store. When ``predicate`` is given and false, nothing is copied from ``src``
+    and ``dst`` receives ``fill`` instead (when ``fill`` is None the destination is left
+    untouched, as for a masked store to global memory). ``element_predicates``, when given,
+    masks element by element (ragged edges inside one vector); then the copy is scalar.
+    """
+
+    dst: Buffer
+    dst_index: Expr
+    src: Buffer
+    src_index: Expr
+    lanes: int = 1
+    predicate: Expr | None = None
+    fill: Expr | None = None
+    aligned: bool = False
+    element_predicates: tuple[Expr, ...] | None = None
+
+
+class LoopKind(Enum):
+    SERIAL = "serial"
+    UNROLL = "unroll"  # constant trip count; unroll fully (register arrays stay registers)
+    VECTORIZE = "vectorize"  # independent iterations; the CPU back end asks LLVM to vectorize
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    """``for var in range(start, stop, step)``; ``var`` is an integer :class:`Var`."""
+
+    var: Var
+    start: Expr
+    stop: Expr
+    step: Expr
+    body: Stmt
+    kind: LoopKind = LoopKind.SERIAL
+
+    def children(self) -> tuple[Stmt, ...]:
+        return (self.body,)
+
+
+@dataclass(frozen=True)
+class If(Stmt):
+    cond: Expr
+    then_body: Stmt
+    else_body: Stmt | None = None
+
+    def children(self) -> tuple[Stmt, ...]:
+        return (self.then_body,) if self.else_body is None else (self.then_body, self.else_body)
+
+
+@dataclass(frozen=True)
+class Barrier(Stmt):
+    """Block-wide barrier (``__syncthreads()``); nothing on a one-thread block."""
+
+
+@dataclass(frozen=True)
+class AtomicAdd(Stmt):
+    """``atomicAdd(&buffer[index], value)`` (relaxed); a plain add on the CPU target."""
+
+    buffer: Buffer
+    index: Expr
+    value: Expr
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@dataclass(frozen=True)
+class LoopParam:
+    """A kernel argument: a global buffer (tensor) or a scalar :class:`Var`."""
+
+    name: str
+    buffer: Buffer | None = None
+    var: Var | None = None
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.buffer is not None
+
+
+@dataclass(frozen=True)
+class LoopKernel:
+    """One kernel at Loop IR level.
+
+    Arguments come in the order of the runtime ABI (``docs/runtime.md``): ``params`` in
+    header order, then ``symbols`` (the size and stride symbols, ``i64``). ``grid`` gives
+    the number of blocks along x, y, z as expressions over the symbols; ``block_threads``
+    threads run ``body`` in each block. ``buffers`` lists every shared and local buffer the
+    body uses (allocated once at kernel entry); ``smem_bytes`` is the dynamic shared memory
+    the block needs.
+    """
+
+    name: str
+    params: tuple[LoopParam, ...]
+    symbols: tuple[Var, ...]
+    grid: tuple[Expr, Expr, Expr]
+    block_threads: int
+    buffers: tuple[Buffer, ...]
+    smem_bytes: int
+    body: Stmt
+    source_name: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------------- traversal
+
+
+def walk_stmts(stmt: Stmt) -> Iterator[Stmt]:
+    """Every statement in ``stmt``, pre-order."""
+    yield stmt
+    for child in stmt.children():
+        yield from walk_stmts(child)
+
+
+def walk_exprs(expr: Expr) -> Iterator[Expr]:
+    """Every sub-expression of ``expr``, pre-order."""
+    yield expr
+    for child in expr.children():
+        yield from walk_exprs(child)
+
+
+def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
+    """The expressions a statement reads directly (not those of nested statements)."""
+    match stmt:
+        case Let(value=v):
+            return (v,)
+        case Store(index=i, value=v) | AtomicAdd(index=i, value=v):
+            return (i, v)
+        case Copy():
+            exprs: list[Expr] = [stmt.dst_index, stmt.src_index]
+            if stmt.predicate is not None:
+                exprs.append(stmt.predicate)
+            if stmt.fill is not None:
+                exprs.append(stmt.fill)
+            exprs.extend(stmt.element_predicates or ())
+            return tuple(exprs)
+        case For(start=a, stop=b, step=c):
+            return (a, b, c)
+        case If(cond=c):
+            return (c,)
+    return ()
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def const(value: int | float | bool, dtype: DType | None = None) -> Const:
+    if dtype is None:
+        dtype = boolean if isinstance(value, bool) else (i64 if isinstance(value, int) else None)
+        if dtype is None:
+            from .dtypes import f32
+
+            dtype = f32
+    return Const(value, dtype)
+
+
+def seq(*stmts: Stmt | None) -> Stmt:
+    """A Seq of the given statements with nested Seqs flattened and ``None`` dropped."""
+    flat: list[Stmt] = []
+    for s in stmts:
+        if s is None:
+            continue
+        if isinstance(s, Seq):
+            flat.extend(s.body)
+        else:
+            flat.append(s)
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))

@@ -1,0 +1,458 @@
+"""Layout inference: give every register tile a layout, converting only where demands meet.
+
+Anchors fix some layouts: a global load or store wants its tile coalesced (``vector``
+contiguous elements per thread along the tensor's contiguous dim, lanes side by side); a
+``dot`` accumulator wants a register-blocked sub-tile per thread; a user's ``convert`` pins
+one. Propagation carries layouts forward: an elementwise op or cast keeps its operands'
+layout; a reduction slices its operand's layout (the threads along the reduced dim keep
+copies of the result, so nothing moves); ``expand_dims`` and ``broadcast`` undo a slice;
+``transpose`` permutes the layout's dims. Where two layouts meet at one op, the operand
+made by a ``full``/``arange`` is rebuilt in the layout wanted (free), and any other gets a
+``convert_layout`` (a trip through shared memory). A loop-carried value takes the layout its
+loop body produces, so an accumulator is never converted once per iteration.
+
+Values that end in a global store pass a *hint* backwards, so tiles made from nothing
+(``full``, reads of shared memory) are born in the layout the store wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tegula.ir.distributed import (
+    BlockedLayout,
+    RegisterLayout,
+    TVRegisterLayout,
+    UniformLayout,
+    default_blocked,
+    dot_accumulator_layout,
+)
+from tegula.ir.dtypes import DType
+from tegula.ir.target import Target
+from tegula.ir.tile import (
+    ArangeOp,
+    AtomicAddOp,
+    Block,
+    BroadcastOp,
+    CastOp,
+    ConvertLayoutOp,
+    DotOp,
+    ElementwiseOp,
+    ExpandDimsOp,
+    ForOp,
+    FromSharedOp,
+    FullOp,
+    IfOp,
+    LoadOp,
+    MemScope,
+    Op,
+    ReduceOp,
+    StoreOp,
+    TileKernel,
+    TileType,
+    ToSharedOp,
+    TransposeOp,
+    Value,
+    YieldOp,
+    walk_ops,
+)
+
+from .manager import PassContext, register_pass
+
+
+class LayoutInferenceError(RuntimeError):
+    pass
+
+
+class _Inference:
+    def __init__(self, kernel: TileKernel, target: Target) -> None:
+        self.kernel = kernel
+        self.target = target
+        self.num_warps = kernel.num_warps if target.is_cuda else 1
+        self.warp_size = target.warp_size
+        self.env: dict[str, Value] = {}
+        self.defs: dict[str, Op] = {}  # new value name -> op that made it
+        self.counter = 0
+        self.hints: dict[str, RegisterLayout] = {}
+
+    # ------------------------------------------------------------------ preferences
+
+    def preferred(self, shape: tuple[int, ...], dtype: DType) -> RegisterLayout:
+        if not shape:
+            return UniformLayout()
+        vector = max(1, self.target.vector_bytes // dtype.itemsize)
+        return default_blocked(shape, self.num_warps, self.warp_size, vector)
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}.cvt{self.counter}"
+
+    # ------------------------------------------------------------------ hints
+
+    def collect_hints(self, block: Block) -> None:
+        """Walk backwards from stores: values that reach a store prefer its layout."""
+        ops = list(walk_ops(block))
+        for _ in range(2):  # twice, so hints cross loop boundaries
+            for op in reversed(ops):
+                if isinstance(op, StoreOp | AtomicAddOp):
+                    shape = op.value.tile.shape
+                    if shape:
+                        dtype = op.tensor.type.dtype  # type: ignore[union-attr]
+                        self.hints.setdefault(op.value.name, self.preferred(shape, dtype))
+                elif isinstance(op, ElementwiseOp | CastOp) and op.result.name in self.hints:
+                    for a in op.operands():
+                        if a.type.shape == op.result.tile.shape:  # type: ignore[union-attr]
+                            self.hints.setdefault(a.name, self.hints[op.result.name])
+
+    # ------------------------------------------------------------------ helpers
+
+    def get(self, v: Value) -> Value:
+        return self.env.get(v.name, v)
+
+    def layout_of(self, v: Value) -> RegisterLayout | None:
+        t = v.type
+        return t.layout if isinstance(t, TileType) else None
+
+    def typed(self, v: Value, layout: object) -> Value:
+        assert isinstance(v.type, TileType)
+        return Value(v.name, v.type.with_layout(layout))
+
+    def coerce(self, v: Value, layout: RegisterLayout, out: list[Op], loc) -> Value:
+        """``v`` in ``layout``: itself, a rebuilt ``full``/``arange``, or a conversion."""
+        if self.layout_of(v) == layout:
+            return v
+        maker = self.defs.get(v.name)
+        if isinstance(maker, FullOp | ArangeOp):
+            nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
+            op = replace(maker, results=(nv,))
+            out.append(op)
+            self.defs[nv.name] = op
+            return nv
+        nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
+        op = ConvertLayoutOp(results=(nv,), source=v, loc=loc)
+        out.append(op)
+        self.defs[nv.name] = op
+        return nv
+
+    def emit(self, op: Op, out: list[Op]) -> None:
+        out.append(op)
+        for r in op.results:
+            self.env[r.name] = r
+            self.defs[r.name] = op
+
+    # ------------------------------------------------------------------ the walk
+
+    def run(self) -> TileKernel:
+        self.collect_hints(self.kernel.body)
+        for p in self.kernel.params:
+            if isinstance(p.value.type, TileType):
+                self.env[p.value.name] = self.typed(p.value, UniformLayout())
+        for s in self.kernel.symbols:
+            self.env[s.name] = self.typed(s, UniformLayout())
+        body = self.block(self.kernel.body)
+        params = tuple(replace(p, value=self.get(p.value)) for p in self.kernel.params)
+        symbols = tuple(self.get(s) for s in self.kernel.symbols)
+        return replace(self.kernel, params=params, symbols=symbols, body=body)
+
+    def block(self, block: Block, arg_layouts: list[RegisterLayout] | None = None) -> Block:
+        args = []
+        for i, a in enumerate(block.args):
+            lay = arg_layouts[i] if arg_layouts is not None else UniformLayout()
+            na = self.typed(a, lay)
+            self.env[a.name] = na
+            args.append(na)
+        out: list[Op] = []
+        for op in block.ops:
+            self.op(op, out)
+        return Block(tuple(args), tuple(out))
+
+    def op(self, op: Op, out: list[Op]) -> None:  # noqa: C901 - one case per op kind
+        loc = op.loc
+        if isinstance(op, ForOp):
+            self.for_op(op, out)
+            return
+        if isinstance(op, IfOp):
+            self.if_op(op, out)
+            return
+        if isinstance(op, YieldOp):
+            self.emit(replace(op, values=tuple(self.get(v) for v in op.values)), out)
+            return
+
+        if isinstance(op, FullOp | ArangeOp):
+            r = op.result
+            lay = self.hints.get(r.name) or self.preferred(r.tile.shape, r.tile.dtype)
+            self.emit(replace(op, results=(self.typed(r, lay),)), out)
+            return
+        if not op.results and not isinstance(op, StoreOp | AtomicAddOp):
+            self.emit(op, out)
+            return
+
+        if isinstance(op, ElementwiseOp):
+            args = [self.get(a) for a in op.args]
+            r = op.result
+            if not r.tile.shape:
+                self.emit(replace(op, args=tuple(args), results=(self.typed(r, UniformLayout()),)), out)
+                return
+            target = self.choose(args, r)
+            args = [a if not a.tile.shape else self.coerce(a, target, out, loc) for a in args]
+            self.emit(replace(op, args=tuple(args), results=(self.typed(r, target),)), out)
+        elif isinstance(op, CastOp):
+            src = self.get(op.source)
+            lay = self.layout_of(src) or UniformLayout()
+            self.emit(replace(op, source=src, results=(self.typed(op.result, lay),)), out)
+        elif isinstance(op, BroadcastOp):
+            self.broadcast(op, out)
+        elif isinstance(op, ExpandDimsOp):
+            self.expand_dims(op, out)
+        elif isinstance(op, ReduceOp):
+            src = self.blocked_operand(self.get(op.source), out, loc)
+            lay = src.tile.layout.reduce(op.axis)
+            res_layout: RegisterLayout = lay if lay.rank > 0 else UniformLayout()
+            self.emit(replace(op, source=src, results=(self.typed(op.result, res_layout),)), out)
+        elif isinstance(op, TransposeOp):
+            src = self.get(op.source)
+            if src.tile.scope is MemScope.SHARED:
+                self.emit(replace(op, source=src, results=(self.shared_transpose(op, src),)), out)
+                return
+            src = self.blocked_operand(src, out, loc, allow_sliced=False)
+            lay = src.tile.layout.transpose(op.perm)
+            self.emit(replace(op, source=src, results=(self.typed(op.result, lay),)), out)
+        elif isinstance(op, LoadOp):
+            r = op.result
+            lay = self.preferred(r.tile.shape, r.tile.dtype)
+            self.emit(
+                replace(
+                    op,
+                    tensor=self.get(op.tensor),
+                    window=self.window(op),
+                    mask=self.maybe_coerce(op.mask, lay, out, loc),
+                    other=self.get(op.other) if op.other is not None else None,
+                    results=(self.typed(r, lay),),
+                ),
+                out,
+            )
+        elif isinstance(op, StoreOp | AtomicAddOp):
+            value = self.get(op.value)
+            lay = self.layout_of(value)
+            if value.tile.shape and not self.good_for_store(lay):
+                dtype = op.tensor.type.dtype  # type: ignore[union-attr]
+                lay = self.preferred(value.tile.shape, dtype)
+                value = self.coerce(value, lay, out, loc)
+            self.emit(
+                replace(
+                    op,
+                    tensor=self.get(op.tensor),
+                    window=self.window(op),
+                    value=value,
+                    mask=self.maybe_coerce(op.mask, lay, out, loc) if lay else None,
+                ),
+                out,
+            )
+        elif isinstance(op, ToSharedOp):
+            src = self.get(op.source)
+            r = op.result
+            shared_layout = r.tile.layout
+            if shared_layout is None:
+                from tegula.ir.layout import Layout
+
+                shared_layout = Layout(r.tile.shape, _row_major_strides(r.tile.shape))
+            self.emit(replace(op, source=src, results=(self.typed(r, shared_layout),)), out)
+        elif isinstance(op, FromSharedOp):
+            src = self.get(op.source)
+            r = op.result
+            lay = self.hints.get(r.name) or self.preferred(r.tile.shape, r.tile.dtype)
+            self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
+        elif isinstance(op, DotOp):
+            acc = self.get(op.acc)
+            want = dot_accumulator_layout(
+                acc.tile.shape, self.num_warps, self.warp_size  # type: ignore[arg-type]
+            )
+            cur = self.layout_of(acc)
+            if isinstance(cur, BlockedLayout) and not cur.removed and not cur.unit:
+                want = cur  # any plain blocked accumulator works; keep the one we have
+            acc = self.coerce(acc, want, out, loc)
+            self.emit(
+                replace(op, a=self.get(op.a), b=self.get(op.b), acc=acc,
+                        results=(self.typed(op.result, want),)),
+                out,
+            )
+        elif isinstance(op, ConvertLayoutOp):
+            src = self.get(op.source)
+            lay = op.result.tile.layout
+            if lay is not None and not isinstance(lay, BlockedLayout | UniformLayout | TVRegisterLayout):
+                lay = TVRegisterLayout(lay)
+            if lay is None:
+                lay = self.layout_of(src)
+            self.emit(replace(op, source=src, results=(self.typed(op.result, lay),)), out)
+        else:
+            # Ops with scalar results and no layout decisions (block/thread index...).
+            res = tuple(self.typed(r, UniformLayout()) if isinstance(r.type, TileType) else r
+                        for r in op.results)
+            self.emit(replace(op, results=res), out)
+
+    # ------------------------------------------------------------------ op rules
+
+    def choose(self, args: list[Value], result: Value) -> RegisterLayout:
+        """The layout an elementwise op computes in: the first operand not made from nothing."""
+        tiles = [a for a in args if a.tile.shape]
+        for a in tiles:
+            if not isinstance(self.defs.get(a.name), FullOp | ArangeOp):
+                lay = self.layout_of(a)
+                if lay is not None:
+                    return lay
+        hint = self.hints.get(result.name)
+        if hint is not None:
+            return hint
+        lay = self.layout_of(tiles[0])
+        return lay if lay is not None else self.preferred(result.tile.shape, result.tile.dtype)
+
+    def blocked_operand(self, v: Value, out: list[Op], loc, allow_sliced: bool = True) -> Value:
+        lay = self.layout_of(v)
+        if isinstance(lay, BlockedLayout) and (allow_sliced or not (lay.removed or lay.unit)):
+            return v
+        return self.coerce(v, self.preferred(v.tile.shape, v.tile.dtype), out, loc)
+
+    def good_for_store(self, lay: RegisterLayout | None) -> bool:
+        """Keep a layout for a global store unless its lanes run across the contiguous dim."""
+        if isinstance(lay, UniformLayout):
+            return True
+        if isinstance(lay, BlockedLayout):
+            if lay.removed or lay.unit:
+                return True
+            return lay.order[0] == len(lay.base_shape) - 1
+        return False
+
+    def maybe_coerce(self, v: Value | None, lay, out, loc) -> Value | None:
+        if v is None:
+            return None
+        v = self.get(v)
+        if not v.tile.shape:
+            return v
+        return self.coerce(v, lay, out, loc)
+
+    def window(self, op: LoadOp | StoreOp | AtomicAddOp):
+        return replace(op.window, starts=tuple(self.get(s) for s in op.window.starts))
+
+    def broadcast(self, op: BroadcastOp, out: list[Op]) -> None:
+        src = self.get(op.source)
+        r = op.result
+        shape = r.tile.shape
+        if not src.tile.shape:
+            lay = self.hints.get(r.name) or self.preferred(shape, r.tile.dtype)
+            self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
+            return
+        cur = self.layout_of(src)
+        if isinstance(cur, BlockedLayout):
+            grown = cur.broadcast(shape)
+            if grown is not None:
+                self.emit(replace(op, source=src, results=(self.typed(r, grown),)), out)
+                return
+        lay = self.hints.get(r.name) or self.preferred(shape, r.tile.dtype)
+        assert isinstance(lay, BlockedLayout)
+        unit_dims = tuple(d for d, (a, b) in enumerate(zip(src.tile.shape, shape, strict=True))
+                          if a == 1 and b != 1)
+        src = self.coerce(src, replace(lay, unit=unit_dims), out, op.loc)
+        self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
+
+    def expand_dims(self, op: ExpandDimsOp, out: list[Op]) -> None:
+        src = self.get(op.source)
+        r = op.result
+        cur = self.layout_of(src)
+        if isinstance(cur, BlockedLayout):
+            lay = cur.expand(op.axis)
+            if lay is None:
+                lay = _insert_unit_dim(cur, op.axis) if not (cur.removed or cur.unit) else None
+            if lay is not None:
+                self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
+                return
+        lay = self.preferred(r.tile.shape, r.tile.dtype)
+        if not src.tile.shape:
+            self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
+            return
+        src = self.coerce(src, self.preferred(src.tile.shape, src.tile.dtype), out, op.loc)
+        lay = _insert_unit_dim(src.tile.layout, op.axis)
+        self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
+
+    def shared_transpose(self, op: TransposeOp, src: Value) -> Value:
+        from tegula.ir.layout import Layout
+
+        lay = src.tile.layout
+        perm = op.perm
+        if isinstance(lay, Layout):
+            shape = tuple(lay.shape[p] for p in perm)  # type: ignore[index]
+            stride = tuple(lay.stride[p] for p in perm)  # type: ignore[index]
+            new = Layout(shape, stride)
+        else:  # a swizzled layout: permute its inner layout, keep the swizzle after it
+            inner = lay.layout
+            new = replace(lay, layout=Layout(tuple(inner.shape[p] for p in perm),
+                                             tuple(inner.stride[p] for p in perm)))
+        return self.typed(op.result, new)
+
+    # ------------------------------------------------------------------ control flow
+
+    def for_op(self, op: ForOp, out: list[Op]) -> None:
+        inits = [self.get(v) for v in op.inits]
+        arg_layouts = [self.layout_of(v) or UniformLayout() for v in inits]
+        for _attempt in range(3):
+            saved_env, saved_defs, saved_counter = dict(self.env), dict(self.defs), self.counter
+            body = self.block(op.body, [UniformLayout(), *arg_layouts])
+            yields = body.terminator.values if body.terminator else ()
+            changed = False
+            for i, y in enumerate(yields):
+                ylay = self.layout_of(y)
+                if ylay != arg_layouts[i] and isinstance(self.defs.get(inits[i].name), FullOp | ArangeOp):
+                    arg_layouts[i] = ylay  # type: ignore[assignment]
+                    changed = True
+            if not changed:
+                break
+            self.env, self.defs, self.counter = saved_env, saved_defs, saved_counter
+        # Conform the yields to the loop-carried layouts, and the inits too.
+        body_ops = list(body.ops[:-1]) if body.terminator else list(body.ops)
+        new_yields = [self.coerce(y, arg_layouts[i], body_ops, op.loc) for i, y in enumerate(yields)]
+        if body.terminator:
+            body_ops.append(replace(body.terminator, values=tuple(new_yields)))
+        body = Block(body.args, tuple(body_ops))
+        inits = [self.coerce(v, arg_layouts[i], out, op.loc) for i, v in enumerate(inits)]
+        results = tuple(self.typed(r, arg_layouts[i]) for i, r in enumerate(op.results))
+        self.emit(
+            replace(op, start=self.get(op.start), stop=self.get(op.stop), step=self.get(op.step),
+                    inits=tuple(inits), body=body, results=results),
+            out,
+        )
+
+    def if_op(self, op: IfOp, out: list[Op]) -> None:
+        cond = self.get(op.cond)
+        then = self.block(op.then)
+        other = self.block(op.otherwise)
+        t_yields = then.terminator.values if then.terminator else ()
+        layouts = [self.layout_of(y) for y in t_yields]
+        if other.terminator:
+            ops = list(other.ops[:-1])
+            ys = [self.coerce(y, layouts[i], ops, op.loc) for i, y in enumerate(other.terminator.values)]
+            ops.append(replace(other.terminator, values=tuple(ys)))
+            other = Block(other.args, tuple(ops))
+        results = tuple(self.typed(r, layouts[i]) for i, r in enumerate(op.results))
+        self.emit(replace(op, cond=cond, then=then, otherwise=other, results=results), out)
+
+
+def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+def _insert_unit_dim(lay: BlockedLayout, axis: int) -> BlockedLayout:
+    """``lay`` with a new base dim of extent 1 at ``axis`` (held whole by every thread)."""
+    def ins(t: tuple[int, ...], value: int) -> tuple[int, ...]:
+        return (*t[:axis], value, *t[axis:])
+
+    order = tuple(o + 1 if o >= axis else o for o in lay.order) + (axis,)
+    return BlockedLayout(ins(lay.base_shape, 1), ins(lay.spt, 1), ins(lay.tpw, 1),
+                         ins(lay.wpc, 1), order)
+
+
+@register_pass("infer-layouts", "give every register tile a layout; insert conversions")
+def infer_layouts(kernel: TileKernel, ctx: PassContext) -> TileKernel:
+    return _Inference(kernel, ctx.target).run()

@@ -1,0 +1,1160 @@
+"""Lowering: Tile IR (every tile laid out) → Loop IR (what one thread does).
+
+Each register tile becomes the values one thread holds: a ``local`` buffer of
+``layout.num_values`` elements, or — for values that are cheap to recompute and used once,
+such as constants, broadcasts, casts and single-use elementwise results — an expression
+rebuilt at each use, which fuses chains of elementwise ops into one loop without a pass of
+its own. Values are visited by nested loops over the layout's value positions (``rep`` and
+``s`` per dim, see ``ir/distributed.py``), so coordinates are sums, never divisions, and the
+same Loop IR is good for both targets: on CUDA the loops have constant trip counts and are
+unrolled (the arrays become registers); on the CPU a block is one thread holding the whole
+tile and the innermost loop runs along contiguous memory, ready for LLVM's vectorizer.
+
+Communication between threads (reductions across lanes and warps, layout conversions,
+shared tiles, ``dot`` operands) goes through shared memory or warp shuffles. Every use of the
+shared scratch area is bracketed by barriers (before writing and before reading), so all
+scratch uses can start at offset 0; shared tiles made by ``shared(...)`` live longer and get
+regions of their own after the scratch area.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tegula.ir import loop as L
+from tegula.ir.distributed import BlockedLayout, TVRegisterLayout, UniformLayout
+from tegula.ir.dtypes import DType, boolean, compute_type, f32, i32, i64, promote
+from tegula.ir.target import Target
+from tegula.ir.tile import (
+    ArangeOp,
+    AtomicAddOp,
+    Block,
+    BlockIndexOp,
+    BroadcastOp,
+    CastOp,
+    ConvertLayoutOp,
+    DotOp,
+    ElementwiseOp,
+    ExpandDimsOp,
+    ForOp,
+    FromSharedOp,
+    FullOp,
+    IfOp,
+    LoadOp,
+    MemScope,
+    Op,
+    ReduceKind,
+    ReduceOp,
+    StoreOp,
+    TensorType,
+    ThreadIndexOp,
+    TileKernel,
+    TileType,
+    ToSharedOp,
+    TransposeOp,
+    Value,
+    YieldOp,
+    walk_ops,
+)
+
+from .manager import PassContext, register_pass
+
+
+class LoweringError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- expression helpers
+
+BIN = L.BinaryOp
+_BINARY_FNS = {
+    "add": BIN.ADD, "sub": BIN.SUB, "mul": BIN.MUL, "div": BIN.DIV, "floordiv": BIN.FLOORDIV,
+    "mod": BIN.MOD, "min": BIN.MIN, "max": BIN.MAX, "pow": BIN.POW, "lt": BIN.LT, "le": BIN.LE,
+    "gt": BIN.GT, "ge": BIN.GE, "eq": BIN.EQ, "ne": BIN.NE, "and": BIN.AND, "or": BIN.OR,
+    "bitand": BIN.BITAND, "bitor": BIN.BITOR, "bitxor": BIN.BITXOR, "shl": BIN.SHL,
+    "shr": BIN.SHR,
+}
+_UNARY_FNS = {u.value: u for u in L.UnaryOp}
+
+
+def c64(v: int) -> L.Const:
+    return L.Const(int(v), i64)
+
+
+def cast(e: L.Expr, dt: DType) -> L.Expr:
+    if e.dtype is dt:
+        return e
+    if isinstance(e, L.Const):
+        if dt.is_float:
+            return L.Const(float(e.value), dt)
+        if dt.is_bool:
+            return L.Const(bool(e.value), dt)
+        return L.Const(int(e.value), dt)
+    return L.Cast(dt, e)
+
+
+def add(a: L.Expr, b: L.Expr) -> L.Expr:
+    if isinstance(b, L.Const) and b.value == 0:
+        return a
+    if isinstance(a, L.Const) and a.value == 0:
+        return b
+    if isinstance(a, L.Const) and isinstance(b, L.Const):
+        return L.Const(a.value + b.value, a.dtype)
+    return L.Binary(BIN.ADD, a, b)
+
+
+def mul(a: L.Expr, b: L.Expr) -> L.Expr:
+    if isinstance(b, L.Const) and b.value == 1:
+        return a
+    if isinstance(a, L.Const) and a.value == 1:
+        return b
+    if (isinstance(a, L.Const) and a.value == 0) or (isinstance(b, L.Const) and b.value == 0):
+        return c64(0)
+    if isinstance(a, L.Const) and isinstance(b, L.Const):
+        return L.Const(a.value * b.value, a.dtype)
+    return L.Binary(BIN.MUL, a, b)
+
+
+def land(a: L.Expr | None, b: L.Expr | None) -> L.Expr | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return L.Binary(BIN.AND, a, b)
+
+
+def identity(kind: ReduceKind, dt: DType) -> L.Const:
+    if kind is ReduceKind.SUM:
+        return L.Const(0.0 if dt.is_float else 0, dt)
+    if dt.is_float:
+        return L.Const(-math.inf if kind is ReduceKind.MAX else math.inf, dt)
+    lo, hi = (-(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1) if dt.is_signed else (0, (1 << dt.bits) - 1)
+    return L.Const(lo if kind is ReduceKind.MAX else hi, dt)
+
+
+def combine(kind: ReduceKind, a: L.Expr, b: L.Expr) -> L.Expr:
+    op = {ReduceKind.SUM: BIN.ADD, ReduceKind.MAX: BIN.MAX, ReduceKind.MIN: BIN.MIN}[kind]
+    return L.Binary(op, a, b)
+
+
+def parse_grid_expr(text: str, symbols: dict[str, L.Var]) -> L.Expr:
+    """A grid expression (runtime grammar) as a Loop IR expression, for printing."""
+
+    def conv(n: ast.AST) -> L.Expr:
+        if isinstance(n, ast.Constant):
+            return c64(n.value)
+        if isinstance(n, ast.Name):
+            return symbols.get(n.id, L.Var(n.id, i64))
+        if isinstance(n, ast.BinOp):
+            ops = {ast.Add: BIN.ADD, ast.Sub: BIN.SUB, ast.Mult: BIN.MUL,
+                   ast.FloorDiv: BIN.FLOORDIV, ast.Mod: BIN.MOD}
+            return L.Binary(ops[type(n.op)], conv(n.left), conv(n.right))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            a, b = (conv(x) for x in n.args)
+            if n.func.id == "cdiv":
+                return L.Binary(BIN.FLOORDIV, L.Binary(BIN.ADD, a, L.Binary(BIN.SUB, b, c64(1))), b)
+            return L.Binary(BIN.MIN if n.func.id == "min" else BIN.MAX, a, b)
+        raise LoweringError(f"unsupported grid expression {text!r}")
+
+    return conv(ast.parse(text, mode="eval").body)
+
+
+# ----------------------------------------------------------------------------- lowered values
+
+Pos = dict[int, tuple[L.Expr, L.Expr]]  # base dim -> (rep, s)
+
+
+@dataclass
+class Scalar:
+    expr: L.Expr
+
+
+@dataclass
+class Tensor:
+    buffer: L.Buffer
+    shape: tuple[L.Expr, ...]
+    strides: tuple[L.Expr, ...]
+    contiguous_last: bool
+
+
+@dataclass
+class RegTile:
+    """A register tile: values in ``buffer``, or an element function (fused, recomputed)."""
+
+    dtype: DType
+    layout: BlockedLayout
+    buffer: L.Buffer | None = None
+    element: Callable[[Pos], L.Expr] | None = None
+
+    def at(self, pos: Pos) -> L.Expr:
+        if self.element is not None:
+            return self.element(pos)
+        assert self.buffer is not None
+        return L.Load(self.buffer, value_index(self.layout, pos))
+
+
+@dataclass
+class SharedTile:
+    buffer: L.Buffer
+    layout: object  # Layout or SwizzledLayout, coordinates -> element offset
+    shape: tuple[int, ...]
+
+
+Lowered = Scalar | Tensor | RegTile | SharedTile
+
+
+def value_index(lay: BlockedLayout, pos: Pos) -> L.Expr:
+    """The buffer index of the value at ``pos`` (inverse of the position loops)."""
+    live = [d for d in lay.order if d in lay.live_dims]
+    terms: L.Expr = c64(0)
+    scale = 1
+    for d in live:
+        terms = add(terms, mul(pos[d][1], c64(scale)))
+        scale *= lay.spt[d]
+    for d in live:
+        terms = add(terms, mul(pos[d][0], c64(scale)))
+        scale *= lay.reps(d)
+    return terms
+
+
+# ----------------------------------------------------------------------------- the lowering
+
+
+@dataclass
+class _Frame:
+    stmts: list[L.Stmt] = field(default_factory=list)
+
+
+class _Lowering:
+    def __init__(self, kernel: TileKernel, target: Target) -> None:
+        self.kernel = kernel
+        self.target = target
+        self.gpu = target.is_cuda
+        self.threads = kernel.num_warps * target.warp_size if self.gpu else 1
+        self.vals: dict[str, Lowered] = {}
+        self.buffers: list[L.Buffer] = []
+        self.names: set[str] = set()
+        self.frames: list[_Frame] = [_Frame()]
+        self.scratch_bytes = 0
+        self.shared_tiles_bytes = 0
+        self.shared_allocs: list[tuple[str, int, DType]] = []
+        self.thread_offsets: dict[tuple, dict[int, L.Expr]] = {}
+        self.uses = _use_counts(kernel.body)
+        self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE
+        self.tid = L.Var("tid", i64)
+
+    # ------------------------------------------------------------------ emission helpers
+
+    def emit(self, *stmts: L.Stmt) -> None:
+        self.frames[-1].stmts.extend(stmts)
+
+    def unique(self, base: str) -> str:
+        base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base) or "v"
+        if base[0].isdigit():
+            base = "v" + base
+        name, n = base, 0
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def let(self, base: str, expr: L.Expr) -> L.Var:
+        if isinstance(expr, L.Var | L.Const):
+            return expr  # type: ignore[return-value]
+        var = L.Var(self.unique(base), expr.dtype)
+        self.emit(L.Let(var, expr))
+        return var
+
+    def local(self, base: str, dtype: DType, size: int) -> L.Buffer:
+        buf = L.Buffer(self.unique(base), dtype, L.Scope.LOCAL, size)
+        self.buffers.append(buf)
+        return buf
+
+    def scratch(self, dtype: DType, elements: int) -> L.Buffer:
+        """The shared scratch area viewed as ``elements`` of ``dtype`` (offset 0)."""
+        nbytes = elements * dtype.itemsize
+        self.scratch_bytes = max(self.scratch_bytes, nbytes)
+        buf = L.Buffer(self.unique(f"scratch_{dtype}"), dtype, L.Scope.SHARED, elements, 0)
+        self.buffers.append(buf)
+        return buf
+
+    def nest(self) -> None:
+        self.frames.append(_Frame())
+
+    def unnest(self) -> L.Stmt:
+        return L.seq(*self.frames.pop().stmts) if True else L.Seq(())
+
+    def loop(self, name: str, extent: int, body: Callable[[L.Expr], None],
+             kind: L.LoopKind | None = None) -> None:
+        """Emit ``for name in range(extent)`` (nothing for 0, the body alone for 1)."""
+        if extent <= 0:
+            return
+        if extent == 1:
+            body(c64(0))
+            return
+        var = L.Var(self.unique(name), i64)
+        self.nest()
+        body(var)
+        inner = self.unnest()
+        self.emit(L.For(var, c64(0), c64(extent), c64(1), inner, kind or self.loop_kind))
+
+    def comment(self, op: Op) -> None:
+        if op.loc is not None and op.loc.text:
+            self.emit(L.Comment(f"{op.loc.file}:{op.loc.line}: {op.loc.text.strip()}"))
+
+    # ------------------------------------------------------------------ layouts → expressions
+
+    def thread_offset(self, lay: BlockedLayout) -> dict[int, L.Expr]:
+        key = (lay.base_shape, lay.spt, lay.tpw, lay.wpc, lay.order)
+        return self.thread_offsets[key]
+
+    def prepare_thread_offsets(self, layouts: list[BlockedLayout]) -> None:
+        if self.gpu:
+            self.emit(L.Let(self.tid, L.Cast(i64, L.ThreadIdx())))
+            lane = self.let("lane", L.Binary(BIN.MOD, self.tid, c64(self.target.warp_size)))
+            warp = self.let("warp", L.Binary(BIN.FLOORDIV, self.tid, c64(self.target.warp_size)))
+        for lay in layouts:
+            key = (lay.base_shape, lay.spt, lay.tpw, lay.wpc, lay.order)
+            if key in self.thread_offsets:
+                continue
+            offs: dict[int, L.Expr] = {}
+            tag = len(self.thread_offsets)
+            for d in range(len(lay.base_shape)):
+                if not self.gpu or (lay.tpw[d] == 1 and lay.wpc[d] == 1):
+                    offs[d] = c64(0)
+                    continue
+                parts: L.Expr = c64(0)
+                if lay.wpc[d] > 1:
+                    w = L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(d))),
+                                 c64(lay.wpc[d]))
+                    parts = mul(w, c64(lay.tpw[d]))
+                if lay.tpw[d] > 1:
+                    ln = L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, lane, c64(lay.lane_stride(d))),
+                                  c64(lay.tpw[d]))
+                    parts = add(parts, ln)
+                offs[d] = self.let(f"t{tag}_d{d}", mul(parts, c64(lay.spt[d])))
+            self.thread_offsets[key] = offs
+
+    def coords(self, lay: BlockedLayout, pos: Pos) -> list[L.Expr]:
+        """Tile coordinates (one per tile dim) of the value at ``pos``."""
+        to = self.thread_offset(lay)
+        out = []
+        for d in lay.tile_dims:
+            if d in lay.unit:
+                out.append(c64(0))
+                continue
+            rep, s = pos[d]
+            c = add(add(to[d], mul(rep, c64(lay.coverage(d)))), s)
+            if lay.replicated(d) or lay.base_shape[d] % lay.coverage(d):
+                c = L.Binary(BIN.MOD, c, c64(lay.base_shape[d]))
+            out.append(c)
+        return out
+
+    def owner(self, lay: BlockedLayout, pos: Pos) -> L.Expr | None:
+        """True on exactly one of the threads/values holding each element (for stores)."""
+        if not self.gpu:
+            return None
+        to = self.thread_offset(lay)
+        pred: L.Expr | None = None
+        for d in range(len(lay.base_shape)):
+            if d in lay.live_dims:
+                if lay.replicated(d) or lay.base_shape[d] % lay.coverage(d):
+                    rep, s = pos[d]
+                    raw = add(add(to[d], mul(rep, c64(lay.coverage(d)))), s)
+                    pred = land(pred, L.Binary(BIN.LT, raw, c64(lay.base_shape[d])))
+            elif lay.tpw[d] > 1 or lay.wpc[d] > 1:
+                pred = land(pred, L.Binary(BIN.EQ, to[d], c64(0)))
+        return pred
+
+    def for_positions(self, lay: BlockedLayout, body: Callable[[Pos], None],
+                      innermost_run: bool = False) -> None:
+        """Nested loops over every value position of ``lay``; with ``innermost_run`` the
+        fastest live dim's ``s`` is left at 0 for the caller to handle as a run."""
+        live = [d for d in lay.order if d in lay.live_dims]
+        plan: list[tuple[int, str]] = []
+        for d in reversed(live):
+            plan.append((d, "rep"))
+        for d in reversed(live):
+            plan.append((d, "s"))
+        if innermost_run and live:
+            plan = [p for p in plan if p != (live[0], "s")]
+        pos: Pos = {d: (c64(0), c64(0)) for d in live}
+
+        def go(i: int) -> None:
+            if i == len(plan):
+                body(dict(pos))
+                return
+            d, part = plan[i]
+            extent = lay.reps(d) if part == "rep" else lay.spt[d]
+
+            def inner(var: L.Expr, d=d, part=part) -> None:
+                rep, s = pos[d]
+                pos[d] = (var, s) if part == "rep" else (rep, var)
+                go(i + 1)
+
+            kind = self.loop_kind if part == "s" else (L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL)
+            self.loop(f"{part}{d}", extent, inner, kind)
+
+        go(0)
+
+    # ------------------------------------------------------------------ value access
+
+    def scalar(self, v: Value) -> L.Expr:
+        lv = self.vals[v.name]
+        assert isinstance(lv, Scalar), f"{v} is not a scalar"
+        return lv.expr
+
+    def tile(self, v: Value) -> RegTile:
+        lv = self.vals[v.name]
+        if isinstance(lv, Scalar):  # a scalar used where a tile is wanted
+            return RegTile(lv.expr.dtype, BlockedLayout((1,), (1,), (1,), (1,), (0,)),
+                           element=lambda pos, e=lv.expr: e)
+        assert isinstance(lv, RegTile), f"{v} is not a register tile"
+        return lv
+
+    def materialize(self, name: str, t: RegTile) -> RegTile:
+        if t.buffer is not None and t.element is None:
+            return t
+        buf = self.local(name, t.dtype, t.layout.num_values)
+        self.for_positions(t.layout, lambda pos: self.emit(
+            L.Store(buf, value_index(t.layout, pos), t.at(pos))))
+        return RegTile(t.dtype, t.layout, buffer=buf)
+
+    def define(self, v: Value, t: RegTile, lazy_ok: bool = True) -> None:
+        """Bind a tile result; keep it as an expression if it is used at most once."""
+        if t.element is not None and (not lazy_ok or self.uses.get(v.name, 0) > 1):
+            t = self.materialize(v.name, t)
+        self.vals[v.name] = t
+
+    # ------------------------------------------------------------------ kernel
+
+    def run(self) -> L.LoopKernel:
+        k = self.kernel
+        params: list[L.LoopParam] = []
+        symbol_vars = {s.name: L.Var(self.unique(s.name), i64) for s in k.symbols}
+        for s in k.symbols:
+            self.vals[s.name] = Scalar(symbol_vars[s.name])
+        for p in k.params:
+            t = p.value.type
+            if isinstance(t, TensorType):
+                buf = L.Buffer(self.unique(p.name), t.dtype, L.Scope.GLOBAL, None,
+                               read_only=not getattr(p, "writes", False))
+                shape = tuple(c64(d) if isinstance(d, int) else symbol_vars[d] for d in t.shape)
+                if t.strides is None:
+                    strides: list[L.Expr] = []
+                    acc: L.Expr = c64(1)
+                    for d in reversed(shape):
+                        strides.append(acc)
+                        acc = mul(acc, d)
+                    strides.reverse()
+                    contiguous = True
+                else:
+                    strides = [c64(s) if isinstance(s, int) else symbol_vars[s] for s in t.strides]
+                    contiguous = t.strides[-1] == 1 if t.strides else True
+                self.vals[p.value.name] = Tensor(buf, shape, tuple(strides), contiguous)
+                params.append(L.LoopParam(p.name, buffer=buf))
+            else:
+                var = L.Var(self.unique(p.name), t.dtype)
+                self.vals[p.value.name] = Scalar(var)
+                params.append(L.LoopParam(p.name, var=var))
+
+        layouts = [v.type.layout for v in _all_values(k) if isinstance(v.type, TileType)
+                   and isinstance(v.type.layout, BlockedLayout)]
+        self.prepare_thread_offsets(layouts)
+        self.block(k.body)
+        body = L.seq(*self.frames[0].stmts)
+
+        # Shared tiles sit after the scratch area; fix their offsets now that it is sized.
+        base = _align(self.scratch_bytes, 16)
+        offsets: dict[str, int] = {}
+        cursor = base
+        for name, nbytes, _dt in self.shared_allocs:
+            offsets[name] = cursor
+            cursor = _align(cursor + nbytes, 16)
+        buffers = tuple(
+            L.Buffer(b.name, b.dtype, b.scope, b.size, offsets.get(b.name, b.smem_offset), b.read_only)
+            for b in self.buffers
+        )
+        body = _rebind_buffers(body, {b.name: b for b in buffers})
+        grid = tuple(parse_grid_expr(g, symbol_vars) for g in k.grid)
+        return L.LoopKernel(
+            name=k.name, params=tuple(params), symbols=tuple(symbol_vars[s.name] for s in k.symbols),
+            grid=grid, block_threads=self.threads, buffers=buffers, smem_bytes=cursor if self.gpu else cursor,
+            body=body, source_name=k.source_file,
+        )
+
+    def block(self, block: Block) -> None:
+        for op in block.ops:
+            if isinstance(op, YieldOp):
+                continue
+            self.comment(op)
+            self.op(op)
+
+    # ------------------------------------------------------------------ ops
+
+    def op(self, op: Op) -> None:  # noqa: C901 - one case per op kind
+        if isinstance(op, FullOp):
+            r = op.result
+            if r.tile.is_scalar:
+                self.vals[r.name] = Scalar(L.Const(op.value, r.tile.dtype))
+            else:
+                const = L.Const(op.value, r.tile.dtype)
+                self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=lambda pos: const))
+        elif isinstance(op, ArangeOp):
+            r = op.result
+            lay = r.tile.layout
+            self.define(r, RegTile(r.tile.dtype, lay,
+                                   element=lambda pos: cast(self.coords(lay, pos)[0], r.tile.dtype)))
+        elif isinstance(op, BlockIndexOp):
+            self.vals[op.result.name] = Scalar(
+                self.let(f"bid_{'xyz'[op.axis]}", L.Cast(op.result.tile.dtype, L.BlockIdx(op.axis))))
+        elif isinstance(op, ThreadIndexOp):
+            self.vals[op.result.name] = Scalar(cast(self.tid, op.result.tile.dtype))
+        elif isinstance(op, ElementwiseOp):
+            self.elementwise(op)
+        elif isinstance(op, CastOp):
+            r = op.result
+            src = self.vals[op.source.name]
+            if isinstance(src, Scalar):
+                self.vals[r.name] = Scalar(self.let(r.name, cast(src.expr, r.tile.dtype)))
+            else:
+                s = self.tile(op.source)
+                self.define(r, RegTile(r.tile.dtype, r.tile.layout,
+                                       element=lambda pos: cast(s.at(pos), r.tile.dtype)))
+        elif isinstance(op, BroadcastOp | ExpandDimsOp):
+            r = op.result
+            src = self.vals[op.source.name]
+            if isinstance(src, Scalar):
+                if r.tile.is_scalar:
+                    self.vals[r.name] = src
+                else:
+                    e = src.expr
+                    self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=lambda pos: e))
+            else:
+                s = self.tile(op.source)
+                # Same base layout: positions carry over; unit/removed dims are ignored by at().
+                self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=s.at))
+        elif isinstance(op, TransposeOp):
+            r = op.result
+            src = self.vals[op.source.name]
+            if isinstance(src, SharedTile):
+                self.vals[r.name] = SharedTile(src.buffer, r.tile.layout, r.tile.shape)
+            else:
+                s = self.materialize(op.source.name, self.tile(op.source))
+                self.vals[r.name] = RegTile(r.tile.dtype, r.tile.layout, buffer=s.buffer)
+        elif isinstance(op, ReduceOp):
+            self.reduce(op)
+        elif isinstance(op, LoadOp):
+            self.load(op)
+        elif isinstance(op, StoreOp | AtomicAddOp):
+            self.store(op)
+        elif isinstance(op, ConvertLayoutOp):
+            self.convert(op)
+        elif isinstance(op, ToSharedOp):
+            self.to_shared(op)
+        elif isinstance(op, FromSharedOp):
+            self.from_shared(op)
+        elif isinstance(op, DotOp):
+            self.dot(op)
+        elif isinstance(op, ForOp):
+            self.for_op(op)
+        elif isinstance(op, IfOp):
+            self.if_op(op)
+        else:
+            raise LoweringError(f"cannot lower {type(op).__name__}")
+
+    def elementwise(self, op: ElementwiseOp) -> None:
+        r = op.result
+        dt = r.tile.dtype
+        fn = op.fn
+        args = [self.vals[a.name] for a in op.args]
+        arg_types = [a.tile.dtype for a in op.args]
+
+        def compute(xs: list[L.Expr]) -> L.Expr:
+            return _apply(fn, xs, arg_types, dt)
+
+        if all(isinstance(a, Scalar) for a in args):
+            self.vals[r.name] = Scalar(self.let(r.name, compute([a.expr for a in args])))  # type: ignore[union-attr]
+            return
+        tiles = [self.tile(a) for a in op.args]
+        self.define(r, RegTile(dt, r.tile.layout, element=lambda pos: compute([t.at(pos) for t in tiles])))
+
+    # ------------------------------------------------------------------ reductions
+
+    def reduce(self, op: ReduceOp) -> None:
+        r = op.result
+        src = self.tile(op.source)
+        lay = src.layout
+        p = lay.tile_dims[op.axis]
+        dt = r.tile.dtype
+        acc_t = compute_type(dt) if dt.is_float else dt
+        res_lay: BlockedLayout = lay.reduce(op.axis)
+        out = self.local(r.name, acc_t, res_lay.num_values)
+        kind = op.kind
+        to = self.thread_offset(lay)
+
+        def per_result(pos: Pos) -> None:
+            ridx = value_index(res_lay, pos)
+            self.emit(L.Store(out, ridx, identity(kind, acc_t)))
+
+            def term(var_rep: L.Expr, var_s: L.Expr) -> None:
+                full = dict(pos)
+                full[p] = (var_rep, var_s)
+                val = cast(src.at(full), acc_t)
+                if lay.replicated(p) or lay.base_shape[p] % lay.coverage(p):
+                    raw = add(add(to[p], mul(var_rep, c64(lay.coverage(p)))), var_s)
+                    val = L.Select(L.Binary(BIN.LT, raw, c64(lay.base_shape[p])), val, identity(kind, acc_t))
+                self.emit(L.Store(out, ridx, combine(kind, L.Load(out, ridx), val)))
+
+            self.loop(f"r{p}", lay.reps(p), lambda rv: self.loop(
+                f"s{p}", lay.spt[p], lambda sv: term(rv, sv), self.loop_kind),
+                L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL)
+
+        self.for_positions(res_lay, per_result)
+
+        if self.gpu and lay.tpw[p] > 1:
+            def shuffle(pos: Pos) -> None:
+                ridx = value_index(res_lay, pos)
+                stride = lay.lane_stride(p)
+                k = 1
+                while k < lay.tpw[p]:
+                    self.emit(L.Store(out, ridx, combine(kind, L.Load(out, ridx),
+                                                         L.ShuffleXor(L.Load(out, ridx), stride * k))))
+                    k *= 2
+            self.for_positions(res_lay, shuffle)
+
+        if self.gpu and lay.wpc[p] > 1:
+            nw = lay.wpc[p]
+            numel = math.prod(res_lay.shape) if res_lay.shape else 1
+            smem = self.scratch(acc_t, numel * nw)
+            warp_p = L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, L.Binary(BIN.FLOORDIV, self.tid, c64(self.target.warp_size)),
+                                                c64(lay.warp_stride(p))), c64(nw))
+            self.emit(L.Barrier())
+
+            def slot(pos: Pos) -> L.Expr:
+                coords = self.coords(res_lay, pos) if res_lay.shape else []
+                return mul(_row_major(coords, res_lay.shape), c64(nw))
+
+            self.for_positions(res_lay, lambda pos: self.emit(
+                L.Store(smem, add(slot(pos), warp_p), L.Load(out, value_index(res_lay, pos)))))
+            self.emit(L.Barrier())
+
+            def gather(pos: Pos) -> None:
+                ridx = value_index(res_lay, pos)
+                base = slot(pos)
+                e: L.Expr = L.Load(smem, base)
+                for w in range(1, nw):
+                    e = combine(kind, e, L.Load(smem, add(base, c64(w))))
+                self.emit(L.Store(out, ridx, e))
+            self.for_positions(res_lay, gather)
+
+        if acc_t is not dt:
+            res = RegTile(acc_t, res_lay, buffer=out)
+            res = RegTile(dt, res_lay, element=lambda pos: cast(res.at(pos), dt))
+        else:
+            res = RegTile(dt, res_lay, buffer=out)
+        if r.tile.is_scalar:
+            self.vals[r.name] = Scalar(self.let(r.name, res.at({})))
+        else:
+            self.define(r, res)
+
+    # ------------------------------------------------------------------ global memory
+
+    def window_geometry(self, tensor: Tensor, op: LoadOp | StoreOp | AtomicAddOp, lay: BlockedLayout | None):
+        """Per tensor dim: (start expr, tile axis or None)."""
+        w = op.window
+        starts = [cast(self.scalar(s), i64) for s in w.starts]
+        axes: list[int | None] = []
+        axis = 0
+        for q in w.squeeze:
+            if q:
+                axes.append(None)
+            else:
+                axes.append(axis)
+                axis += 1
+        return starts, axes
+
+    def element_address(self, tensor: Tensor, starts, axes, coords: list[L.Expr]) -> tuple[L.Expr, L.Expr | None]:
+        """Flattened element offset and the in-bounds predicate for tile coordinates."""
+        offset: L.Expr = c64(0)
+        pred: L.Expr | None = None
+        for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
+            idx = start if ax is None else add(start, coords[ax])
+            offset = add(offset, mul(idx, tensor.strides[d]))
+            pred = land(pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d])))
+        return offset, pred
+
+    def run_width(self, tensor: Tensor, axes, lay: BlockedLayout, dtype: DType, has_mask: bool) -> int:
+        """Elements per vector access: a thread's contiguous run along the tensor's last dim."""
+        if has_mask or axes[-1] is None or not tensor.contiguous_last or lay.rank == 0:
+            return 1
+        if axes[-1] != lay.rank - 1:
+            return 1
+        run = lay.contiguous_run()
+        if self.gpu:
+            run = math.gcd(run, max(1, self.target.vector_bytes // dtype.itemsize))
+        return run
+
+    def load(self, op: LoadOp) -> None:
+        r = op.result
+        tensor = self.vals[op.tensor.name]
+        assert isinstance(tensor, Tensor)
+        dt = r.tile.dtype
+        starts, axes = self.window_geometry(tensor, op, None)
+        other = L.Const(0.0 if dt.is_float else 0, dt)
+        if op.other is not None:
+            other = cast(self.scalar(op.other), dt)
+        if r.tile.is_scalar:
+            offset, pred = self.element_address(tensor, starts, axes, [])
+            val: L.Expr = L.Load(tensor.buffer, offset)
+            if pred is not None:
+                tmp = self.local(r.name, dt, 1)
+                self.emit(L.Copy(tmp, c64(0), tensor.buffer, offset, 1, pred, other))
+                val = L.Load(tmp, c64(0))
+            self.vals[r.name] = Scalar(self.let(r.name, val))
+            return
+        lay: BlockedLayout = r.tile.layout
+        buf = self.local(r.name, dt, lay.num_values)
+        mask = self.tile(op.mask) if op.mask is not None else None
+        run = self.run_width(tensor, axes, lay, dt, mask is not None)
+        self.global_access(tensor, starts, axes, lay, run, buf, dt, is_load=True, fill=other, mask=mask)
+        self.vals[r.name] = RegTile(dt, lay, buffer=buf)
+
+    def store(self, op: StoreOp | AtomicAddOp) -> None:
+        tensor = self.vals[op.tensor.name]
+        assert isinstance(tensor, Tensor)
+        dt = tensor.buffer.dtype
+        starts, axes = self.window_geometry(tensor, op, None)
+        src = self.vals[op.value.name]
+        atomic = isinstance(op, AtomicAddOp)
+        if isinstance(src, Scalar):
+            offset, pred = self.element_address(tensor, starts, axes, [])
+            if self.gpu:
+                pred = land(pred, L.Binary(BIN.EQ, self.tid, c64(0)))
+            value = cast(src.expr, dt)
+            stmt: L.Stmt = (L.AtomicAdd(tensor.buffer, offset, value) if atomic
+                            else L.Store(tensor.buffer, offset, value))
+            self.emit(stmt if pred is None else L.If(pred, stmt))
+            return
+        t = self.tile(op.value)
+        lay = t.layout
+        value_dt = t.dtype
+        if atomic or t.buffer is None or value_dt is not dt:
+            # Stores read the value element by element (fused producers run here).
+            conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
+            t = self.materialize(op.value.name, conv) if not atomic else conv
+        mask = self.tile(op.mask) if op.mask is not None else None
+        run = 1 if atomic else self.run_width(tensor, axes, lay, dt, mask is not None)
+        self.global_access(tensor, starts, axes, lay, run, t.buffer, dt, is_load=False,
+                           mask=mask, atomic=atomic, src_tile=t)
+
+    def global_access(self, tensor: Tensor, starts, axes, lay: BlockedLayout, run: int,
+                      buf: L.Buffer | None, dt: DType, *, is_load: bool, fill: L.Expr | None = None,
+                      mask: RegTile | None = None, atomic: bool = False, src_tile: RegTile | None = None) -> None:
+        live = [d for d in lay.order if d in lay.live_dims]
+        fast = live[0] if live else None
+        spt_fast = lay.spt[fast] if fast is not None else 1
+
+        def element(pos: Pos) -> None:
+            coords = self.coords(lay, pos)
+            offset, pred = self.element_address(tensor, starts, axes, coords)
+            if mask is not None:
+                pred = land(pred, mask.at(pos))
+            vidx = value_index(lay, pos)
+            if is_load:
+                assert buf is not None
+                self.emit(L.Copy(buf, vidx, tensor.buffer, offset, 1, pred, fill))
+                return
+            pred = land(pred, self.owner(lay, pos))
+            value = src_tile.at(pos) if src_tile is not None else L.Load(buf, vidx)  # type: ignore[arg-type]
+            stmt: L.Stmt = (L.AtomicAdd(tensor.buffer, offset, value) if atomic
+                            else L.Store(tensor.buffer, offset, value))
+            self.emit(stmt if pred is None else L.If(pred, stmt))
+
+        if run <= 1 or fast is None:
+            self.for_positions(lay, element)
+            return
+
+        def vector_runs(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+            self.loop(f"v{fast}", spt_fast // run, lambda chunk: vector(pos, rep_f, chunk))
+
+        def vector(pos: Pos, rep_f: L.Expr, chunk: L.Expr) -> None:
+            first = dict(pos)
+            first[fast] = (rep_f, mul(chunk, c64(run)))
+            last = dict(pos)
+            last[fast] = (rep_f, add(mul(chunk, c64(run)), c64(run - 1)))
+            offset, pred_first = self.element_address(tensor, starts, axes, self.coords(lay, first))
+            _, pred_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
+            vidx = value_index(lay, first)
+            owner = None if is_load else self.owner(lay, first)
+            whole = land(land(pred_first, pred_last), owner)
+            if self.gpu:
+                aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, offset, c64(run)), c64(0))
+                fast_cond = land(whole, aligned)
+                if is_load:
+                    fast_copy: L.Stmt = L.Copy(buf, vidx, tensor.buffer, offset, run, aligned=True)  # type: ignore[arg-type]
+                else:
+                    fast_copy = L.Copy(tensor.buffer, offset, buf, vidx, run, aligned=True)  # type: ignore[arg-type]
+                self.nest()
+                self.loop("e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.UNROLL)
+                slow = self.unnest()
+                self.emit(L.If(fast_cond, fast_copy, slow) if fast_cond is not None else fast_copy)
+            else:
+                # CPU: the in-bounds prefix of the run is one contiguous loop; the rest is fill.
+                self.loop("e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.VECTORIZE)
+
+        def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
+            p = dict(pos)
+            p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
+            element(p)
+
+        self.for_positions(lay, vector_runs, innermost_run=True)
+
+    # ------------------------------------------------------------------ shared memory
+
+    def write_tile_to(self, t: RegTile, smem: L.Buffer, offset_of: Callable[[list[L.Expr]], L.Expr]) -> None:
+        self.for_positions(t.layout, lambda pos: self.emit(
+            L.Store(smem, offset_of(self.coords(t.layout, pos)), cast(t.at(pos), smem.dtype))))
+
+    def read_tile_from(self, name: str, dt: DType, lay: BlockedLayout, smem: L.Buffer,
+                       offset_of: Callable[[list[L.Expr]], L.Expr]) -> RegTile:
+        buf = self.local(name, dt, lay.num_values)
+        self.for_positions(lay, lambda pos: self.emit(
+            L.Store(buf, value_index(lay, pos), L.Load(smem, offset_of(self.coords(lay, pos))))))
+        return RegTile(dt, lay, buffer=buf)
+
+    def convert(self, op: ConvertLayoutOp) -> None:
+        r = op.result
+        src = self.vals[op.source.name]
+        if isinstance(src, Scalar):
+            self.vals[r.name] = src
+            return
+        t = self.tile(op.source)
+        lay = r.tile.layout
+        if isinstance(lay, TVRegisterLayout):
+            raise LoweringError("thread-value layouts written by hand are not lowered yet; "
+                                "use a blocked layout")
+        if not self.gpu or t.layout == lay:
+            # One thread holds everything: a conversion only re-orders the buffer.
+            self.define(r, RegTile(r.tile.dtype, lay, element=lambda pos: self._elem_by_coords(t, lay, pos)))
+            return
+        shape = r.tile.shape
+        smem = self.scratch(r.tile.dtype, math.prod(shape))
+        self.emit(L.Barrier())
+        self.write_tile_to(t, smem, lambda c: _row_major(c, shape))
+        self.emit(L.Barrier())
+        self.vals[r.name] = self.read_tile_from(r.name, r.tile.dtype, lay, smem, lambda c: _row_major(c, shape))
+
+    def _elem_by_coords(self, t: RegTile, lay: BlockedLayout, pos: Pos) -> L.Expr:
+        """On a one-thread target: the element of ``t`` at the coordinates of ``pos`` in ``lay``."""
+        coords = self.coords(lay, pos)
+        src_pos: Pos = {}
+        for ax, d in enumerate(t.layout.tile_dims):
+            if d in t.layout.live_dims:
+                src_pos[d] = (c64(0), coords[ax])
+        return t.at(src_pos)
+
+    def to_shared(self, op: ToSharedOp) -> None:
+        r = op.result
+        t = self.tile(op.source)
+        layout = r.tile.layout
+        cosize = int(layout.cosize)
+        name = self.unique(f"{r.name}_smem")
+        buf = L.Buffer(name, r.tile.dtype, L.Scope.SHARED, cosize, 0)
+        self.buffers.append(buf)
+        self.shared_allocs.append((name, cosize * r.tile.dtype.itemsize, r.tile.dtype))
+        self.emit(L.Barrier())
+        self.write_tile_to(t, buf, lambda c: shared_offset(layout, c))
+        self.emit(L.Barrier())
+        self.vals[r.name] = SharedTile(buf, layout, r.tile.shape)
+
+    def from_shared(self, op: FromSharedOp) -> None:
+        r = op.result
+        s = self.vals[op.source.name]
+        assert isinstance(s, SharedTile)
+        self.vals[r.name] = self.read_tile_from(r.name, r.tile.dtype, r.tile.layout, s.buffer,
+                                                lambda c: shared_offset(s.layout, c))
+
+    # ------------------------------------------------------------------ dot
+
+    def dot(self, op: DotOp) -> None:
+        r = op.result
+        a, b = self.tile(op.a), self.tile(op.b)
+        acc = self.tile(op.acc)
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        dt = r.tile.dtype
+        lay: BlockedLayout = r.tile.layout
+        out = self.local(r.name, dt, lay.num_values)
+        self.for_positions(lay, lambda pos: self.emit(
+            L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt))))
+        if self.gpu:
+            smem_a = self.scratch(dt, m * k + k * n)
+            self.emit(L.Barrier())
+            self.write_tile_to(a, smem_a, lambda c: add(mul(c[0], c64(k)), c[1]))
+            self.write_tile_to(b, smem_a, lambda c: add(c64(m * k), add(mul(c[0], c64(n)), c[1])))
+            self.emit(L.Barrier())
+
+            def a_at(row: L.Expr, kk: L.Expr) -> L.Expr:
+                return cast(L.Load(smem_a, add(mul(row, c64(k)), kk)), dt)
+
+            def b_at(kk: L.Expr, col: L.Expr) -> L.Expr:
+                return cast(L.Load(smem_a, add(c64(m * k), add(mul(kk, c64(n)), col))), dt)
+        else:
+            a_m = self.materialize(op.a.name, a)
+            b_m = self.materialize(op.b.name, b)
+
+            def a_at(row: L.Expr, kk: L.Expr) -> L.Expr:
+                return cast(self._elem_by_coords_2d(a_m, row, kk), dt)
+
+            def b_at(kk: L.Expr, col: L.Expr) -> L.Expr:
+                return cast(self._elem_by_coords_2d(b_m, kk, col), dt)
+
+        def step(kk: L.Expr) -> None:
+            def fma(pos: Pos) -> None:
+                row, col = self.coords(lay, pos)
+                vidx = value_index(lay, pos)
+                self.emit(L.Store(out, vidx, add(L.Load(out, vidx), mul(a_at(row, kk), b_at(kk, col)))))
+            self.for_positions(lay, fma)
+
+        self.loop("k", k, step, L.LoopKind.SERIAL)
+        self.vals[r.name] = RegTile(dt, lay, buffer=out)
+
+    def _elem_by_coords_2d(self, t: RegTile, row: L.Expr, col: L.Expr) -> L.Expr:
+        d0, d1 = t.layout.tile_dims
+        return t.at({d0: (c64(0), row), d1: (c64(0), col)})
+
+    # ------------------------------------------------------------------ control flow
+
+    def carried_storage(self, name: str, v: Value) -> Lowered:
+        lv = self.vals[v.name]
+        if isinstance(lv, Scalar):
+            buf = self.local(f"{name}_carry", lv.expr.dtype, 1)
+            return Scalar(L.Load(buf, c64(0)))  # the read; writes go through store_carried
+        t = self.tile(v)
+        buf = self.local(f"{name}_carry", t.dtype, t.layout.num_values)
+        return RegTile(t.dtype, t.layout, buffer=buf)
+
+    def store_carried(self, dst: Lowered, src_value: Value) -> None:
+        src = self.vals[src_value.name]
+        if isinstance(dst, Scalar):
+            assert isinstance(dst.expr, L.Load) and isinstance(src, Scalar)
+            self.emit(L.Store(dst.expr.buffer, c64(0), cast(src.expr, dst.expr.dtype)))
+            return
+        assert isinstance(dst, RegTile) and dst.buffer is not None
+        s = self.tile(src_value)
+        if s.buffer is dst.buffer and s.element is None:
+            return
+        self.for_positions(dst.layout, lambda pos: self.emit(
+            L.Store(dst.buffer, value_index(dst.layout, pos), cast(s.at(pos), dst.dtype))))  # type: ignore[arg-type]
+
+    def read_carried(self, name: str, carried: Lowered) -> Lowered:
+        if isinstance(carried, Scalar):
+            return Scalar(self.let(name, carried.expr))
+        return carried
+
+    def for_op(self, op: ForOp) -> None:
+        carried = [self.carried_storage(a.name, init) for a, init in zip(op.body.args[1:], op.inits, strict=True)]
+        for c, init in zip(carried, op.inits, strict=True):
+            self.store_carried(c, init)
+        start = cast(self.scalar(op.start), i64)
+        stop = cast(self.scalar(op.stop), i64)
+        step = cast(self.scalar(op.step), i64)
+        var = L.Var(self.unique(op.body.args[0].name), i64)
+        self.nest()
+        self.vals[op.body.args[0].name] = Scalar(cast(var, op.body.args[0].tile.dtype)
+                                                 if op.body.args[0].tile.dtype is not i64 else var)
+        for a, c in zip(op.body.args[1:], carried, strict=True):
+            self.vals[a.name] = self.read_carried(a.name, c)
+        self.block(op.body)
+        term = op.body.terminator
+        if term is not None:
+            self.yield_into(carried, term.values)
+        body = self.unnest()
+        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        for r, c in zip(op.results, carried, strict=True):
+            self.vals[r.name] = self.read_carried(r.name, c)
+
+    def yield_into(self, carried: list[Lowered], values: tuple[Value, ...]) -> None:
+        # Materialize everything first: a yielded expression may read a carried buffer that
+        # an earlier copy in this same yield overwrites.
+        staged: list[Value] = []
+        for c, v in zip(carried, values, strict=True):
+            lv = self.vals[v.name]
+            if isinstance(lv, RegTile) and (lv.element is not None or any(
+                    isinstance(o, RegTile) and o.buffer is lv.buffer and o is not c for o in carried)):
+                tmp = self.local(f"{v.name}_next", lv.dtype, lv.layout.num_values)
+                self.for_positions(lv.layout, lambda pos, lv=lv, tmp=tmp: self.emit(
+                    L.Store(tmp, value_index(lv.layout, pos), lv.at(pos))))
+                self.vals[v.name] = RegTile(lv.dtype, lv.layout, buffer=tmp)
+            elif isinstance(lv, Scalar) and isinstance(c, Scalar):
+                self.vals[v.name] = Scalar(self.let(f"{v.name}_next", lv.expr))
+            staged.append(v)
+        for c, v in zip(carried, staged, strict=True):
+            self.store_carried(c, v)
+
+    def if_op(self, op: IfOp) -> None:
+        cond = self.scalar(op.cond)
+        carried = [self.carried_storage(r.name, y) for r, y in
+                   zip(op.results, op.then.terminator.values if op.then.terminator else (), strict=True)]
+        branches = []
+        for blk in (op.then, op.otherwise):
+            self.nest()
+            self.block(blk)
+            if blk.terminator is not None:
+                self.yield_into(carried, blk.terminator.values)
+            branches.append(self.unnest())
+        self.emit(L.If(cond, branches[0], branches[1]))
+        for r, c in zip(op.results, carried, strict=True):
+            self.vals[r.name] = self.read_carried(r.name, c)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _apply(fn: str, xs: list[L.Expr], arg_types: list[DType], dt: DType) -> L.Expr:
+    if fn == "where":
+        return L.Select(cast(xs[0], boolean), cast(xs[1], dt), cast(xs[2], dt))
+    if fn in _UNARY_FNS:
+        u = _UNARY_FNS[fn]
+        if fn == "not":
+            return L.Unary(u, cast(xs[0], boolean))
+        if dt.is_float and dt.bits < 32:  # math on halves runs in f32
+            return cast(L.Unary(u, cast(xs[0], f32)), dt)
+        return L.Unary(u, cast(xs[0], dt))
+    op = _BINARY_FNS[fn]
+    if op.is_comparison:
+        common = promote(arg_types[0], arg_types[1])
+        return L.Binary(op, cast(xs[0], common), cast(xs[1], common))
+    if op.is_logical:
+        return L.Binary(op, cast(xs[0], boolean), cast(xs[1], boolean))
+    if op is BIN.DIV and not dt.is_float:
+        dt = f32
+    if op in (BIN.SHL, BIN.SHR):
+        return L.Binary(op, cast(xs[0], dt), cast(xs[1], dt))
+    if dt.is_float and dt.bits < 32 and op in (BIN.POW,):
+        return cast(L.Binary(op, cast(xs[0], f32), cast(xs[1], f32)), dt)
+    return L.Binary(op, cast(xs[0], dt), cast(xs[1], dt))
+
+
+def _row_major(coords: list[L.Expr], shape: tuple[int, ...]) -> L.Expr:
+    e: L.Expr = c64(0)
+    stride = 1
+    for c, n in zip(reversed(coords), reversed(shape), strict=True):
+        e = add(e, mul(c, c64(stride)))
+        stride *= n
+    return e
+
+
+def shared_offset(layout: object, coords: list[L.Expr]) -> L.Expr:
+    """Evaluate a shared-memory layout (optionally swizzled) on symbolic coordinates."""
+    from tegula.ir.layout import Layout
+    from tegula.ir.swizzle import SwizzledLayout
+
+    swz = None
+    if isinstance(layout, SwizzledLayout):
+        swz, layout = layout.swizzle, layout.layout
+    assert isinstance(layout, Layout)
+    shape = layout.shape if isinstance(layout.shape, tuple) else (layout.shape,)
+    stride = layout.stride if isinstance(layout.stride, tuple) else (layout.stride,)
+    off: L.Expr = c64(0)
+    for c, sh, st in zip(coords, shape, stride, strict=True):
+        flat_sh, flat_st = _flatten(sh), _flatten(st)
+        rest = c
+        for i, (s_i, d_i) in enumerate(zip(flat_sh, flat_st, strict=True)):
+            part = rest if i == len(flat_sh) - 1 else L.Binary(BIN.MOD, rest, c64(s_i))
+            off = add(off, mul(part, c64(d_i)))
+            rest = L.Binary(BIN.FLOORDIV, rest, c64(s_i))
+    if swz is not None:
+        mask = ((1 << swz.bits) - 1) << (swz.base + max(0, swz.shift))
+        picked = L.Binary(BIN.BITAND, off, c64(mask))
+        moved = (L.Binary(BIN.SHR, picked, c64(swz.shift)) if swz.shift >= 0
+                 else L.Binary(BIN.SHL, picked, c64(-swz.shift)))
+        off = L.Binary(BIN.BITXOR, off, moved)
+    return off
+
+
+def _flatten(t: object) -> list[int]:
+    if isinstance(t, tuple):
+        out: list[int] = []
+        for x in t:
+            out.extend(_flatten(x))
+        return out
+    return [int(t)]  # type: ignore[call-overload]
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def _use_counts(block: Block) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in walk_ops(block):
+        for v in op.operands():
+            counts[v.name] = counts.get(v.name, 0) + 1
+    # A value used inside a loop body but defined outside is used once per iteration:
+    # keep it in a buffer rather than recomputing it.
+    def visit(b: Block, defined_outside: set[str]) -> None:
+        for op in b.ops:
+            if isinstance(op, ForOp):
+                inner_defs = {v.name for o in walk_ops(op.body) for v in o.results} | {a.name for a in op.body.args}
+                for o in walk_ops(op.body):
+                    for v in o.operands():
+                        if v.name not in inner_defs:
+                            counts[v.name] = counts.get(v.name, 0) + 2
+            for inner in op.blocks():
+                visit(inner, defined_outside)
+    visit(block, set())
+    return counts
+
+
+def _all_values(k: TileKernel):
+    yield from (p.value for p in k.params)
+    for op in walk_ops(k.body):
+        yield from op.results
+        for b in op.blocks():
+            yield from b.args
+
+
+def _rebind_buffers(stmt: L.Stmt, table: dict[str, L.Buffer]) -> L.Stmt:
+    """Replace buffers by their final versions (shared offsets are fixed after lowering)."""
+    import dataclasses
+
+    def fix_expr(e: L.Expr) -> L.Expr:
+        if isinstance(e, L.Load):
+            return L.Load(table.get(e.buffer.name, e.buffer), fix_expr(e.index))
+        if not e.children():
+            return e
+        changes = {}
+        for f in dataclasses.fields(e):
+            val = getattr(e, f.name)
+            if isinstance(val, L.Expr):
+                changes[f.name] = fix_expr(val)
+        return dataclasses.replace(e, **changes)
+
+    def fix(s: L.Stmt) -> L.Stmt:
+        changes = {}
+        for f in dataclasses.fields(s):
+            val = getattr(s, f.name)
+            if isinstance(val, L.Buffer):
+                changes[f.name] = table.get(val.name, val)
+            elif isinstance(val, L.Expr):
+                changes[f.name] = fix_expr(val)
+            elif isinstance(val, L.Stmt):
+                changes[f.name] = fix(val)
+            elif isinstance(val, tuple) and val and isinstance(val[0], L.Stmt):
+                changes[f.name] = tuple(fix(x) for x in val)
+            elif isinstance(val, tuple) and val and isinstance(val[0], L.Expr):
+                changes[f.name] = tuple(fix_expr(x) for x in val)
+        return dataclasses.replace(s, **changes) if changes else s
+
+    return fix(stmt)
+
+
+@register_pass("lower-to-loops", "Tile IR -> Loop IR: distribute tiles over threads")
+def lower_to_loops(kernel: TileKernel, ctx: PassContext) -> L.LoopKernel:
+    return _Lowering(kernel, ctx.target).run()

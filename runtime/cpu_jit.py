@@ -1,0 +1,248 @@
+"""The CPU back end's runtime: LLVM IR → host object code → a callable, run over a grid.
+
+The generated function has the CPU ABI of :mod:`tegula.runtime.spec`:
+``void <name>(i64* argv, i64 begin, i64 end)`` runs blocks ``[begin, end)``. Object code is
+the unit that is cached and shipped in artifacts; :func:`load_object` links it into the
+process with MCJIT. :func:`launch_cpu` splits the grid over a thread pool — each worker is a
+ctypes call, which releases the GIL, so the blocks really run in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import os
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+import llvmlite.binding as llvm
+from tegula.ir.dtypes import DType
+
+from .errors import CpuCompileError, LaunchError
+
+KernelFunctionType = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                                      ctypes.c_int64)
+
+# Chunks per worker thread: more than one evens out blocks of unequal cost (ragged edges).
+_CHUNKS_PER_THREAD = 4
+
+
+@cache
+def _initialize_llvm() -> None:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    llvm.initialize_native_asmparser()
+
+
+@cache
+def host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
+    """A target machine for this CPU, with its name and features (AVX2, AVX-512, ...)."""
+    return new_host_target_machine(opt_level)
+
+
+def new_host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
+    """An unshared host target machine (a JIT engine takes ownership of its own)."""
+    _initialize_llvm()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    # PIC, so the object links both into MCJIT here and into a shared library ahead of time.
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=opt_level,
+        reloc="pic",
+        codemodel="default",
+    )
+
+
+def host_description() -> str:
+    """Triple and CPU name: part of a cache key, since object code is specific to both."""
+    _initialize_llvm()
+    return f"{llvm.get_process_triple()}-{llvm.get_host_cpu_name()}"
+
+
+def _optimize(module: llvm.ModuleRef, machine: llvm.TargetMachine, opt_level: int) -> None:
+    if hasattr(llvm, "create_pass_builder"):  # new pass manager (llvmlite >= 0.44)
+        tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+        tuning.loop_vectorization = opt_level >= 2
+        tuning.slp_vectorization = opt_level >= 2
+        builder = llvm.create_pass_builder(machine, tuning)
+        builder.getModulePassManager().run(module, builder)
+        return
+    builder = llvm.PassManagerBuilder()  # pragma: no cover - older llvmlite
+    builder.opt_level = opt_level
+    builder.loop_vectorize = opt_level >= 2
+    builder.slp_vectorize = opt_level >= 2
+    passes = llvm.create_module_pass_manager()
+    machine.add_analysis_passes(passes)
+    builder.populate(passes)
+    passes.run(module)
+
+
+def parse_llvm_ir(ir_text: str) -> llvm.ModuleRef:
+    """Parse and verify IR; :class:`CpuCompileError` with LLVM's message otherwise."""
+    _initialize_llvm()
+    try:
+        module = llvm.parse_assembly(ir_text)
+        module.verify()
+    except RuntimeError as exc:
+        raise CpuCompileError(f"LLVM rejected the generated IR: {exc}") from None
+    return module
+
+
+def compile_llvm_ir(ir_text: str, *, opt_level: int = 3) -> bytes:
+    """Optimize IR for this host and return its object code (ELF/Mach-O/COFF bytes)."""
+    machine = host_target_machine(opt_level)
+    module = parse_llvm_ir(ir_text)
+    module.triple = machine.triple
+    module.data_layout = str(machine.target_data)
+    if opt_level > 0:
+        _optimize(module, machine, opt_level)
+    return machine.emit_object(module)
+
+
+class CpuFunction:
+    """A kernel function linked into this process; keeps its JIT engine (and so its code)
+    alive for as long as it lives."""
+
+    def __init__(self, engine: llvm.ExecutionEngine, name: str, address: int) -> None:
+        self._engine = engine
+        self.name = name
+        self.address = address
+        self.cfunc = KernelFunctionType(address)
+
+    def __call__(self, argv: ctypes.Array, begin: int, end: int) -> None:
+        self.cfunc(argv, begin, end)
+
+    def __repr__(self) -> str:
+        return f"<CpuFunction {self.name} at {self.address:#x}>"
+
+
+def load_object(obj: bytes, name: str) -> CpuFunction:
+    """Link object code into the process with MCJIT and find the function ``name``."""
+    machine = new_host_target_machine()  # the engine owns and frees it
+    holder = llvm.parse_assembly("")  # MCJIT needs a module to own; the code comes after
+    holder.triple = machine.triple
+    engine = llvm.create_mcjit_compiler(holder, machine)
+    try:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+    except RuntimeError as exc:
+        raise LaunchError(f"could not link object code for {name!r}: {exc}") from None
+    address = engine.get_function_address(name)
+    if not address:
+        raise LaunchError(f"object code has no function named {name!r}")
+    return CpuFunction(engine, name, address)
+
+
+def num_threads() -> int:
+    """Worker threads for CPU kernels: ``$TEGULA_NUM_THREADS`` or the CPU count."""
+    text = os.environ.get("TEGULA_NUM_THREADS", "").strip()
+    if text:
+        try:
+            count = int(text)
+        except ValueError:
+            raise ValueError(f"TEGULA_NUM_THREADS={text!r} is not an integer") from None
+        if count < 1:
+            raise ValueError(f"TEGULA_NUM_THREADS={count} must be at least 1")
+        return count
+    return os.cpu_count() or 1
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _worker_pool(size: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tegula-cpu")
+            _pool_size = size
+        return _pool
+
+
+def split_range(total: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``[0, total)`` into at most ``parts`` contiguous, near-equal, non-empty chunks."""
+    parts = max(1, min(parts, total))
+    base, extra = divmod(total, parts)
+    chunks, begin = [], 0
+    for i in range(parts):
+        end = begin + base + (1 if i < extra else 0)
+        chunks.append((begin, end))
+        begin = end
+    return chunks
+
+
+def launch_cpu(
+    fn: CpuFunction,
+    argv_values: Sequence[int],
+    grid: tuple[int, int, int],
+    *,
+    threads: int | None = None,
+) -> None:
+    """Run every block of ``grid``; ``argv_values`` are the header and symbol slots (the
+    launcher appends ``gx, gy, gz``). Returns when all blocks are done."""
+    gx, gy, gz = grid
+    if gx <= 0 or gy <= 0 or gz <= 0:
+        return
+    total = gx * gy * gz
+    slots = (ctypes.c_int64 * (len(argv_values) + 3))(*argv_values, gx, gy, gz)
+    threads = num_threads() if threads is None else threads
+    if threads == 1 or total == 1:
+        fn.cfunc(slots, 0, total)
+        return
+    chunks = split_range(total, threads * _CHUNKS_PER_THREAD)
+    pool = _worker_pool(threads)
+    futures: list[Future[None]] = [pool.submit(fn.cfunc, slots, b, e) for b, e in chunks]
+    for future in futures:
+        future.result()
+
+
+_DOUBLE = struct.Struct("<d")
+_INT64 = struct.Struct("<q")
+
+
+def _scalar_converter(dt: DType) -> Callable[[Any], int]:
+    """Python value → the 64-bit argv slot of the CPU ABI."""
+    if dt.is_float:
+
+        def float_slot(value: Any) -> int:
+            return _INT64.unpack(_DOUBLE.pack(float(value)))[0]
+
+        return float_slot
+    if dt.is_bool:
+        return lambda value: 1 if value else 0
+    lo, hi = (-(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1) if dt.is_signed else (
+        0, (1 << dt.bits) - 1)
+
+    def int_slot(value: Any) -> int:
+        number = operator.index(value)
+        if not lo <= number <= hi:
+            raise OverflowError(f"{number} is out of range for {dt.name} [{lo}, {hi}]")
+        return number - (1 << 64) if number >= 1 << 63 else number  # u64: same bits
+
+    return int_slot
+
+
+class CpuLauncher:
+    """Launches a :class:`CpuFunction` over a grid (the CPU half of the launcher protocol)."""
+
+    device_kind = "cpu"
+
+    def __init__(self, function: CpuFunction, *, threads: int | None = None) -> None:
+        self.function = function
+        self.threads = threads
+
+    def scalar_converter(self, dt: DType) -> Callable[[Any], int]:
+        return _scalar_converter(dt)
+
+    def launch(self, grid: tuple[int, int, int], args: list[Any], device: str,
+               library: str) -> None:
+        launch_cpu(self.function, args, grid, threads=self.threads)

@@ -1,0 +1,7 @@
+"""``python -m tegula`` is the ``tegula`` command."""
+
+import sys
+
+from tegula.compiler.cli import main
+
+sys.exit(main())

@@ -1,0 +1,290 @@
+"""Kernel calls: argument checking, symbol binding, grid evaluation, the launch handed over.
+
+A recording launcher stands in for the back end, so every check runs without a compiler or
+a GPU. ``FakeCupyArray`` has CuPy's array surface and a type that lives in a ``cupy``
+module, so the runtime reads it as a CuPy array on ``cuda:0``.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from tegula.runtime import ArgumentError, Kernel, KernelSpec, ParamSpec, SpecError
+from tegula.runtime.cpu_jit import CpuLauncher
+
+
+class RecordingLauncher:
+    def __init__(self, device_kind: str = "cpu") -> None:
+        self.device_kind = device_kind
+        self.calls: list[tuple[Any, ...]] = []
+
+    def scalar_converter(self, dt: Any) -> Any:
+        return float if dt.is_float else int
+
+    def launch(self, grid: Any, args: list[Any], device: str, library: str) -> None:
+        self.calls.append((grid, list(args), device, library))
+
+
+class FakeCupyArray:
+    def __init__(self, shape: tuple[int, ...], dtype: str = "float32", device: int = 0,
+                 ptr: int = 0x7F0000001000) -> None:
+        host = np.empty(shape, dtype)
+        self.shape = host.shape
+        self.strides = host.strides
+        self.itemsize = host.itemsize
+        self.dtype = host.dtype
+        self.flags = host.flags
+        self.data = SimpleNamespace(ptr=ptr)
+        self.device = SimpleNamespace(id=device)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        raise AssertionError("the runtime reads CuPy arrays through their own attributes")
+
+
+FakeCupyArray.__module__ = "cupy._core.core"
+
+
+def spec(target: str = "cpu", **overrides: Any) -> KernelSpec:
+    fields: dict[str, Any] = dict(
+        name="scale_add",
+        params=(
+            ParamSpec("x", "tensor", "f32", ("M", "N")),
+            ParamSpec("y", "tensor", "f32", ("M", "N")),
+            ParamSpec("out", "tensor", "f32", ("M", "N"), writes=True),
+            ParamSpec("alpha", "scalar", "f32"),
+        ),
+        symbols=("M", "N"),
+        grid=("cdiv(N, 64)", "M", "1"),
+        block_threads=64,
+        smem_bytes=0,
+        target=target,
+    )
+    fields.update(overrides)
+    return KernelSpec(**fields)
+
+
+def arrays(shape: tuple[int, ...] = (5, 130), dtype: Any = np.float32) -> list[np.ndarray]:
+    rng = np.random.default_rng()
+    return [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
+
+
+def make(target: str = "cpu", **overrides: Any) -> tuple[Kernel, RecordingLauncher]:
+    launcher = RecordingLauncher("cuda" if target.startswith("cuda") else "cpu")
+    return Kernel(spec(target, **overrides), launcher, source="// text"), launcher
+
+
+def test_binds_symbols_evaluates_grid_and_passes_abi_order() -> None:
+    kernel, launcher = make()
+    x, y, out = arrays()
+    kernel(x, y, out, 0.5)
+    (grid, args, device, library), = launcher.calls
+    assert grid == (3, 5, 1)
+    assert args == [x.ctypes.data, y.ctypes.data, out.ctypes.data, 0.5, 5, 130]
+    assert (device, library) == ("cpu", "numpy")
+
+
+def test_arguments_by_name_and_mixed() -> None:
+    kernel, launcher = make()
+    x, y, out = arrays()
+    kernel(x, alpha=2.0, out=out, y=y)
+    kernel(out=out, y=y, x=x, alpha=2)
+    assert launcher.calls[0][1] == [*launcher.calls[1][1][:3], 2.0, 5, 130]
+
+
+def test_empty_grid_launches_nothing() -> None:
+    kernel, launcher = make()
+    kernel(*arrays((0, 7)), 1.0)
+    assert launcher.calls == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a: [a[0][0], *a[1:]],
+         r"parameter 'x' expects a 2-d tensor f32\[M, N\]; got a 1-d float32 numpy array of "
+         r"shape \(130,\)"),
+        (lambda a: [a[0].astype(np.float64), *a[1:]],
+         r"parameter 'x' expects element type f32 \(f32\[M, N\]\); got f64"),
+        (lambda a: [a[0], a[1][:, :129].copy(), a[2]],
+         r"N = 130 from 'x' \(dim 1\) but 'y' has 129 at dim 1"),
+        (lambda a: [a[0], a[1], a[2][:4]],
+         r"M = 5 from 'x' \(dim 0\) but 'out' has 4 at dim 0"),
+        (lambda a: [np.asfortranarray(a[0]), *a[1:]],
+         r"parameter 'x' expects a C-contiguous f32\[M, N\]; got .* strides \(1, 5\)"),
+        (lambda a: [a[0][:, ::2], *a[1:]], r"parameter 'x' expects a C-contiguous"),
+        (lambda a: [a[0], 3.0, a[2]],
+         r"parameter 'y' expects a 2-d tensor f32\[M, N\]; got a float \(3.0\)"),
+        (lambda a: [a[0], a[1].tolist(), a[2]], r"parameter 'y' expects .*; got a list"),
+        (lambda a: [a[0], a[1], a[2].astype(np.complex64)],
+         r"parameter 'out' expects element type f32 .*got complex64"),
+    ],
+)
+def test_bad_tensor_arguments_name_the_parameter(mutate: Any, message: str) -> None:
+    kernel, launcher = make()
+    with pytest.raises(ArgumentError, match=message):
+        kernel(*mutate(arrays()), 1.0)
+    assert launcher.calls == []
+
+
+def test_read_only_output_is_refused() -> None:
+    kernel, _ = make()
+    x, y, out = arrays()
+    out.flags.writeable = False
+    with pytest.raises(ArgumentError, match=r"'out' is written by kernel 'scale_add'.*read-only"):
+        kernel(x, y, out, 1.0)
+    x.flags.writeable = False  # read-only inputs are fine
+    out.flags.writeable = True
+    kernel(x, y, out, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda k, a: k(*a), r"missing argument 'alpha'; signature: scale_add\(x: f32\[M, N\]"),
+        (lambda k, a: k(a[0]), r"missing arguments 'y', 'out', 'alpha'"),
+        (lambda k, a: k(*a, 1.0, 2.0), r"takes 4 arguments \(x, y, out, alpha\); got 5"),
+        (lambda k, a: k(*a, 1.0, beta=2), r"has no parameter 'beta'"),
+        (lambda k, a: k(*a, 1.0, x=a[0]), r"two values for parameter 'x'"),
+        (lambda k, a: k(*a, a[0]),
+         r"parameter 'alpha' expects a scalar f32; got a 2-d float32 numpy array"),
+        (lambda k, a: k(*a, "1.0"), r"parameter 'alpha' expects a scalar f32; got a str"),
+    ],
+)
+def test_bad_calls_are_named(call: Any, message: str) -> None:
+    kernel, _ = make()
+    with pytest.raises(ArgumentError, match=message):
+        call(kernel, arrays())
+
+
+def test_fixed_dims_and_strides() -> None:
+    params = (
+        ParamSpec("a", "tensor", "f32", ("M", 16), strides=("lda", 1)),
+        ParamSpec("b", "tensor", "i32", ("M",), strides=("sb",)),
+    )
+    kernel, launcher = make(params=params, symbols=("M", "lda", "sb"), grid=("M", "1", "1"))
+    a = np.random.default_rng().standard_normal((9, 40)).astype(np.float32)
+    b = np.arange(27, dtype=np.int32)
+    kernel(a[:, 3:19], b[::3])
+    args = launcher.calls[0][1]
+    assert args[0] == a[:, 3:19].ctypes.data and args[2:] == [9, 40, 3]
+    with pytest.raises(ArgumentError, match=r"'a' expects extent 16 at dim 1 .*shape \(9, 15\)"):
+        kernel(a[:, 3:18], b[::3])
+    with pytest.raises(ArgumentError, match=r"'a' expects stride 1 \(elements\) at dim 1"):
+        kernel(a[:, 3:35:2], b[::3])
+    with pytest.raises(ArgumentError, match="'b' expects element type i32"):
+        kernel(a[:, 3:19], b.astype(np.int64))
+
+
+def test_stride_symbol_shared_between_tensors_is_checked() -> None:
+    params = (
+        ParamSpec("a", "tensor", "f32", ("M", "N"), strides=("ld", 1)),
+        ParamSpec("b", "tensor", "f32", ("M", "N"), strides=("ld", 1)),
+    )
+    kernel, _ = make(params=params, symbols=("M", "N", "ld"), grid=("M", "1", "1"))
+    base = np.random.default_rng().standard_normal((4, 32)).astype(np.float32)
+    kernel(base[:, :8], base[:, 8:16])
+    with pytest.raises(ArgumentError, match=r"ld = 32 from 'a' \(stride of dim 0\) but 'b' has 8"):
+        kernel(base[:, :8], np.ascontiguousarray(base[:, 8:16]))
+
+
+def test_scalars_are_range_checked_and_typed() -> None:
+    params = (
+        ParamSpec("x", "tensor", "u8", ("N",)),
+        ParamSpec("count", "scalar", "i8"),
+        ParamSpec("big", "scalar", "u64"),
+        ParamSpec("scale", "scalar", "f64"),
+    )
+    launcher = CpuLauncher.__new__(CpuLauncher)  # only its scalar converters are used
+    recorder = RecordingLauncher()
+    recorder.scalar_converter = launcher.scalar_converter  # type: ignore[method-assign]
+    kernel = Kernel(spec(params=params, symbols=("N",), grid=("N", "1", "1")), recorder)
+    x = np.arange(4, dtype=np.uint8)
+    kernel(x, np.int8(-7), 2**64 - 1, -2.5)
+    args = recorder.calls[0][1]
+    assert args[1:4] == [-7, -1, np.float64(-2.5).view(np.int64)]
+    with pytest.raises(ArgumentError, match=r"'count' expects a scalar i8; 128 does not fit"):
+        kernel(x, 128, 1, 1.0)
+    with pytest.raises(ArgumentError, match=r"'count' expects a scalar i8; got a float"):
+        kernel(x, 1.5, 1, 1.0)
+
+
+def test_subbyte_tensors_travel_packed() -> None:
+    params = (ParamSpec("w", "tensor", "u4", ("K", "N")), ParamSpec("o", "tensor", "f32", ("N",)))
+    kernel, launcher = make(params=params, symbols=("K", "N"), grid=("K", "1", "1"))
+    packed = np.random.default_rng().integers(0, 255, (6, 8), dtype=np.uint8)
+    kernel(packed, np.ones(16, np.float32))
+    assert launcher.calls[0][1][2:] == [6, 16]
+    with pytest.raises(ArgumentError, match="passed packed, 2 to a byte"):
+        kernel(packed.astype(np.int32), np.ones(16, np.float32))
+    with pytest.raises(SpecError, match="8 % bits"):
+        make(params=(ParamSpec("w", "tensor", "u3", ("K",)),), symbols=("K",),
+             grid=("K", "1", "1"))
+
+
+def test_32_bit_indexing_refuses_huge_symbols() -> None:
+    params = (ParamSpec("x", "tensor", "u8", ("N",), strides=("s",)),)
+    kernel, _ = make(params=params, symbols=("N", "s"), grid=("1", "1", "1"), index_bits=32)
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (2,), (2**31,))
+    with pytest.raises(ArgumentError, match=r"s = 2147483648 from 'x' .*32-bit indexing"):
+        kernel(x)
+
+
+def test_device_checks() -> None:
+    cpu_kernel, _ = make("cpu")
+    x, y, out = arrays()
+    with pytest.raises(ArgumentError, match=r"'y' expects a CPU array .*cupy array .* on cuda:0"):
+        cpu_kernel(x, FakeCupyArray(x.shape), out, 1.0)
+    cuda_kernel, launcher = make("cuda:sm_90a")
+    with pytest.raises(ArgumentError, match=r"'x' expects a GPU array .*numpy array"):
+        cuda_kernel(x, y, out, 1.0)
+    gx, gy, go = (FakeCupyArray((5, 130), ptr=0x1000 * (i + 1)) for i in range(3))
+    cuda_kernel(gx, gy, go, 1.0)
+    assert launcher.calls[0] == ((3, 5, 1), [0x1000, 0x2000, 0x3000, 1.0, 5, 130],
+                                 "cuda:0", "cupy")
+    with pytest.raises(ArgumentError, match="'out' is on cuda:1 but 'x' is on cuda:0"):
+        cuda_kernel(gx, gy, FakeCupyArray((5, 130), device=1), 1.0)
+
+
+def test_launcher_must_match_target() -> None:
+    with pytest.raises(SpecError, match="targets cuda:sm_90a but its launcher runs on cpu"):
+        Kernel(spec("cuda:sm_90a"), RecordingLauncher("cpu"))
+
+
+def test_description() -> None:
+    kernel, _ = make()
+    assert repr(kernel) == (
+        "<tegula.Kernel scale_add(x: f32[M, N], y: f32[M, N], out: f32[M, N], alpha: f32) on cpu>"
+    )
+    assert kernel.source == "// text" and kernel.spec.name == kernel.name == "scale_add"
+
+
+class NoopLauncher:
+    device_kind = "cpu"
+
+    def scalar_converter(self, dt: Any) -> Any:
+        return float
+
+    def launch(self, grid: Any, args: Any, device: Any, library: Any) -> None:
+        pass
+
+
+def test_call_overhead_is_a_few_microseconds() -> None:
+    """Checking and binding 3 tensors + 1 scalar, with a launcher that does nothing.
+
+    The bound is loose (slow CI machines); the measured figure is in docs/runtime.md.
+    """
+    kernel = Kernel(spec(), NoopLauncher())
+    x, y, out = arrays()
+    kernel(x, y, out, 1.0)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(2000):
+            kernel(x, y, out, 1.0)
+        best = min(best, (time.perf_counter() - start) / 2000)
+    assert best < 50e-6, f"{best * 1e6:.1f} µs per call"
