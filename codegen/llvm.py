@@ -192,7 +192,10 @@ class _KernelLowering:
         def next_slot(name: str) -> ir.Value:
             nonlocal slot
             address = b.gep(
-                self.argv, [ir.Constant(I64, slot)], name=f"{name.split('.')[0]}.slot", source_etype=I64
+                self.argv,
+                [ir.Constant(I64, slot)],
+                name=f"{name.split('.')[0]}.slot",
+                source_etype=I64,
             )
             slot += 1
             return b.load(address, typ=I64, name=name)

@@ -58,7 +58,9 @@ class Module:
             return self.results[name].kernel
         except KeyError:
             known = ", ".join(self.results) or "none"
-            raise KeyError(f"{self.source.filename} has no kernel {name!r} (kernels: {known})") from None
+            raise KeyError(
+                f"{self.source.filename} has no kernel {name!r} (kernels: {known})"
+            ) from None
 
     def __getattr__(self, name: str) -> Kernel:
         if name.startswith("__") or name not in self.__dict__.get("results", {}):
@@ -72,10 +74,14 @@ class Module:
         return len(self.results)
 
     def __repr__(self) -> str:
-        return f"<tegula.Module {self.source.filename} [{', '.join(self.results)}] on {self.target}>"
+        return (
+            f"<tegula.Module {self.source.filename} [{', '.join(self.results)}] on {self.target}>"
+        )
 
 
-def split_constants(program: Program, constants: Mapping[str, Any], filename: str) -> dict[str, dict[str, Any]]:
+def split_constants(
+    program: Program, constants: Mapping[str, Any], filename: str
+) -> dict[str, dict[str, Any]]:
     """Give each kernel the constants it declares; a constant no kernel declares is an error."""
     per_kernel: dict[str, dict[str, Any]] = {}
     claimed: set[str] = set()
@@ -85,11 +91,13 @@ def split_constants(program: Program, constants: Mapping[str, Any], filename: st
         claimed |= names
     unknown = sorted(set(constants) - claimed)
     if unknown:
-        raise TypeError(f"{filename}: no kernel declares compile-time parameter(s) {', '.join(unknown)}")
+        raise TypeError(
+            f"{filename}: no kernel declares compile-time parameter(s) {', '.join(unknown)}"
+        )
     return per_kernel
 
 
-def compile(  # noqa: A001 - the public name users expect
+def compile(
     source_or_path: str | Path,
     target: str | Target = "auto",
     *,
@@ -108,8 +116,15 @@ def compile(  # noqa: A001 - the public name users expect
         if kernels is not None and kdef.name not in kernels:
             continue
         kdump = Path(dump_dir) / kdef.name if dump_dir is not None else None
-        results[kdef.name] = compile_kernel(program, source.text, kdef.name, tgt,
-                                            per_kernel[kdef.name], use_cache=cache, dump_dir=kdump)
+        results[kdef.name] = compile_kernel(
+            program,
+            source.text,
+            kdef.name,
+            tgt,
+            per_kernel[kdef.name],
+            use_cache=cache,
+            dump_dir=kdump,
+        )
     if kernels is not None:
         missing = sorted(set(kernels) - set(results))
         if missing:

@@ -56,9 +56,14 @@ class Builtin:
 
 def _math(name: str, summary: str, fold: Callable[[float], float]) -> Builtin:
     return Builtin(
-        name, "math", (Arg("x"),), summary,
-        "float tile → same type; an int tile is an error", fn=name, fold=fold,
-    )  # fmt: skip
+        name,
+        "math",
+        (Arg("x"),),
+        summary,
+        "float tile → same type; an int tile is an error",
+        fn=name,
+        fold=fold,
+    )
 
 
 def _rsqrt(x: float) -> float:
@@ -67,42 +72,55 @@ def _rsqrt(x: float) -> float:
 
 _TABLE: tuple[Builtin, ...] = (
     Builtin(
-        "load", "load", (Arg("src"), Arg("mask", False, True), Arg("other", False, True)),
+        "load",
+        "load",
+        (Arg("src"), Arg("mask", False, True), Arg("other", False, True)),
         "Read a window `x[...]` of a global tensor (masked at the tensor's bounds), or a "
         "shared tile into registers.",
         "window of `T[...]` → register `T[window shape]`; `mask`: bool, broadcast to it; "
         "`other`: scalar for masked-off elements (default 0)",
     ),
     Builtin(
-        "store", "store", (Arg("dst"), Arg("value"), Arg("mask", False, True)),
+        "store",
+        "store",
+        (Arg("dst"), Arg("value"), Arg("mask", False, True)),
         "Write a tile to a window of a global tensor (masked at the tensor's bounds).",
-        "value must have the window's shape (a scalar is broadcast); cast to the tensor's "
-        "dtype",
+        "value must have the window's shape (a scalar is broadcast); cast to the tensor's dtype",
         has_value=False,
     ),
     Builtin(
-        "atomic_add", "atomic_add", (Arg("dst"), Arg("value"), Arg("mask", False, True)),
+        "atomic_add",
+        "atomic_add",
+        (Arg("dst"), Arg("value"), Arg("mask", False, True)),
         "`dst[window] += value`, atomically per element.",
         "as `store`",
         has_value=False,
     ),
     Builtin(
-        "zeros", "zeros", (Arg("dtype"), Arg("shape")),
+        "zeros",
+        "zeros",
+        (Arg("dtype"), Arg("shape")),
         "A tile of zeros; shape `[]` is a scalar.",
         "`dtype`, constant shape → `dtype[shape]`",
     ),
     Builtin(
-        "full", "full", (Arg("dtype"), Arg("shape"), Arg("value")),
+        "full",
+        "full",
+        (Arg("dtype"), Arg("shape"), Arg("value")),
         "A tile with every element `value`.",
         "`dtype`, constant shape, scalar value → `dtype[shape]`",
     ),
     Builtin(
-        "arange", "arange", (Arg("n"),),
+        "arange",
+        "arange",
+        (Arg("n"),),
         "`[0, 1, …, n-1]`.",
         "constant int n → `i32[n]`",
     ),
     Builtin(
-        "cast", "cast", (Arg("x"), Arg("dtype")),
+        "cast",
+        "cast",
+        (Arg("x"), Arg("dtype")),
         "Convert elements to another dtype.",
         "`T[s]` → `dtype[s]`",
     ),
@@ -119,69 +137,95 @@ _TABLE: tuple[Builtin, ...] = (
     _math("floor", "round down", lambda x: float(math.floor(x))),
     _math("ceil", "round up", lambda x: float(math.ceil(x))),
     Builtin(
-        "abs", "abs", (Arg("x"),),
+        "abs",
+        "abs",
+        (Arg("x"),),
         "absolute value",
         "numeric tile → same type",
-        fn="abs", fold=abs,
+        fn="abs",
+        fold=abs,
     ),
     Builtin(
-        "max", "minmax", (Arg("a"), Arg("b", False), Arg("axis", False, True)),
+        "max",
+        "minmax",
+        (Arg("a"), Arg("b", False), Arg("axis", False, True)),
         "`max(a, b)`: elementwise maximum; `max(t, axis=k)`: reduction along k (all axes "
         "without `axis`).",
         "elementwise: broadcast and promote; reduction: drops the axis, keeps the dtype",
-        fn="max", fold=max,
+        fn="max",
+        fold=max,
     ),
     Builtin(
-        "min", "minmax", (Arg("a"), Arg("b", False), Arg("axis", False, True)),
+        "min",
+        "minmax",
+        (Arg("a"), Arg("b", False), Arg("axis", False, True)),
         "`min(a, b)`: elementwise minimum; `min(t, axis=k)`: reduction along k.",
         "as `max`",
-        fn="min", fold=min,
+        fn="min",
+        fold=min,
     ),
     Builtin(
-        "sum", "sum", (Arg("x"), Arg("axis", False, True)),
+        "sum",
+        "sum",
+        (Arg("x"), Arg("axis", False, True)),
         "Sum along `axis` (negative counts from the end; all axes without it).",
         "numeric `T[s]` → `T[s without axis]` (f16/bf16 keep their dtype in Tile IR; "
         "code generators accumulate in f32)",
     ),
     Builtin(
-        "where", "where", (Arg("cond"), Arg("a"), Arg("b")),
+        "where",
+        "where",
+        (Arg("cond"), Arg("a"), Arg("b")),
         "Elementwise choice: `a` where `cond`, else `b`.",
         "bool cond; a, b promoted; all three broadcast together",
     ),
     Builtin(
-        "dot", "dot", (Arg("a"), Arg("b"), Arg("acc", False)),
+        "dot",
+        "dot",
+        (Arg("a"), Arg("b"), Arg("acc", False)),
         "Matrix product `a @ b + acc` of register tiles.",
         "`T[M, K]`, `T[K, N]`, `A[M, N]` → `A[M, N]`; without acc, a zero f32 (i32 for int "
         "operands) accumulator",
     ),
     Builtin(
-        "transpose", "transpose", (Arg("x"),),
+        "transpose",
+        "transpose",
+        (Arg("x"),),
         "Swap the dims of a 2-D register or shared tile.",
         "`T[M, N]` → `T[N, M]` in the same memory",
     ),
     Builtin(
-        "shared", "shared", (Arg("x"), Arg("swizzle", False, True), Arg("pad", False, True)),
+        "shared",
+        "shared",
+        (Arg("x"), Arg("swizzle", False, True), Arg("pad", False, True)),
         "Copy a register tile to shared memory, row-major; `swizzle=(B, M, S)` applies "
         "CuTe's `Swizzle<B,M,S>`, `pad=P` adds P elements after each row.",
         "register `T[s]` → shared `T[s]`",
     ),
     Builtin(
-        "convert", "convert", (Arg("x"), Arg("layout")),
+        "convert",
+        "convert",
+        (Arg("x"), Arg("layout")),
         "Pin the register layout of a tile, e.g. `convert(t, spatial(4, 8) * local(2, 2))`.",
         "`T[s]` → `T[s]` with that layout; the layout's tile shape must be `s`",
     ),
     Builtin(
-        "cdiv", "cdiv", (Arg("a"), Arg("b")),
+        "cdiv",
+        "cdiv",
+        (Arg("a"), Arg("b")),
         "Ceiling division `(a + b - 1) // b`.",
         "integers",
     ),
     Builtin(
-        "range", "loop", (Arg("start"), Arg("stop"), Arg("step", False)),
+        "range",
+        "loop",
+        (Arg("start"), Arg("stop"), Arg("step", False)),
         "Only as `for i in range(start, stop[, step])`.",
         "integer scalars; the loop variable takes their promoted type",
     ),
     Builtin(
-        "pipeline", "loop",
+        "pipeline",
+        "loop",
         (Arg("start"), Arg("stop"), Arg("step", False), Arg("stages", False, True)),
         "Only as `for k in pipeline(start, stop, step, stages=S)`: a `range` whose loads the "
         "compiler overlaps with compute over S stages.",
@@ -197,9 +241,10 @@ def lookup(call: ast.Call, source: ast.SourceText) -> Builtin:
     builtin = BUILTINS.get(call.func)
     if builtin is None:
         raise error_at(
-            source, call.func_span,
+            source,
+            call.func_span,
             f"unknown function '{call.func}'{did_you_mean(call.func, BUILTINS)}",
-        )  # fmt: skip
+        )
     return builtin
 
 
@@ -209,28 +254,31 @@ def bind(builtin: Builtin, call: ast.Call, source: ast.SourceText) -> dict[str, 
     if len(call.args) > len(positional):
         most = len(positional)
         raise error_at(
-            source, call.span,
+            source,
+            call.span,
             f"{builtin.name} takes at most {most} positional argument{'s' * (most != 1)} "
             f"({builtin.signature}); got {len(call.args)}",
-        )  # fmt: skip
+        )
     bound: dict[str, ast.Expr] = {a.name: e for a, e in zip(positional, call.args, strict=False)}
     names = [a.name for a in builtin.args]
     for kw in call.keywords:
         if kw.name not in names:
             hint = did_you_mean(kw.name, names)
             raise error_at(
-                source, kw.span,
+                source,
+                kw.span,
                 f"{builtin.name} has no argument '{kw.name}'{hint or f' ({builtin.signature})'}",
-            )  # fmt: skip
+            )
         if kw.name in bound:
             raise error_at(source, kw.span, f"{builtin.name}: '{kw.name}' is given twice")
         bound[kw.name] = kw.value
     for a in builtin.args:
         if a.required and a.name not in bound:
             raise error_at(
-                source, call.span,
+                source,
+                call.span,
                 f"{builtin.name} is missing its argument '{a.name}' ({builtin.signature})",
-            )  # fmt: skip
+            )
     return bound
 
 

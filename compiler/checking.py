@@ -30,7 +30,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-
 from tegula.ir.target import Target
 
 from .api import compile as compile_source
@@ -93,7 +92,9 @@ def _time_call(fn, target: Target, repeats: int) -> float:
     return float(np.median(times))
 
 
-def compare(out: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> tuple[float, float, bool]:
+def compare(
+    out: np.ndarray, ref: np.ndarray, rtol: float, atol: float
+) -> tuple[float, float, bool]:
     out64 = out.astype(np.float64)
     ref64 = np.asarray(ref, dtype=np.float64)
     if out64.shape != ref64.shape:
@@ -109,9 +110,16 @@ def compare(out: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> tuple
     return max_abs, max_rel, ok
 
 
-def check_kernel(tg_path: Path, kernel: str, config: Mapping[str, Any], target: Target,
-                 sizes: Mapping[str, int] | None = None, *, repeats: int = 5,
-                 seed: int | None = None) -> CheckResult:
+def check_kernel(
+    tg_path: Path,
+    kernel: str,
+    config: Mapping[str, Any],
+    target: Target,
+    sizes: Mapping[str, int] | None = None,
+    *,
+    repeats: int = 5,
+    seed: int | None = None,
+) -> CheckResult:
     rng = np.random.default_rng(seed)
     use_sizes = dict(config.get("sizes", {}))
     use_sizes.update(sizes or {})
@@ -134,23 +142,32 @@ def check_kernel(tg_path: Path, kernel: str, config: Mapping[str, Any], target: 
             a, r, ok = compare(_to_host(device_args[name]), ref, tol["rtol"], tol["atol"])
             max_abs, max_rel, passed = max(max_abs, a), max(max_rel, r), passed and ok
     median_ms = _time_call(lambda: k(*args), target, repeats)
-    return CheckResult(str(tg_path), kernel, str(target), use_sizes, max_abs, max_rel, passed,
-                       median_ms, compile_s)
+    return CheckResult(
+        str(tg_path), kernel, str(target), use_sizes, max_abs, max_rel, passed, median_ms, compile_s
+    )
 
 
-def check_file(tg_path: str | Path, target: str | Target = "auto",
-               sizes: Mapping[str, int] | None = None, *, repeats: int = 5,
-               seed: int | None = None) -> list[CheckResult]:
+def check_file(
+    tg_path: str | Path,
+    target: str | Target = "auto",
+    sizes: Mapping[str, int] | None = None,
+    *,
+    repeats: int = 5,
+    seed: int | None = None,
+) -> list[CheckResult]:
     """Compile and run every kernel a ``.tg`` file's companion describes; check each."""
     path = Path(tg_path)
     tgt = resolve_target(target)
     companion = load_companion(path)
     if companion is None or not hasattr(companion, "KERNELS"):
         raise FileNotFoundError(
-            f"{path} has no companion {path.with_suffix('.py').name} with KERNELS to make inputs from"
+            f"{path} has no companion {path.with_suffix('.py').name} with KERNELS "
+            "to make inputs from"
         )
-    return [check_kernel(path, name, cfg, tgt, sizes, repeats=repeats, seed=seed)
-            for name, cfg in companion.KERNELS.items()]
+    return [
+        check_kernel(path, name, cfg, tgt, sizes, repeats=repeats, seed=seed)
+        for name, cfg in companion.KERNELS.items()
+    ]
 
 
 def example_files(root: str | Path) -> list[Path]:

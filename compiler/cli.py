@@ -16,7 +16,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
 from tegula.ir.target import TargetError
 
 from .diagnostics import DSLError
@@ -55,11 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = "no reference" if r.passed is None else ("ok" if r.passed else "MISMATCH")
             failed += r.passed is False
             table.add_row(
-                f"{Path(r.file).stem}.{r.kernel}", r.target,
+                f"{Path(r.file).stem}.{r.kernel}",
+                r.target,
                 " ".join(f"{k}={v}" for k, v in r.sizes.items()),
                 "-" if r.max_abs_error is None else f"{r.max_abs_error:.2e}",
                 "-" if r.max_rel_error is None else f"{r.max_rel_error:.2e}",
-                status, f"{r.median_ms:.3f}",
+                status,
+                f"{r.median_ms:.3f}",
             )
     console.print(table)
     return 1 if failed else 0
@@ -79,9 +80,11 @@ def cmd_dump(args: argparse.Namespace) -> int:
     names = [k.name for k in program.kernels]
     if args.kernel:
         if args.kernel not in names:
-            raise KeyError(f"{source.filename} has no kernel {args.kernel!r} (kernels: {', '.join(names)})")
+            raise KeyError(
+                f"{source.filename} has no kernel {args.kernel!r} (kernels: {', '.join(names)})"
+            )
         names = [args.kernel]
-    targets = (["cuda:sm_90a", "cpu"] if args.target == "all" else [args.target])
+    targets = ["cuda:sm_90a", "cpu"] if args.target == "all" else [args.target]
     out_root = Path(args.out) if args.out else None
     del KernelCache
     for name in names:
@@ -123,8 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="compile and run kernels on random inputs, check, time")
     run.add_argument("path", help="a .tg file or a folder of them")
     run.add_argument("--target", default="auto", help="cpu, cuda, cuda:sm_XX or auto")
-    run.add_argument("--size", action="append", default=[], metavar="NAME=N",
-                     help="a size symbol's value (repeatable)")
+    run.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="a size symbol's value (repeatable)",
+    )
     run.add_argument("--repeats", type=int, default=5, help="timed runs per kernel")
     run.set_defaults(fn=cmd_run)
 
@@ -133,13 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("--kernel")
     dump.add_argument("--stage", default="all", help="a pass name, 'codegen', or all")
     dump.add_argument("--out", help="write one file per pass under this folder")
-    dump.add_argument("--target", default="all",
-                      help="cpu, cuda, cuda:sm_XX, auto, or all (cuda:sm_90a and cpu)")
-    dump.add_argument("--binary", action="store_true", help="also build the binary (checks it compiles)")
+    dump.add_argument(
+        "--target", default="all", help="cpu, cuda, cuda:sm_XX, auto, or all (cuda:sm_90a and cpu)"
+    )
+    dump.add_argument(
+        "--binary", action="store_true", help="also build the binary (checks it compiles)"
+    )
     dump.set_defaults(fn=cmd_dump)
 
     lay = sub.add_parser("layout", help="print a layout as a table; draw it with --png")
-    lay.add_argument("expr", help="e.g. '(4,8):(8,1)', 'spatial(4,8)*local(2,2)', 'Sw<3,4,3> o (8,64):(64,1)'")
+    lay.add_argument(
+        "expr", help="e.g. '(4,8):(8,1)', 'spatial(4,8)*local(2,2)', 'Sw<3,4,3> o (8,64):(64,1)'"
+    )
     lay.add_argument("--png", help="write a picture of the layout to this file")
     lay.add_argument("--target", default="cpu", help="accepted for uniformity; layouts need none")
     lay.set_defaults(fn=cmd_layout)

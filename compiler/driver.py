@@ -26,12 +26,12 @@ from tegula.runtime.cache import KernelCache, cache_key, default_cache
 from tegula.runtime.kernel import Kernel
 from tegula.runtime.spec import KernelSpec, ParamSpec
 
+from tegula import __version__ as VERSION
+
 from .frontend import build_tile_kernel
 from .syntax import Program
 
 log = logging.getLogger("tegula.compile")
-
-from tegula import __version__ as VERSION
 
 
 @dataclass
@@ -48,19 +48,39 @@ class CompileResult:
     backend_log: str = ""
 
 
+def _machine(target: Target) -> str:
+    """What else decides the binary: the host CPU for object code (CUDA cubins are per arch)."""
+    if target.is_cuda:
+        return ""
+    from tegula.runtime.cpu_jit import host_description
+
+    return host_description()
+
+
 def kernel_spec(tile: TileKernel, loop: LoopKernel, target: Target) -> KernelSpec:
     params = []
     for p in tile.params:
         t = p.value.type
         if isinstance(t, TensorType):
-            params.append(ParamSpec(p.name, "tensor", t.dtype.name, tuple(t.shape),
-                                    tuple(t.strides) if t.strides is not None else None,
-                                    writes=bool(getattr(p, "writes", False))))
+            params.append(
+                ParamSpec(
+                    p.name,
+                    "tensor",
+                    t.dtype.name,
+                    tuple(t.shape),
+                    tuple(t.strides) if t.strides is not None else None,
+                    writes=bool(getattr(p, "writes", False)),
+                )
+            )
         else:
             params.append(ParamSpec(p.name, "scalar", t.dtype.name))
     return KernelSpec(
-        name=tile.name, params=tuple(params), symbols=tuple(s.name for s in tile.symbols),
-        grid=tuple(tile.grid), block_threads=loop.block_threads, smem_bytes=loop.smem_bytes,
+        name=tile.name,
+        params=tuple(params),
+        symbols=tuple(s.name for s in tile.symbols),
+        grid=tuple(tile.grid),
+        block_threads=loop.block_threads,
+        smem_bytes=loop.smem_bytes,
         target=str(target),
     )
 
@@ -93,8 +113,9 @@ def make_kernel(spec: KernelSpec, binary: bytes, target: Target, source: str) ->
     if target.is_cuda:
         from tegula.runtime.cuda_launch import CudaLauncher
 
-        launcher: Any = CudaLauncher(binary, spec.name, block_threads=spec.block_threads,
-                                     smem_bytes=spec.smem_bytes)
+        launcher: Any = CudaLauncher(
+            binary, spec.name, block_threads=spec.block_threads, smem_bytes=spec.smem_bytes
+        )
     else:
         from tegula.runtime.cpu_jit import CpuLauncher, load_object
 
@@ -102,9 +123,14 @@ def make_kernel(spec: KernelSpec, binary: bytes, target: Target, source: str) ->
     return Kernel(spec, launcher, source=source)
 
 
-def lower_kernel(tile: TileKernel, target: Target, *, dump_dir: Path | None = None,
-                 keep_dumps: bool = False,
-                 pipeline: tuple[str, ...] = DEFAULT_PIPELINE) -> tuple[LoopKernel, PassContext]:
+def lower_kernel(
+    tile: TileKernel,
+    target: Target,
+    *,
+    dump_dir: Path | None = None,
+    keep_dumps: bool = False,
+    pipeline: tuple[str, ...] = DEFAULT_PIPELINE,
+) -> tuple[LoopKernel, PassContext]:
     ctx = PassContext(target=target, dump_dir=dump_dir, keep_dumps=keep_dumps)
     loop = run_pipeline(tile, pipeline, ctx)
     assert isinstance(loop, LoopKernel)
@@ -124,8 +150,16 @@ def compile_kernel(
 ) -> CompileResult:
     constants = dict(constants or {})
     cache = cache if cache is not None else default_cache()
-    key = cache_key("kernel", VERSION, source_text, name, sorted(constants.items()),
-                    str(target), DEFAULT_PIPELINE)
+    key = cache_key(
+        "kernel",
+        VERSION,
+        source_text,
+        name,
+        sorted(constants.items()),
+        str(target),
+        DEFAULT_PIPELINE,
+        _machine(target),
+    )
     if use_cache and dump_dir is None:
         entry = cache.get(key)
         if entry is not None:
@@ -135,7 +169,9 @@ def compile_kernel(
                 kernel = make_kernel(spec, entry.files["binary"], target, source)
                 return CompileResult(kernel, spec, source, cache_hit=True)
             except Exception as exc:  # a damaged entry is rebuilt, never trusted
-                log.warning("cache entry %s for %s is unusable (%s); rebuilding", key[:12], name, exc)
+                log.warning(
+                    "cache entry %s for %s is unusable (%s); rebuilding", key[:12], name, exc
+                )
     timings: list[tuple[str, float]] = []
     t0 = time.perf_counter()
     tile = build_tile_kernel(program, name, constants)
@@ -153,8 +189,14 @@ def compile_kernel(
     timings.append(("nvrtc" if target.is_cuda else "llvm", time.perf_counter() - t0))
     spec = kernel_spec(tile, loop, target)
     if use_cache:
-        cache.put(key, {"binary": binary, "spec.json": spec.to_json().encode(),
-                        "source": code.encode()},
-                  {"kernel": name, "target": str(target), "constants": json.dumps(constants, default=str)})
+        cache.put(
+            key,
+            {"binary": binary, "spec.json": spec.to_json().encode(), "source": code.encode()},
+            {
+                "kernel": name,
+                "target": str(target),
+                "constants": json.dumps(constants, default=str),
+            },
+        )
     kernel = make_kernel(spec, binary, target, code)
     return CompileResult(kernel, spec, code, tile, loop, timings, False, backend_log)

@@ -33,7 +33,7 @@ from . import builtins as bi
 from . import syntax as ast
 from .diagnostics import DSLError, did_you_mean, error_at, one_of
 
-__all__ = ["build_tile_kernel", "param_space"]
+__all__ = ["build_tile_kernel", "declared_params", "param_space"]
 
 Scalar = int | float | bool
 
@@ -73,14 +73,27 @@ def _cdiv(a: int, b: int) -> int:
 
 
 _FOLD_BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-    "==": operator.eq, "!=": operator.ne,
-    "&": operator.and_, "|": operator.or_, "^": operator.xor,
-    "<<": operator.lshift, ">>": operator.rshift,
-    "and": lambda a, b: a and b, "or": lambda a, b: a or b,
-}  # fmt: skip
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "&": operator.and_,
+    "|": operator.or_,
+    "^": operator.xor,
+    "<<": operator.lshift,
+    ">>": operator.rshift,
+    "and": lambda a, b: a and b,
+    "or": lambda a, b: a or b,
+}
 
 # The Tile IR function of each operator; `&`, `|`, `^` and `~` on bools are logical.
 _ARITH = {"+": "add", "-": "sub", "*": "mul", "//": "floordiv", "%": "mod", "**": "pow"}
@@ -158,7 +171,8 @@ class _ConstEvaluator:
         except ZeroDivisionError:
             raise self.fail(node, "division by zero in a constant expression") from None
         except (TypeError, ValueError, OverflowError) as exc:
-            raise self.fail(node, f"cannot evaluate '{self.source.snippet(node.span)}': {exc}")
+            text = self.source.snippet(node.span)
+            raise self.fail(node, f"cannot evaluate '{text}': {exc}") from None
 
     def unary(self, node: ast.Unary, a: Scalar) -> Scalar:
         if node.op == "not":
@@ -231,14 +245,17 @@ def _defaults(
                 kernel.source, decl.span, f"compile-time parameter '{decl.name}' is declared twice"
             )
         what = f"the default of {decl.name}"
-        cands = tuple(ev.evaluate(c, values, f"a candidate of {decl.name}") for c in decl.candidates)
+        cands = tuple(
+            ev.evaluate(c, values, f"a candidate of {decl.name}") for c in decl.candidates
+        )
         default = ev.evaluate(decl.default, values, what) if decl.default else cands[0]
         if cands and default not in cands:
             raise error_at(
-                kernel.source, decl.span,
+                kernel.source,
+                decl.span,
                 f"the default {default!r} of {decl.name} is not among its candidates "
                 f"({', '.join(map(repr, cands))})",
-            )  # fmt: skip
+            )
         value = default
         if decl.name in overrides:
             value = _check_override(kernel, decl, default, overrides[decl.name])
@@ -249,10 +266,11 @@ def _defaults(
     if unknown:
         declared = ", ".join(values) or "none"
         raise error_at(
-            kernel.source, kernel.span,
+            kernel.source,
+            kernel.span,
             f"kernel {kernel.name} has no compile-time parameter '{unknown[0]}'"
             f"{did_you_mean(unknown[0], values) or f' (it has: {declared})'}",
-        )  # fmt: skip
+        )
     return values, choices
 
 
@@ -262,16 +280,25 @@ def _check_override(
     ok = (
         (isinstance(default, bool) and isinstance(given, bool))
         or (_is_int(default) and _is_int(given))
-        or (isinstance(default, float) and isinstance(given, int | float)
-            and not isinstance(given, bool))
-    )  # fmt: skip
+        or (
+            isinstance(default, float)
+            and isinstance(given, int | float)
+            and not isinstance(given, bool)
+        )
+    )
     if not ok:
         raise error_at(
-            kernel.source, decl.span,
+            kernel.source,
+            decl.span,
             f"compile-time parameter {decl.name} is {_kind_name(default)}; "
             f"got {given!r} ({type(given).__name__})",
-        )  # fmt: skip
+        )
     return float(given) if isinstance(default, float) else given  # type: ignore[arg-type]
+
+
+def declared_params(kernel: ast.KernelDef) -> tuple[str, ...]:
+    """The names of the compile-time params ``kernel`` declares, in order."""
+    return tuple(decl.name for decl in kernel.const_params)
 
 
 def param_space(kernel: ast.KernelDef) -> dict[str, tuple[Scalar, ...]]:
@@ -294,6 +321,7 @@ class _KernelBuilder:
         self.consts, _ = _defaults(kernel, constants)
         self.const_eval = _ConstEvaluator(self.source)
         self.num_warps = 4
+        self.loop_vars: frozenset[str] = frozenset()
         self.rules: dict[str, Callable[[ast.Call, dict[str, ast.Expr], str | None], Any]] = {
             "load": self.rule_load,
             "store": self.rule_store,
@@ -326,18 +354,31 @@ class _KernelBuilder:
     def loc(self, node: Any) -> ir.SourceLoc:
         span: ast.Span = node.span
         return ir.SourceLoc(
-            self.source.filename, span.line, span.column, self.source.line(span.line),
+            self.source.filename,
+            span.line,
+            span.column,
+            self.source.line(span.line),
             span.end_column if span.end_line == span.line else None,
-        )  # fmt: skip
+        )
 
-    def emit(self, cls: type[ir.Op], types: tuple[ir.Type, ...], hint: str | None, node: Any,
-             **fields: Any) -> tuple[ir.Value, ...]:  # fmt: skip
-        results = tuple(ir.Value(self.namer.fresh(hint), t) for t in types)
+    def emit(
+        self,
+        cls: type[ir.Op],
+        types: tuple[ir.Type, ...],
+        hint: str | None,
+        node: Any,
+        names: list[str] | None = None,
+        **fields: Any,
+    ) -> tuple[ir.Value, ...]:
+        """Append an op with results of ``types``, named ``names`` (else after ``hint``)."""
+        hints = names if names is not None else [hint] * len(types)
+        results = tuple(ir.Value(self.namer.fresh(h), t) for h, t in zip(hints, types, strict=True))
         self.blocks[-1].append(cls(results=results, loc=self.loc(node), **fields))
         return results
 
-    def emit1(self, cls: type[ir.Op], t: ir.Type, hint: str | None, node: Any,
-              **fields: Any) -> ir.Value:  # fmt: skip
+    def emit1(
+        self, cls: type[ir.Op], t: ir.Type, hint: str | None, node: Any, **fields: Any
+    ) -> ir.Value:
         return self.emit(cls, (t,), hint, node, **fields)[0]
 
     # -- kernel
@@ -353,10 +394,16 @@ class _KernelBuilder:
             ir.Param(p.name, p.value, p.loc, writes=p.name in self.writes) for p in params
         )
         return ir.TileKernel(
-            name=k.name, params=params, symbols=tuple(self.symbols), grid=grid,
-            num_warps=self.num_warps, body=body, constants=tuple(self.consts.items()),
-            loc=self.loc(k), source_file=self.source.filename,
-        )  # fmt: skip
+            name=k.name,
+            params=params,
+            symbols=tuple(self.symbols),
+            grid=grid,
+            num_warps=self.num_warps,
+            body=body,
+            constants=tuple(self.consts.items()),
+            loc=self.loc(k),
+            source_file=self.source.filename,
+        )
 
     def declare_params(self) -> list[ir.Param]:
         for name, value in self.consts.items():
@@ -376,8 +423,9 @@ class _KernelBuilder:
                 shape = tuple(self.dim(d, scalars) for d in decl.shape)
                 strides = (
                     tuple(self.dim(d, scalars) for d in decl.strides)
-                    if decl.strides is not None else None
-                )  # fmt: skip
+                    if decl.strides is not None
+                    else None
+                )
                 if strides is not None and len(strides) != len(shape):
                     raise self.fail(
                         decl, f"{decl.name} has {len(shape)} dims but {len(strides)} strides"
@@ -401,9 +449,10 @@ class _KernelBuilder:
             return int(v)
         if name in scalars:
             raise self.fail(
-                d, f"'{name}' is a scalar parameter; a dim is an integer, a size symbol or a "
+                d,
+                f"'{name}' is a scalar parameter; a dim is an integer, a size symbol or a "
                 "compile-time parameter",
-            )  # fmt: skip
+            )
         if name in self.readonly and name not in {s.name for s in self.symbols}:
             raise self.fail(d, f"'{name}' is {self.readonly[name]}, not a size symbol")
         if name not in self.env:
@@ -425,9 +474,10 @@ class _KernelBuilder:
         exprs = self.kdef.grid
         if not 1 <= len(exprs) <= 3:
             raise error_at(
-                self.source, self.kdef.grid_span,
+                self.source,
+                self.kdef.grid_span,
                 f"grid takes 1 to 3 expressions; got {len(exprs)}",
-            )  # fmt: skip
+            )
         parts = [self.grid_text(e) for e in exprs]
         return tuple(parts + ["1"] * (3 - len(parts)))  # type: ignore[return-value]
 
@@ -478,7 +528,7 @@ class _KernelBuilder:
 
     def dtype_named(self, name: str, span: ast.Span) -> DType:
         if not dtypes.is_dtype_name(name):
-            names = [d.name for d in dtypes.all_dtypes()]
+            names = [d.name for d in dtypes.all_dtypes() if d.bits >= 8]
             raise error_at(self.source, span, f"unknown dtype '{name}'{did_you_mean(name, names)}")
         return dtypes.dtype(name)
 
@@ -499,7 +549,9 @@ class _KernelBuilder:
             raise self.fail(node, f"unknown name '{node.id}'{self.suggest(node.id)}")
         if isinstance(b, Hidden):
             where = "block" if b.construct == "block" else f"'{b.construct}'"
-            raise self.fail(node, f"'{node.id}' is defined only inside the {where} at line {b.line}")
+            raise self.fail(
+                node, f"'{node.id}' is defined only inside the {where} at line {b.line}"
+            )
         return b
 
     # -- statements
@@ -522,9 +574,10 @@ class _KernelBuilder:
         target = s.target
         if target in self.readonly:
             raise error_at(
-                self.source, s.target_span,
+                self.source,
+                s.target_span,
                 f"cannot assign to '{target}': it is {self.readonly[target]}",
-            )  # fmt: skip
+            )
         if target in _SPECIAL_NAMES or target in ("true", "false", "inf", "nan", "None"):
             raise error_at(self.source, s.target_span, f"cannot assign to '{target}'")
         if target in self.loop_vars:
@@ -533,11 +586,11 @@ class _KernelBuilder:
             )
         value = self.lower_expr(s.value, hint=target)
         if isinstance(value, ir.Value) and isinstance(value.type, ir.TensorType):
-            raise self.fail(s.value, f"'{self.text(s.value)}' is a global tensor; "
-                            "it cannot be given another name")  # fmt: skip
+            raise self.fail(
+                s.value,
+                f"'{self.text(s.value)}' is a global tensor; it cannot be given another name",
+            )
         self.env[target] = value
-
-    loop_vars: frozenset[str] = frozenset()
 
     def lower_expr_stmt(self, s: ast.ExprStmt) -> None:
         e = s.expr
@@ -548,9 +601,9 @@ class _KernelBuilder:
                 return
         raise self.fail(e, "this expression's value is unused; assign it to a name")
 
-    def scoped(self, stmts: tuple[ast.Stmt, ...], env: dict[str, Binding]) -> tuple[
-        list[ir.Op], dict[str, Binding]
-    ]:  # fmt: skip
+    def scoped(
+        self, stmts: tuple[ast.Stmt, ...], env: dict[str, Binding]
+    ) -> tuple[list[ir.Op], dict[str, Binding]]:
         """Lower ``stmts`` into a fresh op list, starting from ``env``; restore afterwards."""
         saved = self.env
         self.env = dict(env)
@@ -562,8 +615,9 @@ class _KernelBuilder:
             self.blocks.pop()
             self.env = saved
 
-    def hide_new_names(self, before: dict[str, Binding], inner: set[str], construct: str,
-                       line: int) -> None:  # fmt: skip
+    def hide_new_names(
+        self, before: dict[str, Binding], inner: set[str], construct: str, line: int
+    ) -> None:
         for name in inner:
             prior = before.get(name)
             if prior is None or isinstance(prior, Hidden):
@@ -594,9 +648,10 @@ class _KernelBuilder:
         builtin = bi.BUILTINS.get(s.iterator)
         if builtin is None or builtin.rule != "loop":
             raise error_at(
-                self.source, s.iterator_span,
+                self.source,
+                s.iterator_span,
                 f"a for loop runs over range(...) or pipeline(...); got '{s.iterator}'",
-            )  # fmt: skip
+            )
         call = ast.Call(s.iterator, s.args, s.keywords, s.span, s.iterator_span)
         args = bi.bind(builtin, call, self.source)
         stages = 1
@@ -613,16 +668,18 @@ class _KernelBuilder:
         )
         if s.var in self.env and not isinstance(self.env[s.var], Hidden):
             raise error_at(
-                self.source, s.var_span,
+                self.source,
+                s.var_span,
                 f"the loop variable '{s.var}' would hide the value '{s.var}' defined before",
-            )  # fmt: skip
+            )
         before = dict(self.env)
         assigned = _assigned_names(s.body.stmts)
         carried = [n for n in sorted(assigned) if n in before and not isinstance(before[n], Hidden)]
         inits = [self.as_value(before[n], s, n) for n in carried]  # type: ignore[arg-type]
         iv = ir.Value(self.namer.fresh(s.var), ir.TileType(index_type, ()))
-        args_values = [ir.Value(self.namer.fresh(n), v.type) for n, v in zip(carried, inits,
-                                                                              strict=True)]
+        args_values = [
+            ir.Value(self.namer.fresh(n), v.type) for n, v in zip(carried, inits, strict=True)
+        ]
         body_env = dict(self.env)
         body_env[s.var] = iv
         body_env.update(zip(carried, args_values, strict=True))
@@ -636,29 +693,24 @@ class _KernelBuilder:
         yields = []
         for name, arg in zip(carried, args_values, strict=True):
             yields.append(self.carry(env[name], arg.tile, name, s, "loop"))
-        self.emit(ir.YieldOp, (), None, s, values=tuple(yields))
+        if yields:
+            self.emit(ir.YieldOp, (), None, s, values=tuple(yields))
         self.blocks.pop()
         results = self.emit(
-            ir.ForOp, tuple(v.type for v in inits), None, s,
-            start=start, stop=stop, step=step, inits=tuple(inits),
-            body=ir.Block((iv, *args_values), tuple(ops)), pipeline_stages=stages,
-        )  # fmt: skip
-        # Name the results after their variables (emit named them generically).
-        results = self.rename_results(results, carried)
+            ir.ForOp,
+            tuple(v.type for v in inits),
+            None,
+            s,
+            names=carried,
+            start=start,
+            stop=stop,
+            step=step,
+            inits=tuple(inits),
+            body=ir.Block((iv, *args_values), tuple(ops)),
+            pipeline_stages=stages,
+        )
         self.env.update(zip(carried, results, strict=True))
         self.hide_new_names(before, assigned | {s.var}, "for", s.span.line)
-
-    def rename_results(self, results: tuple[ir.Value, ...], names: list[str]) -> tuple[
-        ir.Value, ...
-    ]:  # fmt: skip
-        op = self.blocks[-1].pop()
-        for r in results:
-            self.namer.used.discard(r.name)
-        named = tuple(
-            ir.Value(self.namer.fresh(n), r.type) for r, n in zip(results, names, strict=True)
-        )
-        self.blocks[-1].append(_replace_results(op, named))
-        return named
 
     def carry(self, b: Binding, t: ir.TileType, name: str, node: Any, construct: str) -> ir.Value:
         """The value ``name`` yields at the end of a loop body / branch, of type ``t``."""
@@ -685,7 +737,9 @@ class _KernelBuilder:
         assigned = assigned_then | assigned_else
         if isinstance(cond, Const):
             if not isinstance(cond.value, bool):
-                raise self.fail(s.cond, f"the condition of an 'if' must be a bool; got {cond.value!r}")
+                raise self.fail(
+                    s.cond, f"the condition of an 'if' must be a bool; got {cond.value!r}"
+                )
             taken = s.then.stmts if cond.value else else_stmts
             ops, env = self.scoped(taken, self.env)
             self.blocks[-1].extend(ops)
@@ -696,8 +750,11 @@ class _KernelBuilder:
             return
         ct = self.tile_type(cond, s.cond)
         if ct.shape:
-            raise self.fail(s.cond, f"the condition of an 'if' must be a scalar; got "
-                            f"{_shape_str(ct.dtype, ct.shape)} (where() chooses per element)")
+            raise self.fail(
+                s.cond,
+                f"the condition of an 'if' must be a scalar; got "
+                f"{_shape_str(ct.dtype, ct.shape)} (where() chooses per element)",
+            )
         if not ct.dtype.is_bool:
             raise self.fail(s.cond, f"the condition of an 'if' must be a bool; got {ct.dtype}")
         then_ops, then_env = self.scoped(s.then.stmts, self.env)
@@ -711,30 +768,48 @@ class _KernelBuilder:
             if isinstance(a, Const) and isinstance(b, Const):
                 if a == b:
                     continue  # the same constant either way: no value to merge
-                dt = dtypes.f32 if any(isinstance(c.value, float) for c in (a, b)) else (
-                    _const_dtype(a.value))  # fmt: skip
+                dt = (
+                    dtypes.f32
+                    if any(isinstance(c.value, float) for c in (a, b))
+                    else (_const_dtype(a.value))
+                )
                 t = ir.TileType(dt, ())
             else:
                 ref = a if isinstance(a, ir.Value) else b
-                t = self.tile_type(ref, s)  # type: ignore[arg-type]
+                t = self.tile_type(ref, s)
+                if t.shape and (isinstance(a, Const) or isinstance(b, Const)):
+                    c = a if isinstance(a, Const) else b
+                    raise self.fail(
+                        s,
+                        f"'{name}' is the constant {c.value!r} in one branch but {t} in the "
+                        "other; a value keeps its type across control flow",
+                    )  # type: ignore[arg-type]
             types.append(t)
             self.blocks.append(then_ops)
             then_vals.append(self.carry(a, t, name, s, "branch"))
             self.blocks[-1] = else_ops
             else_vals.append(self.carry(b, t, name, s, "branch"))
             self.blocks.pop()
-        names = [n for n in yielded if not (isinstance(then_env[n], Const)
-                                            and then_env[n] == else_env[n])]  # fmt: skip
+        names = [
+            n
+            for n in yielded
+            if not (isinstance(then_env[n], Const) and then_env[n] == else_env[n])
+        ]
         for ops, vals in ((then_ops, then_vals), (else_ops, else_vals)):
             self.blocks.append(ops)
             if vals:
                 self.emit(ir.YieldOp, (), None, s, values=tuple(vals))
             self.blocks.pop()
         results = self.emit(
-            ir.IfOp, tuple(types), None, s, cond=cond,
-            then=ir.Block((), tuple(then_ops)), otherwise=ir.Block((), tuple(else_ops)),
-        )  # fmt: skip
-        results = self.rename_results(results, names)
+            ir.IfOp,
+            tuple(types),
+            None,
+            s,
+            names=names,
+            cond=cond,
+            then=ir.Block((), tuple(then_ops)),
+            otherwise=ir.Block((), tuple(else_ops)),
+        )
         for name in yielded:
             if name not in names:
                 self.env[name] = then_env[name]
@@ -746,9 +821,10 @@ class _KernelBuilder:
     def tile_type(self, v: ir.Value, node: Any) -> ir.TileType:
         if isinstance(v.type, ir.TensorType):
             raise self.fail(
-                node, f"'{self.text(node)}' is a global tensor; read a window of it with "
+                node,
+                f"'{self.text(node)}' is a global tensor; read a window of it with "
                 f"load({self.text(node)}[...])",
-            )  # fmt: skip
+            )
         return v.type
 
     def operand(self, node: ast.Expr) -> Operand:
@@ -773,11 +849,15 @@ class _KernelBuilder:
                 axes = {"x": 0, "y": 1, "z": 2}
                 if attr not in axes:
                     raise self.fail(node, f"bid has axes x, y and z; got '{attr}'")
-                return self.emit1(ir.BlockIndexOp, ir.TileType(dtypes.i32, ()), hint, node,
-                                  axis=axes[attr])  # fmt: skip
+                return self.emit1(
+                    ir.BlockIndexOp, ir.TileType(dtypes.i32, ()), hint, node, axis=axes[attr]
+                )
             case ast.Attribute():
-                raise self.fail(node, f"unknown attribute '{self.text(node)}' (only bid.x, "
-                                "bid.y and bid.z have attributes)")  # fmt: skip
+                raise self.fail(
+                    node,
+                    f"unknown attribute '{self.text(node)}' (only bid.x, "
+                    "bid.y and bid.z have attributes)",
+                )
             case ast.Unary():
                 return self.lower_unary(node, hint)
             case ast.Binary():
@@ -836,8 +916,9 @@ class _KernelBuilder:
             shape = out
         return shape
 
-    def coerce(self, x: Operand, dtype: DType, shape: tuple[int, ...], node: Any,
-               hint: str | None = None) -> ir.Value:  # fmt: skip
+    def coerce(
+        self, x: Operand, dtype: DType, shape: tuple[int, ...], node: Any, hint: str | None = None
+    ) -> ir.Value:
         """``x`` as a ``dtype`` tile of ``shape`` (cast, then expand and broadcast)."""
         if isinstance(x, Const):
             return self.materialize(x, ir.TileType(dtype, shape), node, hint)
@@ -846,8 +927,9 @@ class _KernelBuilder:
             v = self.emit1(ir.CastOp, ir.TileType(dtype, v.tile.shape), None, node, source=v)
         return self.broadcast_to(v, shape, node, hint)
 
-    def broadcast_to(self, v: ir.Value, shape: tuple[int, ...], node: Any,
-                     hint: str | None = None) -> ir.Value:  # fmt: skip
+    def broadcast_to(
+        self, v: ir.Value, shape: tuple[int, ...], node: Any, hint: str | None = None
+    ) -> ir.Value:
         if v.tile.shape == shape:
             return v
         if v.tile.shape:
@@ -858,12 +940,21 @@ class _KernelBuilder:
                 return v
         return self.emit1(ir.BroadcastOp, ir.TileType(v.tile.dtype, shape), hint, node, source=v)
 
-    def elementwise(self, fn: str, args: list[Operand], dtype: DType, result: DType,
-                    node: Any, nodes: list[Any], hint: str | None) -> ir.Value:  # fmt: skip
+    def elementwise(
+        self,
+        fn: str,
+        args: list[Operand],
+        dtype: DType,
+        result: DType,
+        node: Any,
+        nodes: list[Any],
+        hint: str | None,
+    ) -> ir.Value:
         shape = self.broadcast_shape(args, nodes, node)
         values = tuple(self.coerce(a, dtype, shape, n) for a, n in zip(args, nodes, strict=True))
-        return self.emit1(ir.ElementwiseOp, ir.TileType(result, shape), hint, node,
-                          fn=fn, args=values)  # fmt: skip
+        return self.emit1(
+            ir.ElementwiseOp, ir.TileType(result, shape), hint, node, fn=fn, args=values
+        )
 
     def lower_unary(self, node: ast.Unary, hint: str | None) -> Operand:
         x = self.operand(node.operand)
@@ -926,31 +1017,44 @@ class _KernelBuilder:
         base = self.lower_expr(node.value)
         if isinstance(base, ir.Value) and isinstance(base.type, ir.TensorType):
             raise self.fail(
-                node, f"a window of {self.text(node.value)} can only be read with load(...) "
+                node,
+                f"a window of {self.text(node.value)} can only be read with load(...) "
                 "or written with store(...)/atomic_add(...)",
-            )  # fmt: skip
+            )
         if isinstance(base, Const):
             raise self.fail(node, f"cannot index the constant '{self.text(node.value)}'")
         t = self.tile_type(base, node.value)
         slices = [i for i in node.items if isinstance(i, ast.FullSlice)]
         for item in node.items:
-            if not (isinstance(item, ast.FullSlice)
-                    or (isinstance(item, ast.Index) and isinstance(item.value, ast.NoneLit))):
-                raise self.fail(item, "a tile can only be indexed with ':' (keep a dim) and "
-                                "None (insert a size-1 dim)")  # fmt: skip
+            if not (
+                isinstance(item, ast.FullSlice)
+                or (isinstance(item, ast.Index) and isinstance(item.value, ast.NoneLit))
+            ):
+                raise self.fail(
+                    item,
+                    "a tile can only be indexed with ':' (keep a dim) and "
+                    "None (insert a size-1 dim)",
+                )
         if len(slices) != t.rank:
             raise self.fail(
-                node, f"{self.text(node.value)} has {t.rank} dim{'s' * (t.rank != 1)}; "
+                node,
+                f"{self.text(node.value)} has {t.rank} dim{'s' * (t.rank != 1)}; "
                 f"the subscript keeps {len(slices)}",
-            )  # fmt: skip
+            )
         v = base
         positions = [k for k, item in enumerate(node.items) if not isinstance(item, ast.FullSlice)]
         for k, axis in enumerate(positions):
             shape = list(v.tile.shape)
             shape.insert(axis, 1)
             last = k == len(positions) - 1
-            v = self.emit1(ir.ExpandDimsOp, ir.TileType(t.dtype, tuple(shape), t.scope),
-                           hint if last else None, node, source=v, axis=axis)  # fmt: skip
+            v = self.emit1(
+                ir.ExpandDimsOp,
+                ir.TileType(t.dtype, tuple(shape), t.scope),
+                hint if last else None,
+                node,
+                source=v,
+                axis=axis,
+            )
         return v
 
     # -- compile-time arguments
@@ -958,8 +1062,9 @@ class _KernelBuilder:
     def const_value(self, node: ast.Expr, what: str) -> Scalar:
         x = self.lower_expr(node)
         if not isinstance(x, Const):
-            raise self.fail(node, f"{what} must be a compile-time constant; "
-                            f"'{self.text(node)}' is not")  # fmt: skip
+            raise self.fail(
+                node, f"{what} must be a compile-time constant; '{self.text(node)}' is not"
+            )
         return x.value
 
     def const_int(self, node: ast.Expr, what: str, minimum: int = 1) -> int:
@@ -989,17 +1094,25 @@ class _KernelBuilder:
 
     def window(self, node: ast.Expr, fn: str) -> tuple[ir.Value, ir.SliceSpec]:
         if not isinstance(node, ast.Subscript) or not isinstance(node.value, ast.Name):
-            raise self.fail(node, f"{fn} expects a window of a tensor, such as x[i, j : +64]; "
-                            f"got '{self.text(node)}'")  # fmt: skip
+            raise self.fail(
+                node,
+                f"{fn} expects a window of a tensor, such as x[i, j : +64]; "
+                f"got '{self.text(node)}'",
+            )
         tensor = self.lookup(node.value)
         if not (isinstance(tensor, ir.Value) and isinstance(tensor.type, ir.TensorType)):
-            raise self.fail(node.value, f"{fn} expects a window of a global tensor; "
-                            f"'{node.value.id}' is not a tensor parameter")  # fmt: skip
+            raise self.fail(
+                node.value,
+                f"{fn} expects a window of a global tensor; "
+                f"'{node.value.id}' is not a tensor parameter",
+            )
         tt = tensor.type
         name = node.value.id
         if len(node.items) != tt.rank:
-            raise self.fail(node, f"{name} has {tt.rank} dim{'s' * (tt.rank != 1)}; "
-                            f"the window has {len(node.items)}")  # fmt: skip
+            raise self.fail(
+                node,
+                f"{name} has {tt.rank} dim{'s' * (tt.rank != 1)}; the window has {len(node.items)}",
+            )
         starts: list[ir.Value] = []
         sizes: list[int] = []
         squeeze: list[bool] = []
@@ -1015,14 +1128,17 @@ class _KernelBuilder:
                 case ast.SizedSlice(start=start, size=size):
                     sizes.append(self.const_int(size, "the size of a window slice"))
                     starts.append(self.index_value(start))
-                case ast.RangeSlice(start=start, stop=stop):
+                case ast.RangeSlice(start=start):
                     sizes.append(self.range_size(item))
                     starts.append(self.index_value(start))
                 case ast.FullSlice():
                     dim = tt.shape[d]
                     if isinstance(dim, str):
-                        raise self.fail(item, f"':' needs a static dim, but dim {d} of {name} "
-                                        f"is the size symbol {dim}; write 'start : +SIZE'")  # fmt: skip
+                        raise self.fail(
+                            item,
+                            f"':' needs a static dim, but dim {d} of {name} "
+                            f"is the size symbol {dim}; write 'start : +SIZE'",
+                        )
                     sizes.append(dim)
                     starts.append(self.as_value(Const(0), item))
             squeeze.append(False)
@@ -1033,34 +1149,40 @@ class _KernelBuilder:
         x = self.operand(node)
         dt = self.dtype_of(x)
         if not dt.is_int or self.shape_of(x):
-            raise self.fail(node, f"a window start must be an integer scalar; got {self.describe(x)}")
+            raise self.fail(
+                node, f"a window start must be an integer scalar; got {self.describe(x)}"
+            )
         if isinstance(x, Const) and x.value < 0:  # type: ignore[operator]
             raise self.fail(node, f"a window start must not be negative; got {x.value}")
         return self.as_value(x, node)
 
     def range_size(self, item: ast.RangeSlice) -> int:
         size: Scalar | None = None
-        start, stop = item.start, item.stop
         try:
-            a = self.const_eval.evaluate(start, self.consts_in_scope(), "")
-            b = self.const_eval.evaluate(stop, self.consts_in_scope(), "")
+            a = self.const_eval.evaluate(item.start, self.consts_in_scope(), "")
+            b = self.const_eval.evaluate(item.stop, self.consts_in_scope(), "")
             size = b - a  # type: ignore[operator]
         except DSLError:
             # `i*BN : i*BN + BN`: the stop is the start plus a constant.
+            stop = item.stop
             if isinstance(stop, ast.Binary) and stop.op == "+":
                 for base, offset in ((stop.left, stop.right), (stop.right, stop.left)):
-                    if base == start:
+                    if base == item.start:
                         try:
                             size = self.const_eval.evaluate(offset, self.consts_in_scope(), "")
                         except DSLError:
                             size = None
                         break
         if size is None:
-            raise self.fail(item, f"the slice '{self.text(item)}' must have a constant size; "
-                            "write 'start : +SIZE'")  # fmt: skip
+            raise self.fail(
+                item,
+                f"the slice '{self.text(item)}' must have a constant size; write 'start : +SIZE'",
+            )
         if not _is_int(size) or size < 1:  # type: ignore[operator]
-            raise self.fail(item, f"the slice '{self.text(item)}' must have a positive integer "
-                            f"size; it has {size!r}")  # fmt: skip
+            raise self.fail(
+                item,
+                f"the slice '{self.text(item)}' must have a positive integer size; it has {size!r}",
+            )
         return int(size)
 
     def consts_in_scope(self) -> dict[str, Scalar]:
@@ -1070,16 +1192,21 @@ class _KernelBuilder:
         src = args["src"]
         if not isinstance(src, ast.Subscript):
             x = self.lower_expr(src)
-            if isinstance(x, ir.Value) and isinstance(x.type, ir.TileType) and (
-                x.tile.scope is ir.MemScope.SHARED
+            if (
+                isinstance(x, ir.Value)
+                and isinstance(x.type, ir.TileType)
+                and (x.tile.scope is ir.MemScope.SHARED)
             ):
                 for kw in ("mask", "other"):
                     if kw in args:
                         raise self.fail(args[kw], f"load of a shared tile takes no '{kw}'")
                 t = ir.TileType(x.tile.dtype, x.tile.shape)
                 return self.emit1(ir.FromSharedOp, t, hint, node, source=x)
-            raise self.fail(src, "load expects a window of a tensor (x[i, j : +64]) or a "
-                            f"shared tile; got '{self.text(src)}'")  # fmt: skip
+            raise self.fail(
+                src,
+                "load expects a window of a tensor (x[i, j : +64]) or a "
+                f"shared tile; got '{self.text(src)}'",
+            )
         tensor, spec = self.window(src, "load")
         dtype = tensor.type.dtype
         shape = spec.tile_shape
@@ -1090,8 +1217,16 @@ class _KernelBuilder:
             if self.shape_of(o):
                 raise self.fail(args["other"], f"'other' must be a scalar; got {self.describe(o)}")
             other = self.coerce(o, dtype, (), args["other"])
-        return self.emit1(ir.LoadOp, ir.TileType(dtype, shape), hint, node,
-                          tensor=tensor, window=spec, mask=mask, other=other)  # fmt: skip
+        return self.emit1(
+            ir.LoadOp,
+            ir.TileType(dtype, shape),
+            hint,
+            node,
+            tensor=tensor,
+            window=spec,
+            mask=mask,
+            other=other,
+        )
 
     def mask(self, args: dict[str, ast.Expr], shape: tuple[int, ...]) -> ir.Value | None:
         if "mask" not in args:
@@ -1100,8 +1235,11 @@ class _KernelBuilder:
         if not self.dtype_of(m).is_bool:
             raise self.fail(args["mask"], f"a mask must be bool; got {self.describe(m)}")
         if _broadcast(self.shape_of(m), shape) != shape:
-            raise self.fail(args["mask"], f"the mask {self.describe(m)} does not broadcast to "
-                            f"the window's shape [{', '.join(map(str, shape))}]")  # fmt: skip
+            raise self.fail(
+                args["mask"],
+                f"the mask {self.describe(m)} does not broadcast to "
+                f"the window's shape [{', '.join(map(str, shape))}]",
+            )
         return self.coerce(m, dtypes.boolean, shape, args["mask"])
 
     def rule_store(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> None:
@@ -1128,8 +1266,9 @@ class _KernelBuilder:
         if isinstance(fill, Const):
             return self.materialize(fill, ir.TileType(dtype, shape), node, hint)
         if fill.tile.shape:
-            raise self.fail(args["value"], f"full: the value must be a scalar; got "
-                            f"{self.describe(fill)}")  # fmt: skip
+            raise self.fail(
+                args["value"], f"full: the value must be a scalar; got {self.describe(fill)}"
+            )
         return self.coerce(fill, dtype, shape, node, hint)
 
     def rule_arange(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
@@ -1165,34 +1304,40 @@ class _KernelBuilder:
         if "b" not in args:
             return self.reduce(node, args, ir.ReduceKind(node.func), hint)
         if "axis" in args:
-            raise self.fail(args["axis"], f"{node.func}(a, b) is elementwise and takes no axis; "
-                            f"use {node.func}(t, axis=k) to reduce")  # fmt: skip
+            raise self.fail(
+                args["axis"],
+                f"{node.func}(a, b) is elementwise and takes no axis; "
+                f"use {node.func}(t, axis=k) to reduce",
+            )
         a, b = self.operand(args["a"]), self.operand(args["b"])
         if isinstance(a, Const) and isinstance(b, Const):
             return Const(min(a.value, b.value) if node.func == "min" else max(a.value, b.value))
         dtype = self.common_dtype([a, b])
         if dtype.is_bool:
             raise self.fail(node, f"{node.func} does not take bool tiles")
-        return self.elementwise(node.func, [a, b], dtype, dtype, node, [args["a"], args["b"]],
-                                hint)  # fmt: skip
+        return self.elementwise(node.func, [a, b], dtype, dtype, node, [args["a"], args["b"]], hint)
 
     def rule_sum(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
         return self.reduce(node, {"a": args["x"], **args}, ir.ReduceKind.SUM, hint)
 
-    def reduce(self, node: ast.Call, args: dict[str, ast.Expr], kind: ir.ReduceKind,
-               hint: str | None) -> ir.Value:  # fmt: skip
+    def reduce(
+        self, node: ast.Call, args: dict[str, ast.Expr], kind: ir.ReduceKind, hint: str | None
+    ) -> ir.Value:
         x = self.operand(args["a"])
         if isinstance(x, Const) or not x.tile.shape:
-            raise self.fail(node, f"{node.func} reduces a tile, but its operand is "
-                            f"{self.describe(x)}, a scalar")  # fmt: skip
+            raise self.fail(
+                node, f"{node.func} reduces a tile, but its operand is {self.describe(x)}, a scalar"
+            )
         if x.tile.dtype.is_bool:
             raise self.fail(node, f"{node.func} expects a numeric tile; got {self.describe(x)}")
         rank = x.tile.rank
         if "axis" in args:
             axis = self.const_value(args["axis"], "axis")
             if not _is_int(axis) or not -rank <= axis < rank:  # type: ignore[operator]
-                raise self.fail(args["axis"], f"axis {axis!r} is out of range for "
-                                f"{self.describe(x)} (rank {rank})")  # fmt: skip
+                raise self.fail(
+                    args["axis"],
+                    f"axis {axis!r} is out of range for {self.describe(x)} (rank {rank})",
+                )
             axes = [int(axis) % rank]  # type: ignore[operator]
         else:
             axes = list(range(rank - 1, -1, -1))
@@ -1200,8 +1345,15 @@ class _KernelBuilder:
         for k, axis in enumerate(axes):
             shape = v.tile.shape[:axis] + v.tile.shape[axis + 1 :]
             last = k == len(axes) - 1
-            v = self.emit1(ir.ReduceOp, ir.TileType(v.tile.dtype, shape), hint if last else None,
-                           node, source=v, axis=axis, kind=kind)  # fmt: skip
+            v = self.emit1(
+                ir.ReduceOp,
+                ir.TileType(v.tile.dtype, shape),
+                hint if last else None,
+                node,
+                source=v,
+                axis=axis,
+                kind=kind,
+            )
         return v
 
     def rule_where(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
@@ -1214,36 +1366,47 @@ class _KernelBuilder:
         cv = self.coerce(c, dtypes.boolean, shape, args["cond"])
         av = self.coerce(a, dtype, shape, args["a"])
         bv = self.coerce(b, dtype, shape, args["b"])
-        return self.emit1(ir.ElementwiseOp, ir.TileType(dtype, shape), hint, node,
-                          fn="where", args=(cv, av, bv))  # fmt: skip
+        return self.emit1(
+            ir.ElementwiseOp, ir.TileType(dtype, shape), hint, node, fn="where", args=(cv, av, bv)
+        )
 
     def rule_dot(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
         a = self.register_tile(args["a"], "dot")
         b = self.register_tile(args["b"], "dot")
         if a.tile.rank != 2 or b.tile.rank != 2:
-            raise self.fail(node, f"dot expects 2-D tiles; got {self.describe(a)} and "
-                            f"{self.describe(b)}")  # fmt: skip
+            raise self.fail(
+                node, f"dot expects 2-D tiles; got {self.describe(a)} and {self.describe(b)}"
+            )
         (m, k), (k2, n) = a.tile.shape, b.tile.shape
         if k != k2:
-            raise self.fail(node, f"dot: the inner dims differ: {self.describe(a)} @ "
-                            f"{self.describe(b)}")  # fmt: skip
+            raise self.fail(
+                node, f"dot: the inner dims differ: {self.describe(a)} @ {self.describe(b)}"
+            )
         if a.tile.dtype is not b.tile.dtype:
-            raise self.fail(node, f"dot expects operands of one dtype; got {self.describe(a)} "
-                            f"and {self.describe(b)} (cast one)")  # fmt: skip
+            raise self.fail(
+                node,
+                f"dot expects operands of one dtype; got {self.describe(a)} "
+                f"and {self.describe(b)} (cast one)",
+            )
         if "acc" in args:
             acc = self.register_tile(args["acc"], "dot")
             if acc.tile.shape != (m, n):
-                raise self.fail(args["acc"], f"dot: the accumulator is {self.describe(acc)} "
-                                f"but {self.describe(a)} @ {self.describe(b)} is "
-                                f"{_shape_str(acc.tile.dtype, (m, n))}")  # fmt: skip
+                raise self.fail(
+                    args["acc"],
+                    f"dot: the accumulator is {self.describe(acc)} "
+                    f"but {self.describe(a)} @ {self.describe(b)} is "
+                    f"{_shape_str(acc.tile.dtype, (m, n))}",
+                )
         else:
             acc_dtype = dtypes.f32 if a.tile.dtype.is_float else dtypes.i32
             acc = self.materialize(Const(0), ir.TileType(acc_dtype, (m, n)), node)
-        return self.emit1(ir.DotOp, ir.TileType(acc.tile.dtype, (m, n)), hint, node,
-                          a=a, b=b, acc=acc)  # fmt: skip
+        return self.emit1(
+            ir.DotOp, ir.TileType(acc.tile.dtype, (m, n)), hint, node, a=a, b=b, acc=acc
+        )
 
-    def rule_transpose(self, node: ast.Call, args: dict[str, ast.Expr],
-                       hint: str | None) -> ir.Value:  # fmt: skip
+    def rule_transpose(
+        self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None
+    ) -> ir.Value:
         x = self.lower_expr(args["x"])
         if isinstance(x, Const) or x.tile.rank != 2:  # type: ignore[union-attr]
             raise self.fail(node, f"transpose expects a 2-D tile; got {self.describe(x)}")  # type: ignore[arg-type]
@@ -1272,8 +1435,9 @@ class _KernelBuilder:
         rt = ir.TileType(t.dtype, t.shape, ir.MemScope.SHARED, layout)
         return self.emit1(ir.ToSharedOp, rt, hint, node, source=x)
 
-    def shared_layout(self, shape: tuple[int, ...], swizzle: tuple[int, ...] | None, pad: int,
-                      node: Any) -> Any:  # fmt: skip
+    def shared_layout(
+        self, shape: tuple[int, ...], swizzle: tuple[int, ...] | None, pad: int, node: Any
+    ) -> Any:
         """Row-major element index → shared offset: rows of ``shape[-1] + pad`` elements,
         optionally swizzled."""
         from tegula.ir.inttuple import LayoutError
@@ -1294,24 +1458,33 @@ class _KernelBuilder:
             raise self.fail(node, f"bad swizzle: {exc}") from None
         numel = math.prod(shape)
         if layout.cosize > numel:
-            raise self.fail(node, f"swizzle {layout.swizzle} moves elements past the end of a "
-                            f"{numel}-element tile")  # fmt: skip
+            raise self.fail(
+                node,
+                f"swizzle {layout.swizzle} moves elements past the end of a {numel}-element tile",
+            )
         return layout
 
     def rule_convert(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
         x = self.register_tile(args["x"], "convert")
         layout = self.layout_expr(args["layout"])
         if tuple(layout.tile_shape) != x.tile.shape:
-            raise self.fail(args["layout"], f"the layout {layout} covers a "
-                            f"[{', '.join(map(str, layout.tile_shape))}] tile, but the tile is "
-                            f"{self.describe(x)}")  # fmt: skip
+            raise self.fail(
+                args["layout"],
+                f"the layout {layout} covers a "
+                f"[{', '.join(map(str, layout.tile_shape))}] tile, but the tile is "
+                f"{self.describe(x)}",
+            )
         threads = 32 * self.num_warps
         if layout.num_threads != threads:
-            raise self.fail(args["layout"], f"the layout {layout} spreads over "
-                            f"{layout.num_threads} threads, but the kernel has "
-                            f"{self.num_warps} warps ({threads} threads)")  # fmt: skip
-        return self.emit1(ir.ConvertLayoutOp, x.tile.with_layout(layout), hint, node,
-                          source=x, pinned=True)  # fmt: skip
+            raise self.fail(
+                args["layout"],
+                f"the layout {layout} spreads over "
+                f"{layout.num_threads} threads, but the kernel has "
+                f"{self.num_warps} warps ({threads} threads)",
+            )
+        return self.emit1(
+            ir.ConvertLayoutOp, x.tile.with_layout(layout), hint, node, source=x, pinned=True
+        )
 
     def layout_expr(self, node: ast.Expr) -> Any:
         from tegula.ir import tv_layout
@@ -1326,8 +1499,9 @@ class _KernelBuilder:
                 return makers[node.func](*dims)
             except LayoutError as exc:
                 raise self.fail(node, str(exc)) from None
-        raise self.fail(node, f"expected a layout such as spatial(4, 8) * local(2, 2); "
-                        f"got '{self.text(node)}'")  # fmt: skip
+        raise self.fail(
+            node, f"expected a layout such as spatial(4, 8) * local(2, 2); got '{self.text(node)}'"
+        )
 
     def rule_cdiv(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
         a, b = self.operand(args["a"]), self.operand(args["b"])
@@ -1386,12 +1560,6 @@ def _transposed_layout(layout: Any) -> Any:
     if isinstance(layout, Layout) and layout.rank == 2:
         return make_layout(layout[1], layout[0])
     return None
-
-
-def _replace_results(op: ir.Op, results: tuple[ir.Value, ...]) -> ir.Op:
-    import dataclasses
-
-    return dataclasses.replace(op, results=results)
 
 
 def build_tile_kernel(

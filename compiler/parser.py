@@ -86,10 +86,6 @@ def _meta_span(meta: Any) -> Span:
     return Span(meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-_LITERAL_NAMES: dict[str, type] = {}
-_CONSTANT_NAMES = {"true": True, "false": False, "inf": float("inf"), "nan": float("nan")}
-
-
 class _SyntaxFailure(Exception):
     """Raised inside the transformer; carries a span and message out of lark's VisitError."""
 
@@ -125,13 +121,20 @@ class _ToAST(Transformer):
             elif isinstance(c, tuple) and c and c[0] == "warps":
                 warps = c[1]
         return ast.KernelDef(
-            str(name), params, consts, grid, warps, children[-1], self.source,
-            _meta_span(meta), grid_span,
-        )  # fmt: skip
+            str(name),
+            params,
+            consts,
+            grid,
+            warps,
+            children[-1],
+            self.source,
+            _meta_span(meta),
+            grid_span,
+        )
 
     def param(self, meta: Any, children: list[Any]) -> ast.ParamDecl:
         name, dtype = children[0], children[1]
-        shape, strides = (children[2] if len(children) > 2 else (None, None))
+        shape, strides = children[2] if len(children) > 2 else (None, None)
         return ast.ParamDecl(
             str(name), str(dtype), shape, strides, _meta_span(meta), _tok_span(dtype)
         )
@@ -194,9 +197,15 @@ class _ToAST(Transformer):
         body = rest.pop()
         args, keywords = rest[0] if rest else ((), ())
         return ast.For(
-            str(var), str(iterator), args, keywords, body, _meta_span(meta),
-            _tok_span(var), _tok_span(iterator),
-        )  # fmt: skip
+            str(var),
+            str(iterator),
+            args,
+            keywords,
+            body,
+            _meta_span(meta),
+            _tok_span(var),
+            _tok_span(iterator),
+        )
 
     def if_stmt(self, meta: Any, children: list[Any]) -> ast.If:
         cond, then, *clauses = children
@@ -308,23 +317,23 @@ _TERMINAL_WORDS = {
     "FLOAT": "a number",
     "_NL": "a line break",
     "$END": "the end of the file",
-    "COMP_OP": "a comparison",
     "AUG_OP": "'+='",
     "SIZED": "':+'",
 }
 _EXPRESSION_START = {"NAME", "INT", "FLOAT", "LPAR", "LSQB", "MINUS", "PLUS", "TILDE", "NOT"}
 # Tokens that continue a complete expression; when one is expected, the expression could
 # simply have gone on, which is rarely what a mistake means.
-_CONTINUATIONS = {
-    "OR", "AND", "COMP_OP", "BAR", "CARET", "AMP", "SHIFT_OP", "PLUS", "MINUS", "STAR",
-    "SLASH", "DSLASH", "PERCENT", "POW", "LPAR", "LSQB", "DOT", "SIZED", "AUG_OP",
-}  # fmt: skip
+_CONTINUATIONS = frozenset(
+    {"OR", "AND", "EQ", "NE", "LE", "GE", "LT", "GT", "BAR", "CARET", "AMP", "LSHIFT", "RSHIFT"}
+    | {"PLUS", "MINUS", "STAR", "SLASH", "DSLASH", "PERCENT", "POW", "LPAR", "LSQB", "DOT"}
+    | {"SIZED", "AUG_OP"}
+)
 _ORDER = {"RPAR": 0, "RSQB": 1, "RBRACE": 2, "COMMA": 3}
 
 
 def _describe_expected(expected: set[str]) -> tuple[str, ...]:
     names = set(expected)
-    if "STAR" in names and "NAME" not in names:
+    if names - _CONTINUATIONS and "NAME" not in names:
         names -= _CONTINUATIONS
     words: list[str] = []
     if {"NAME", "INT", "FLOAT"} <= names:

@@ -42,8 +42,7 @@ class Span:
         return f"{self.line}:{self.column}"
 
 
-def _span() -> Span:
-    return field(compare=False, repr=False)  # type: ignore[return-value]
+NO_SPAN = Span(0, 0, 0, 0)  # nodes built by hand (tests, desugaring) may leave it out
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -52,32 +51,32 @@ def _span() -> Span:
 @dataclass(frozen=True)
 class Name:
     id: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class IntLit:
     value: int
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class FloatLit:
     value: float
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class BoolLit:
     value: bool
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class NoneLit:
     """``None`` in a subscript of a register tile: insert a size-1 dim."""
 
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class Attribute:
 
     value: Expr
     attr: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class Unary:
 
     op: str
     operand: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -105,14 +104,14 @@ class Binary:
     op: str
     left: Expr
     right: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Keyword:
     name: str
     value: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,8 @@ class Call:
     func: str
     args: tuple[Expr, ...]
     keywords: tuple[Keyword, ...]
-    span: Span = _span()
-    func_span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    func_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ class Index:
     """An integer index (drops the dim) — or ``None`` (inserts one) on a register tile."""
 
     value: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ class SizedSlice:
 
     start: Expr
     size: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -147,14 +146,14 @@ class RangeSlice:
 
     start: Expr
     stop: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class FullSlice:
     """``:``."""
 
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 SubscriptItem = Index | SizedSlice | RangeSlice | FullSlice
@@ -164,19 +163,19 @@ SubscriptItem = Index | SizedSlice | RangeSlice | FullSlice
 class Subscript:
     value: Expr
     items: tuple[SubscriptItem, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class TupleExpr:
     items: tuple[Expr, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class ListExpr:
     items: tuple[Expr, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 Expr = (
@@ -204,20 +203,20 @@ class Assign:
 
     target: str
     value: Expr
-    span: Span = _span()
-    target_span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    target_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class ExprStmt:
     expr: Expr
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Block:
     stmts: tuple[Stmt, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -229,9 +228,9 @@ class For:
     args: tuple[Expr, ...]
     keywords: tuple[Keyword, ...]
     body: Block
-    span: Span = _span()
-    var_span: Span = _span()
-    iterator_span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    var_span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    iterator_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -241,7 +240,7 @@ class If:
     cond: Expr
     then: Block
     orelse: Block | None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 Stmt = Assign | ExprStmt | For | If | Block
@@ -256,7 +255,7 @@ class Dim:
     param)."""
 
     value: int | str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -267,8 +266,8 @@ class ParamDecl:
     dtype: str
     shape: tuple[Dim, ...] | None
     strides: tuple[Dim, ...] | None
-    span: Span = _span()
-    dtype_span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    dtype_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,7 @@ class ConstParamDecl:
     name: str
     default: Expr | None
     candidates: tuple[Expr, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -289,15 +288,15 @@ class KernelDef:
     grid: tuple[Expr, ...]
     warps: Expr | None
     body: Block
-    source: SourceText = field(compare=False, repr=False)
-    span: Span = _span()
-    grid_span: Span = _span()
+    source: SourceText = field(default=SourceText("<string>", ""), compare=False, repr=False)
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    grid_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Program:
     kernels: tuple[KernelDef, ...]
-    source: SourceText = field(compare=False, repr=False)
+    source: SourceText = field(default=SourceText("<string>", ""), compare=False, repr=False)
 
     def kernel(self, name: str) -> KernelDef | None:
         return next((k for k in self.kernels if k.name == name), None)

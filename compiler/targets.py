@@ -13,7 +13,10 @@ def cuda_device_arch() -> str | None:
         return None
     import cupy
 
-    major, minor = cupy.cuda.Device().compute_capability[:1], cupy.cuda.Device().compute_capability[1:]
+    major, minor = (
+        cupy.cuda.Device().compute_capability[:1],
+        cupy.cuda.Device().compute_capability[1:],
+    )
     cc = int(major + minor)
     # Hopper's architecture-specific features (wgmma, TMA) need the "a" variant.
     return f"sm_{cc}a" if cc in (90, 100, 120) else f"sm_{cc}"

@@ -340,9 +340,7 @@ def default_blocked(
     return BlockedLayout(tuple(shape), tuple(spt), tuple(tpw), tuple(wpc), order)
 
 
-def dot_accumulator_layout(
-    shape: tuple[int, int], num_warps: int, warp_size: int
-) -> BlockedLayout:
+def dot_accumulator_layout(shape: tuple[int, int], num_warps: int, warp_size: int) -> BlockedLayout:
     """A register-blocked layout for a CUDA-core ``dot`` accumulator: each thread owns a
     small square-ish sub-tile, so every operand element it reads feeds several products."""
     m, n = shape

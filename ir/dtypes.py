@@ -114,7 +114,12 @@ e8m0 = _define(DType("e8m0", 8, Kind.FLOAT, None, None, None, 8, 0))
 
 # Integers: the usual widths with native arithmetic, every width from 1 to 7 packed.
 _CUDA_INT = {8: "signed char", 16: "short", 32: "int", 64: "long long"}
-_CUDA_UINT = {8: "unsigned char", 16: "unsigned short", 32: "unsigned int", 64: "unsigned long long"}
+_CUDA_UINT = {
+    8: "unsigned char",
+    16: "unsigned short",
+    32: "unsigned int",
+    64: "unsigned long long",
+}
 for _bits in (8, 16, 32, 64):
     _define(DType(f"i{_bits}", _bits, Kind.SIGNED, _CUDA_INT[_bits], f"i{_bits}", f"int{_bits}"))
     _define(

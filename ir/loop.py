@@ -304,7 +304,7 @@ class Store(Stmt):
 
 @dataclass(frozen=True)
 class Copy(Stmt):
-    """Copy ``lanes`` contiguous elements ``src[src_index : +lanes]`` to ``dst[dst_index : +lanes]``.
+    """Copy ``lanes`` contiguous elements from ``src[src_index:]`` to ``dst[dst_index:]``.
 
     The vectorized move between memory levels: on CUDA one 4/8/16-byte access when
     ``aligned`` says both ends are aligned to ``lanes * itemsize`` bytes; on LLVM a vector

@@ -44,13 +44,27 @@ class Target:
 
 
 # Shared memory a block may opt into, by compute capability (bytes).
-_SMEM_OPT_IN = {70: 96 * 1024, 75: 64 * 1024, 80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024,
-                90: 227 * 1024, 100: 227 * 1024, 120: 99 * 1024}
+_SMEM_OPT_IN = {
+    70: 96 * 1024,
+    75: 64 * 1024,
+    80: 163 * 1024,
+    86: 99 * 1024,
+    89: 99 * 1024,
+    90: 227 * 1024,
+    100: 227 * 1024,
+    120: 99 * 1024,
+}
 
 
 def cpu_target(vector_bytes: int = 64) -> Target:
-    return Target("cpu", "", warp_size=1, max_block_threads=1, max_smem_bytes=1 << 30,
-                  vector_bytes=vector_bytes)
+    return Target(
+        "cpu",
+        "",
+        warp_size=1,
+        max_block_threads=1,
+        max_smem_bytes=1 << 30,
+        vector_bytes=vector_bytes,
+    )
 
 
 def cuda_target(arch: str) -> Target:

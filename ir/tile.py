@@ -209,15 +209,56 @@ class ElementwiseKind(Enum):
 
 
 UNARY_OPS = frozenset(
-    "neg not bitnot abs exp exp2 log log2 sqrt rsqrt tanh erf sin cos floor ceil".split()
+    [
+        "neg",
+        "not",
+        "bitnot",
+        "abs",
+        "exp",
+        "exp2",
+        "log",
+        "log2",
+        "sqrt",
+        "rsqrt",
+        "tanh",
+        "erf",
+        "sin",
+        "cos",
+        "floor",
+        "ceil",
+    ]
 )
 BINARY_OPS = frozenset(
-    "add sub mul div floordiv mod min max pow lt le gt ge eq ne and or bitand bitor bitxor "
-    "shl shr".split()
+    [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "floordiv",
+        "mod",
+        "min",
+        "max",
+        "pow",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "eq",
+        "ne",
+        "and",
+        "or",
+        "bitand",
+        "bitor",
+        "bitxor",
+        "shl",
+        "shr",
+    ]
 )
-COMPARISON_OPS = frozenset("lt le gt ge eq ne".split())
-FLOAT_ONLY_OPS = frozenset("exp exp2 log log2 sqrt rsqrt tanh erf sin cos floor ceil".split())
-INT_ONLY_OPS = frozenset("bitand bitor bitxor shl shr bitnot".split())
+COMPARISON_OPS = frozenset(["lt", "le", "gt", "ge", "eq", "ne"])
+FLOAT_ONLY_OPS = frozenset(
+    ["exp", "exp2", "log", "log2", "sqrt", "rsqrt", "tanh", "erf", "sin", "cos", "floor", "ceil"]
+)
+INT_ONLY_OPS = frozenset(["bitand", "bitor", "bitxor", "shl", "shr", "bitnot"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,7 +282,7 @@ class CastOp(Op):
 
 @dataclass(frozen=True, kw_only=True)
 class BroadcastOp(Op):
-    """Repeat ``source`` along its size-1 dims (or everywhere, for a scalar) to the result's shape."""
+    """Repeat ``source`` along its size-1 dims (everywhere, for a scalar) to the result shape."""
 
     source: Value
     operand_fields: tuple[str, ...] = _operands("source")

@@ -166,7 +166,7 @@ class _Inference:
             self.op(op, out)
         return Block(tuple(args), tuple(out))
 
-    def op(self, op: Op, out: list[Op]) -> None:  # noqa: C901 - one case per op kind
+    def op(self, op: Op, out: list[Op]) -> None:
         loc = op.loc
         if isinstance(op, ForOp):
             self.for_op(op, out)
@@ -191,7 +191,9 @@ class _Inference:
             args = [self.get(a) for a in op.args]
             r = op.result
             if not r.tile.shape:
-                self.emit(replace(op, args=tuple(args), results=(self.typed(r, UniformLayout()),)), out)
+                self.emit(
+                    replace(op, args=tuple(args), results=(self.typed(r, UniformLayout()),)), out
+                )
                 return
             target = self.choose(args, r)
             args = [a if not a.tile.shape else self.coerce(a, target, out, loc) for a in args]
@@ -265,29 +267,40 @@ class _Inference:
         elif isinstance(op, DotOp):
             acc = self.get(op.acc)
             want = dot_accumulator_layout(
-                acc.tile.shape, self.num_warps, self.warp_size  # type: ignore[arg-type]
+                acc.tile.shape,
+                self.num_warps,
+                self.warp_size,  # type: ignore[arg-type]
             )
             cur = self.layout_of(acc)
             if isinstance(cur, BlockedLayout) and not cur.removed and not cur.unit:
                 want = cur  # any plain blocked accumulator works; keep the one we have
             acc = self.coerce(acc, want, out, loc)
             self.emit(
-                replace(op, a=self.get(op.a), b=self.get(op.b), acc=acc,
-                        results=(self.typed(op.result, want),)),
+                replace(
+                    op,
+                    a=self.get(op.a),
+                    b=self.get(op.b),
+                    acc=acc,
+                    results=(self.typed(op.result, want),),
+                ),
                 out,
             )
         elif isinstance(op, ConvertLayoutOp):
             src = self.get(op.source)
             lay = op.result.tile.layout
-            if lay is not None and not isinstance(lay, BlockedLayout | UniformLayout | TVRegisterLayout):
+            if lay is not None and not isinstance(
+                lay, BlockedLayout | UniformLayout | TVRegisterLayout
+            ):
                 lay = TVRegisterLayout(lay)
             if lay is None:
                 lay = self.layout_of(src)
             self.emit(replace(op, source=src, results=(self.typed(op.result, lay),)), out)
         else:
             # Ops with scalar results and no layout decisions (block/thread index...).
-            res = tuple(self.typed(r, UniformLayout()) if isinstance(r.type, TileType) else r
-                        for r in op.results)
+            res = tuple(
+                self.typed(r, UniformLayout()) if isinstance(r.type, TileType) else r
+                for r in op.results
+            )
             self.emit(replace(op, results=res), out)
 
     # ------------------------------------------------------------------ op rules
@@ -349,8 +362,11 @@ class _Inference:
                 return
         lay = self.hints.get(r.name) or self.preferred(shape, r.tile.dtype)
         assert isinstance(lay, BlockedLayout)
-        unit_dims = tuple(d for d, (a, b) in enumerate(zip(src.tile.shape, shape, strict=True))
-                          if a == 1 and b != 1)
+        unit_dims = tuple(
+            d
+            for d, (a, b) in enumerate(zip(src.tile.shape, shape, strict=True))
+            if a == 1 and b != 1
+        )
         src = self.coerce(src, replace(lay, unit=unit_dims), out, op.loc)
         self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
 
@@ -384,8 +400,12 @@ class _Inference:
             new = Layout(shape, stride)
         else:  # a swizzled layout: permute its inner layout, keep the swizzle after it
             inner = lay.layout
-            new = replace(lay, layout=Layout(tuple(inner.shape[p] for p in perm),
-                                             tuple(inner.stride[p] for p in perm)))
+            new = replace(
+                lay,
+                layout=Layout(
+                    tuple(inner.shape[p] for p in perm), tuple(inner.stride[p] for p in perm)
+                ),
+            )
         return self.typed(op.result, new)
 
     # ------------------------------------------------------------------ control flow
@@ -400,7 +420,9 @@ class _Inference:
             changed = False
             for i, y in enumerate(yields):
                 ylay = self.layout_of(y)
-                if ylay != arg_layouts[i] and isinstance(self.defs.get(inits[i].name), FullOp | ArangeOp):
+                if ylay != arg_layouts[i] and isinstance(
+                    self.defs.get(inits[i].name), FullOp | ArangeOp
+                ):
                     arg_layouts[i] = ylay  # type: ignore[assignment]
                     changed = True
             if not changed:
@@ -408,15 +430,24 @@ class _Inference:
             self.env, self.defs, self.counter = saved_env, saved_defs, saved_counter
         # Conform the yields to the loop-carried layouts, and the inits too.
         body_ops = list(body.ops[:-1]) if body.terminator else list(body.ops)
-        new_yields = [self.coerce(y, arg_layouts[i], body_ops, op.loc) for i, y in enumerate(yields)]
+        new_yields = [
+            self.coerce(y, arg_layouts[i], body_ops, op.loc) for i, y in enumerate(yields)
+        ]
         if body.terminator:
             body_ops.append(replace(body.terminator, values=tuple(new_yields)))
         body = Block(body.args, tuple(body_ops))
         inits = [self.coerce(v, arg_layouts[i], out, op.loc) for i, v in enumerate(inits)]
         results = tuple(self.typed(r, arg_layouts[i]) for i, r in enumerate(op.results))
         self.emit(
-            replace(op, start=self.get(op.start), stop=self.get(op.stop), step=self.get(op.step),
-                    inits=tuple(inits), body=body, results=results),
+            replace(
+                op,
+                start=self.get(op.start),
+                stop=self.get(op.stop),
+                step=self.get(op.step),
+                inits=tuple(inits),
+                body=body,
+                results=results,
+            ),
             out,
         )
 
@@ -428,7 +459,10 @@ class _Inference:
         layouts = [self.layout_of(y) for y in t_yields]
         if other.terminator:
             ops = list(other.ops[:-1])
-            ys = [self.coerce(y, layouts[i], ops, op.loc) for i, y in enumerate(other.terminator.values)]
+            ys = [
+                self.coerce(y, layouts[i], ops, op.loc)
+                for i, y in enumerate(other.terminator.values)
+            ]
             ops.append(replace(other.terminator, values=tuple(ys)))
             other = Block(other.args, tuple(ops))
         results = tuple(self.typed(r, layouts[i]) for i, r in enumerate(op.results))
@@ -445,12 +479,14 @@ def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _insert_unit_dim(lay: BlockedLayout, axis: int) -> BlockedLayout:
     """``lay`` with a new base dim of extent 1 at ``axis`` (held whole by every thread)."""
+
     def ins(t: tuple[int, ...], value: int) -> tuple[int, ...]:
         return (*t[:axis], value, *t[axis:])
 
-    order = tuple(o + 1 if o >= axis else o for o in lay.order) + (axis,)
-    return BlockedLayout(ins(lay.base_shape, 1), ins(lay.spt, 1), ins(lay.tpw, 1),
-                         ins(lay.wpc, 1), order)
+    order = (*(o + 1 if o >= axis else o for o in lay.order), axis)
+    return BlockedLayout(
+        ins(lay.base_shape, 1), ins(lay.spt, 1), ins(lay.tpw, 1), ins(lay.wpc, 1), order
+    )
 
 
 @register_pass("infer-layouts", "give every register tile a layout; insert conversions")

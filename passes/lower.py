@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tegula.ir import loop as L
-from tegula.ir.distributed import BlockedLayout, TVRegisterLayout, UniformLayout
-from tegula.ir.dtypes import DType, boolean, compute_type, f32, i32, i64, promote
+from tegula.ir.distributed import BlockedLayout, TVRegisterLayout
+from tegula.ir.dtypes import DType, boolean, compute_type, f32, i64, promote
 from tegula.ir.target import Target
 from tegula.ir.tile import (
     ArangeOp,
@@ -44,7 +44,6 @@ from tegula.ir.tile import (
     FullOp,
     IfOp,
     LoadOp,
-    MemScope,
     Op,
     ReduceKind,
     ReduceOp,
@@ -71,10 +70,27 @@ class LoweringError(RuntimeError):
 
 BIN = L.BinaryOp
 _BINARY_FNS = {
-    "add": BIN.ADD, "sub": BIN.SUB, "mul": BIN.MUL, "div": BIN.DIV, "floordiv": BIN.FLOORDIV,
-    "mod": BIN.MOD, "min": BIN.MIN, "max": BIN.MAX, "pow": BIN.POW, "lt": BIN.LT, "le": BIN.LE,
-    "gt": BIN.GT, "ge": BIN.GE, "eq": BIN.EQ, "ne": BIN.NE, "and": BIN.AND, "or": BIN.OR,
-    "bitand": BIN.BITAND, "bitor": BIN.BITOR, "bitxor": BIN.BITXOR, "shl": BIN.SHL,
+    "add": BIN.ADD,
+    "sub": BIN.SUB,
+    "mul": BIN.MUL,
+    "div": BIN.DIV,
+    "floordiv": BIN.FLOORDIV,
+    "mod": BIN.MOD,
+    "min": BIN.MIN,
+    "max": BIN.MAX,
+    "pow": BIN.POW,
+    "lt": BIN.LT,
+    "le": BIN.LE,
+    "gt": BIN.GT,
+    "ge": BIN.GE,
+    "eq": BIN.EQ,
+    "ne": BIN.NE,
+    "and": BIN.AND,
+    "or": BIN.OR,
+    "bitand": BIN.BITAND,
+    "bitor": BIN.BITOR,
+    "bitxor": BIN.BITXOR,
+    "shl": BIN.SHL,
     "shr": BIN.SHR,
 }
 _UNARY_FNS = {u.value: u for u in L.UnaryOp}
@@ -131,7 +147,11 @@ def identity(kind: ReduceKind, dt: DType) -> L.Const:
         return L.Const(0.0 if dt.is_float else 0, dt)
     if dt.is_float:
         return L.Const(-math.inf if kind is ReduceKind.MAX else math.inf, dt)
-    lo, hi = (-(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1) if dt.is_signed else (0, (1 << dt.bits) - 1)
+    lo, hi = (
+        (-(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1)
+        if dt.is_signed
+        else (0, (1 << dt.bits) - 1)
+    )
     return L.Const(lo if kind is ReduceKind.MAX else hi, dt)
 
 
@@ -149,8 +169,13 @@ def parse_grid_expr(text: str, symbols: dict[str, L.Var]) -> L.Expr:
         if isinstance(n, ast.Name):
             return symbols.get(n.id, L.Var(n.id, i64))
         if isinstance(n, ast.BinOp):
-            ops = {ast.Add: BIN.ADD, ast.Sub: BIN.SUB, ast.Mult: BIN.MUL,
-                   ast.FloorDiv: BIN.FLOORDIV, ast.Mod: BIN.MOD}
+            ops = {
+                ast.Add: BIN.ADD,
+                ast.Sub: BIN.SUB,
+                ast.Mult: BIN.MUL,
+                ast.FloorDiv: BIN.FLOORDIV,
+                ast.Mod: BIN.MOD,
+            }
             return L.Binary(ops[type(n.op)], conv(n.left), conv(n.right))
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
             a, b = (conv(x) for x in n.args)
@@ -288,8 +313,9 @@ class _Lowering:
     def unnest(self) -> L.Stmt:
         return L.seq(*self.frames.pop().stmts) if True else L.Seq(())
 
-    def loop(self, name: str, extent: int, body: Callable[[L.Expr], None],
-             kind: L.LoopKind | None = None) -> None:
+    def loop(
+        self, name: str, extent: int, body: Callable[[L.Expr], None], kind: L.LoopKind | None = None
+    ) -> None:
         """Emit ``for name in range(extent)`` (nothing for 0, the body alone for 1)."""
         if extent <= 0:
             return
@@ -329,12 +355,18 @@ class _Lowering:
                     continue
                 parts: L.Expr = c64(0)
                 if lay.wpc[d] > 1:
-                    w = L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(d))),
-                                 c64(lay.wpc[d]))
+                    w = L.Binary(
+                        BIN.MOD,
+                        L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(d))),
+                        c64(lay.wpc[d]),
+                    )
                     parts = mul(w, c64(lay.tpw[d]))
                 if lay.tpw[d] > 1:
-                    ln = L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, lane, c64(lay.lane_stride(d))),
-                                  c64(lay.tpw[d]))
+                    ln = L.Binary(
+                        BIN.MOD,
+                        L.Binary(BIN.FLOORDIV, lane, c64(lay.lane_stride(d))),
+                        c64(lay.tpw[d]),
+                    )
                     parts = add(parts, ln)
                 offs[d] = self.let(f"t{tag}_d{d}", mul(parts, c64(lay.spt[d])))
             self.thread_offsets[key] = offs
@@ -370,8 +402,9 @@ class _Lowering:
                 pred = land(pred, L.Binary(BIN.EQ, to[d], c64(0)))
         return pred
 
-    def for_positions(self, lay: BlockedLayout, body: Callable[[Pos], None],
-                      innermost_run: bool = False) -> None:
+    def for_positions(
+        self, lay: BlockedLayout, body: Callable[[Pos], None], innermost_run: bool = False
+    ) -> None:
         """Nested loops over every value position of ``lay``; with ``innermost_run`` the
         fastest live dim's ``s`` is left at 0 for the caller to handle as a run."""
         live = [d for d in lay.order if d in lay.live_dims]
@@ -396,7 +429,11 @@ class _Lowering:
                 pos[d] = (var, s) if part == "rep" else (rep, var)
                 go(i + 1)
 
-            kind = self.loop_kind if part == "s" else (L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL)
+            kind = (
+                self.loop_kind
+                if part == "s"
+                else (L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL)
+            )
             self.loop(f"{part}{d}", extent, inner, kind)
 
         go(0)
@@ -411,8 +448,11 @@ class _Lowering:
     def tile(self, v: Value) -> RegTile:
         lv = self.vals[v.name]
         if isinstance(lv, Scalar):  # a scalar used where a tile is wanted
-            return RegTile(lv.expr.dtype, BlockedLayout((1,), (1,), (1,), (1,), (0,)),
-                           element=lambda pos, e=lv.expr: e)
+            return RegTile(
+                lv.expr.dtype,
+                BlockedLayout((1,), (1,), (1,), (1,), (0,)),
+                element=lambda pos, e=lv.expr: e,
+            )
         assert isinstance(lv, RegTile), f"{v} is not a register tile"
         return lv
 
@@ -420,8 +460,9 @@ class _Lowering:
         if t.buffer is not None and t.element is None:
             return t
         buf = self.local(name, t.dtype, t.layout.num_values)
-        self.for_positions(t.layout, lambda pos: self.emit(
-            L.Store(buf, value_index(t.layout, pos), t.at(pos))))
+        self.for_positions(
+            t.layout, lambda pos: self.emit(L.Store(buf, value_index(t.layout, pos), t.at(pos)))
+        )
         return RegTile(t.dtype, t.layout, buffer=buf)
 
     def define(self, v: Value, t: RegTile, lazy_ok: bool = True) -> None:
@@ -441,8 +482,13 @@ class _Lowering:
         for p in k.params:
             t = p.value.type
             if isinstance(t, TensorType):
-                buf = L.Buffer(self.unique(p.name), t.dtype, L.Scope.GLOBAL, None,
-                               read_only=not getattr(p, "writes", False))
+                buf = L.Buffer(
+                    self.unique(p.name),
+                    t.dtype,
+                    L.Scope.GLOBAL,
+                    None,
+                    read_only=not getattr(p, "writes", False),
+                )
                 shape = tuple(c64(d) if isinstance(d, int) else symbol_vars[d] for d in t.shape)
                 if t.strides is None:
                     strides: list[L.Expr] = []
@@ -462,8 +508,11 @@ class _Lowering:
                 self.vals[p.value.name] = Scalar(var)
                 params.append(L.LoopParam(p.name, var=var))
 
-        layouts = [v.type.layout for v in _all_values(k) if isinstance(v.type, TileType)
-                   and isinstance(v.type.layout, BlockedLayout)]
+        layouts = [
+            v.type.layout
+            for v in _all_values(k)
+            if isinstance(v.type, TileType) and isinstance(v.type.layout, BlockedLayout)
+        ]
         self.prepare_thread_offsets(layouts)
         self.block(k.body)
         body = L.seq(*self.frames[0].stmts)
@@ -476,15 +525,23 @@ class _Lowering:
             offsets[name] = cursor
             cursor = _align(cursor + nbytes, 16)
         buffers = tuple(
-            L.Buffer(b.name, b.dtype, b.scope, b.size, offsets.get(b.name, b.smem_offset), b.read_only)
+            L.Buffer(
+                b.name, b.dtype, b.scope, b.size, offsets.get(b.name, b.smem_offset), b.read_only
+            )
             for b in self.buffers
         )
         body = _rebind_buffers(body, {b.name: b for b in buffers})
         grid = tuple(parse_grid_expr(g, symbol_vars) for g in k.grid)
         return L.LoopKernel(
-            name=k.name, params=tuple(params), symbols=tuple(symbol_vars[s.name] for s in k.symbols),
-            grid=grid, block_threads=self.threads, buffers=buffers, smem_bytes=cursor if self.gpu else cursor,
-            body=body, source_name=k.source_file,
+            name=k.name,
+            params=tuple(params),
+            symbols=tuple(symbol_vars[s.name] for s in k.symbols),
+            grid=grid,
+            block_threads=self.threads,
+            buffers=buffers,
+            smem_bytes=cursor,
+            body=body,
+            source_name=k.source_file,
         )
 
     def block(self, block: Block) -> None:
@@ -496,7 +553,7 @@ class _Lowering:
 
     # ------------------------------------------------------------------ ops
 
-    def op(self, op: Op) -> None:  # noqa: C901 - one case per op kind
+    def op(self, op: Op) -> None:
         if isinstance(op, FullOp):
             r = op.result
             if r.tile.is_scalar:
@@ -507,11 +564,18 @@ class _Lowering:
         elif isinstance(op, ArangeOp):
             r = op.result
             lay = r.tile.layout
-            self.define(r, RegTile(r.tile.dtype, lay,
-                                   element=lambda pos: cast(self.coords(lay, pos)[0], r.tile.dtype)))
+            self.define(
+                r,
+                RegTile(
+                    r.tile.dtype,
+                    lay,
+                    element=lambda pos: cast(self.coords(lay, pos)[0], r.tile.dtype),
+                ),
+            )
         elif isinstance(op, BlockIndexOp):
             self.vals[op.result.name] = Scalar(
-                self.let(f"bid_{'xyz'[op.axis]}", L.Cast(op.result.tile.dtype, L.BlockIdx(op.axis))))
+                self.let(f"bid_{'xyz'[op.axis]}", L.Cast(op.result.tile.dtype, L.BlockIdx(op.axis)))
+            )
         elif isinstance(op, ThreadIndexOp):
             self.vals[op.result.name] = Scalar(cast(self.tid, op.result.tile.dtype))
         elif isinstance(op, ElementwiseOp):
@@ -523,8 +587,14 @@ class _Lowering:
                 self.vals[r.name] = Scalar(self.let(r.name, cast(src.expr, r.tile.dtype)))
             else:
                 s = self.tile(op.source)
-                self.define(r, RegTile(r.tile.dtype, r.tile.layout,
-                                       element=lambda pos: cast(s.at(pos), r.tile.dtype)))
+                self.define(
+                    r,
+                    RegTile(
+                        r.tile.dtype,
+                        r.tile.layout,
+                        element=lambda pos: cast(s.at(pos), r.tile.dtype),
+                    ),
+                )
         elif isinstance(op, BroadcastOp | ExpandDimsOp):
             r = op.result
             src = self.vals[op.source.name]
@@ -581,7 +651,9 @@ class _Lowering:
             self.vals[r.name] = Scalar(self.let(r.name, compute([a.expr for a in args])))  # type: ignore[union-attr]
             return
         tiles = [self.tile(a) for a in op.args]
-        self.define(r, RegTile(dt, r.tile.layout, element=lambda pos: compute([t.at(pos) for t in tiles])))
+        self.define(
+            r, RegTile(dt, r.tile.layout, element=lambda pos: compute([t.at(pos) for t in tiles]))
+        )
 
     # ------------------------------------------------------------------ reductions
 
@@ -607,40 +679,65 @@ class _Lowering:
                 val = cast(src.at(full), acc_t)
                 if lay.replicated(p) or lay.base_shape[p] % lay.coverage(p):
                     raw = add(add(to[p], mul(var_rep, c64(lay.coverage(p)))), var_s)
-                    val = L.Select(L.Binary(BIN.LT, raw, c64(lay.base_shape[p])), val, identity(kind, acc_t))
+                    val = L.Select(
+                        L.Binary(BIN.LT, raw, c64(lay.base_shape[p])), val, identity(kind, acc_t)
+                    )
                 self.emit(L.Store(out, ridx, combine(kind, L.Load(out, ridx), val)))
 
-            self.loop(f"r{p}", lay.reps(p), lambda rv: self.loop(
-                f"s{p}", lay.spt[p], lambda sv: term(rv, sv), self.loop_kind),
-                L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL)
+            self.loop(
+                f"r{p}",
+                lay.reps(p),
+                lambda rv: self.loop(f"s{p}", lay.spt[p], lambda sv: term(rv, sv), self.loop_kind),
+                L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL,
+            )
 
         self.for_positions(res_lay, per_result)
 
         if self.gpu and lay.tpw[p] > 1:
+
             def shuffle(pos: Pos) -> None:
                 ridx = value_index(res_lay, pos)
                 stride = lay.lane_stride(p)
                 k = 1
                 while k < lay.tpw[p]:
-                    self.emit(L.Store(out, ridx, combine(kind, L.Load(out, ridx),
-                                                         L.ShuffleXor(L.Load(out, ridx), stride * k))))
+                    self.emit(
+                        L.Store(
+                            out,
+                            ridx,
+                            combine(
+                                kind, L.Load(out, ridx), L.ShuffleXor(L.Load(out, ridx), stride * k)
+                            ),
+                        )
+                    )
                     k *= 2
+
             self.for_positions(res_lay, shuffle)
 
         if self.gpu and lay.wpc[p] > 1:
             nw = lay.wpc[p]
             numel = math.prod(res_lay.shape) if res_lay.shape else 1
             smem = self.scratch(acc_t, numel * nw)
-            warp_p = L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, L.Binary(BIN.FLOORDIV, self.tid, c64(self.target.warp_size)),
-                                                c64(lay.warp_stride(p))), c64(nw))
+            warp_p = L.Binary(
+                BIN.MOD,
+                L.Binary(
+                    BIN.FLOORDIV,
+                    L.Binary(BIN.FLOORDIV, self.tid, c64(self.target.warp_size)),
+                    c64(lay.warp_stride(p)),
+                ),
+                c64(nw),
+            )
             self.emit(L.Barrier())
 
             def slot(pos: Pos) -> L.Expr:
                 coords = self.coords(res_lay, pos) if res_lay.shape else []
                 return mul(_row_major(coords, res_lay.shape), c64(nw))
 
-            self.for_positions(res_lay, lambda pos: self.emit(
-                L.Store(smem, add(slot(pos), warp_p), L.Load(out, value_index(res_lay, pos)))))
+            self.for_positions(
+                res_lay,
+                lambda pos: self.emit(
+                    L.Store(smem, add(slot(pos), warp_p), L.Load(out, value_index(res_lay, pos)))
+                ),
+            )
             self.emit(L.Barrier())
 
             def gather(pos: Pos) -> None:
@@ -650,6 +747,7 @@ class _Lowering:
                 for w in range(1, nw):
                     e = combine(kind, e, L.Load(smem, add(base, c64(w))))
                 self.emit(L.Store(out, ridx, e))
+
             self.for_positions(res_lay, gather)
 
         if acc_t is not dt:
@@ -664,7 +762,9 @@ class _Lowering:
 
     # ------------------------------------------------------------------ global memory
 
-    def window_geometry(self, tensor: Tensor, op: LoadOp | StoreOp | AtomicAddOp, lay: BlockedLayout | None):
+    def window_geometry(
+        self, tensor: Tensor, op: LoadOp | StoreOp | AtomicAddOp, lay: BlockedLayout | None
+    ):
         """Per tensor dim: (start expr, tile axis or None)."""
         w = op.window
         starts = [cast(self.scalar(s), i64) for s in w.starts]
@@ -678,17 +778,23 @@ class _Lowering:
                 axis += 1
         return starts, axes
 
-    def element_address(self, tensor: Tensor, starts, axes, coords: list[L.Expr]) -> tuple[L.Expr, L.Expr | None]:
+    def element_address(
+        self, tensor: Tensor, starts, axes, coords: list[L.Expr]
+    ) -> tuple[L.Expr, L.Expr | None]:
         """Flattened element offset and the in-bounds predicate for tile coordinates."""
         offset: L.Expr = c64(0)
         pred: L.Expr | None = None
         for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
             idx = start if ax is None else add(start, coords[ax])
             offset = add(offset, mul(idx, tensor.strides[d]))
-            pred = land(pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d])))
+            pred = land(
+                pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
+            )
         return offset, pred
 
-    def run_width(self, tensor: Tensor, axes, lay: BlockedLayout, dtype: DType, has_mask: bool) -> int:
+    def run_width(
+        self, tensor: Tensor, axes, lay: BlockedLayout, dtype: DType, has_mask: bool
+    ) -> int:
         """Elements per vector access: a thread's contiguous run along the tensor's last dim."""
         if has_mask or axes[-1] is None or not tensor.contiguous_last or lay.rank == 0:
             return 1
@@ -721,7 +827,9 @@ class _Lowering:
         buf = self.local(r.name, dt, lay.num_values)
         mask = self.tile(op.mask) if op.mask is not None else None
         run = self.run_width(tensor, axes, lay, dt, mask is not None)
-        self.global_access(tensor, starts, axes, lay, run, buf, dt, is_load=True, fill=other, mask=mask)
+        self.global_access(
+            tensor, starts, axes, lay, run, buf, dt, is_load=True, fill=other, mask=mask
+        )
         self.vals[r.name] = RegTile(dt, lay, buffer=buf)
 
     def store(self, op: StoreOp | AtomicAddOp) -> None:
@@ -736,8 +844,11 @@ class _Lowering:
             if self.gpu:
                 pred = land(pred, L.Binary(BIN.EQ, self.tid, c64(0)))
             value = cast(src.expr, dt)
-            stmt: L.Stmt = (L.AtomicAdd(tensor.buffer, offset, value) if atomic
-                            else L.Store(tensor.buffer, offset, value))
+            stmt: L.Stmt = (
+                L.AtomicAdd(tensor.buffer, offset, value)
+                if atomic
+                else L.Store(tensor.buffer, offset, value)
+            )
             self.emit(stmt if pred is None else L.If(pred, stmt))
             return
         t = self.tile(op.value)
@@ -749,12 +860,36 @@ class _Lowering:
             t = self.materialize(op.value.name, conv) if not atomic else conv
         mask = self.tile(op.mask) if op.mask is not None else None
         run = 1 if atomic else self.run_width(tensor, axes, lay, dt, mask is not None)
-        self.global_access(tensor, starts, axes, lay, run, t.buffer, dt, is_load=False,
-                           mask=mask, atomic=atomic, src_tile=t)
+        self.global_access(
+            tensor,
+            starts,
+            axes,
+            lay,
+            run,
+            t.buffer,
+            dt,
+            is_load=False,
+            mask=mask,
+            atomic=atomic,
+            src_tile=t,
+        )
 
-    def global_access(self, tensor: Tensor, starts, axes, lay: BlockedLayout, run: int,
-                      buf: L.Buffer | None, dt: DType, *, is_load: bool, fill: L.Expr | None = None,
-                      mask: RegTile | None = None, atomic: bool = False, src_tile: RegTile | None = None) -> None:
+    def global_access(
+        self,
+        tensor: Tensor,
+        starts,
+        axes,
+        lay: BlockedLayout,
+        run: int,
+        buf: L.Buffer | None,
+        dt: DType,
+        *,
+        is_load: bool,
+        fill: L.Expr | None = None,
+        mask: RegTile | None = None,
+        atomic: bool = False,
+        src_tile: RegTile | None = None,
+    ) -> None:
         live = [d for d in lay.order if d in lay.live_dims]
         fast = live[0] if live else None
         spt_fast = lay.spt[fast] if fast is not None else 1
@@ -771,8 +906,11 @@ class _Lowering:
                 return
             pred = land(pred, self.owner(lay, pos))
             value = src_tile.at(pos) if src_tile is not None else L.Load(buf, vidx)  # type: ignore[arg-type]
-            stmt: L.Stmt = (L.AtomicAdd(tensor.buffer, offset, value) if atomic
-                            else L.Store(tensor.buffer, offset, value))
+            stmt: L.Stmt = (
+                L.AtomicAdd(tensor.buffer, offset, value)
+                if atomic
+                else L.Store(tensor.buffer, offset, value)
+            )
             self.emit(stmt if pred is None else L.If(pred, stmt))
 
         if run <= 1 or fast is None:
@@ -806,7 +944,9 @@ class _Lowering:
                 self.emit(L.If(fast_cond, fast_copy, slow) if fast_cond is not None else fast_copy)
             else:
                 # CPU: the in-bounds prefix of the run is one contiguous loop; the rest is fill.
-                self.loop("e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.VECTORIZE)
+                self.loop(
+                    "e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.VECTORIZE
+                )
 
         def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
             p = dict(pos)
@@ -817,15 +957,31 @@ class _Lowering:
 
     # ------------------------------------------------------------------ shared memory
 
-    def write_tile_to(self, t: RegTile, smem: L.Buffer, offset_of: Callable[[list[L.Expr]], L.Expr]) -> None:
-        self.for_positions(t.layout, lambda pos: self.emit(
-            L.Store(smem, offset_of(self.coords(t.layout, pos)), cast(t.at(pos), smem.dtype))))
+    def write_tile_to(
+        self, t: RegTile, smem: L.Buffer, offset_of: Callable[[list[L.Expr]], L.Expr]
+    ) -> None:
+        self.for_positions(
+            t.layout,
+            lambda pos: self.emit(
+                L.Store(smem, offset_of(self.coords(t.layout, pos)), cast(t.at(pos), smem.dtype))
+            ),
+        )
 
-    def read_tile_from(self, name: str, dt: DType, lay: BlockedLayout, smem: L.Buffer,
-                       offset_of: Callable[[list[L.Expr]], L.Expr]) -> RegTile:
+    def read_tile_from(
+        self,
+        name: str,
+        dt: DType,
+        lay: BlockedLayout,
+        smem: L.Buffer,
+        offset_of: Callable[[list[L.Expr]], L.Expr],
+    ) -> RegTile:
         buf = self.local(name, dt, lay.num_values)
-        self.for_positions(lay, lambda pos: self.emit(
-            L.Store(buf, value_index(lay, pos), L.Load(smem, offset_of(self.coords(lay, pos))))))
+        self.for_positions(
+            lay,
+            lambda pos: self.emit(
+                L.Store(buf, value_index(lay, pos), L.Load(smem, offset_of(self.coords(lay, pos))))
+            ),
+        )
         return RegTile(dt, lay, buffer=buf)
 
     def convert(self, op: ConvertLayoutOp) -> None:
@@ -837,18 +993,23 @@ class _Lowering:
         t = self.tile(op.source)
         lay = r.tile.layout
         if isinstance(lay, TVRegisterLayout):
-            raise LoweringError("thread-value layouts written by hand are not lowered yet; "
-                                "use a blocked layout")
+            raise LoweringError(
+                "thread-value layouts written by hand are not lowered yet; use a blocked layout"
+            )
         if not self.gpu or t.layout == lay:
             # One thread holds everything: a conversion only re-orders the buffer.
-            self.define(r, RegTile(r.tile.dtype, lay, element=lambda pos: self._elem_by_coords(t, lay, pos)))
+            self.define(
+                r, RegTile(r.tile.dtype, lay, element=lambda pos: self._elem_by_coords(t, lay, pos))
+            )
             return
         shape = r.tile.shape
         smem = self.scratch(r.tile.dtype, math.prod(shape))
         self.emit(L.Barrier())
         self.write_tile_to(t, smem, lambda c: _row_major(c, shape))
         self.emit(L.Barrier())
-        self.vals[r.name] = self.read_tile_from(r.name, r.tile.dtype, lay, smem, lambda c: _row_major(c, shape))
+        self.vals[r.name] = self.read_tile_from(
+            r.name, r.tile.dtype, lay, smem, lambda c: _row_major(c, shape)
+        )
 
     def _elem_by_coords(self, t: RegTile, lay: BlockedLayout, pos: Pos) -> L.Expr:
         """On a one-thread target: the element of ``t`` at the coordinates of ``pos`` in ``lay``."""
@@ -877,8 +1038,9 @@ class _Lowering:
         r = op.result
         s = self.vals[op.source.name]
         assert isinstance(s, SharedTile)
-        self.vals[r.name] = self.read_tile_from(r.name, r.tile.dtype, r.tile.layout, s.buffer,
-                                                lambda c: shared_offset(s.layout, c))
+        self.vals[r.name] = self.read_tile_from(
+            r.name, r.tile.dtype, r.tile.layout, s.buffer, lambda c: shared_offset(s.layout, c)
+        )
 
     # ------------------------------------------------------------------ dot
 
@@ -890,8 +1052,9 @@ class _Lowering:
         dt = r.tile.dtype
         lay: BlockedLayout = r.tile.layout
         out = self.local(r.name, dt, lay.num_values)
-        self.for_positions(lay, lambda pos: self.emit(
-            L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt))))
+        self.for_positions(
+            lay, lambda pos: self.emit(L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt)))
+        )
         if self.gpu:
             smem_a = self.scratch(dt, m * k + k * n)
             self.emit(L.Barrier())
@@ -918,7 +1081,10 @@ class _Lowering:
             def fma(pos: Pos) -> None:
                 row, col = self.coords(lay, pos)
                 vidx = value_index(lay, pos)
-                self.emit(L.Store(out, vidx, add(L.Load(out, vidx), mul(a_at(row, kk), b_at(kk, col)))))
+                self.emit(
+                    L.Store(out, vidx, add(L.Load(out, vidx), mul(a_at(row, kk), b_at(kk, col))))
+                )
+
             self.for_positions(lay, fma)
 
         self.loop("k", k, step, L.LoopKind.SERIAL)
@@ -949,8 +1115,12 @@ class _Lowering:
         s = self.tile(src_value)
         if s.buffer is dst.buffer and s.element is None:
             return
-        self.for_positions(dst.layout, lambda pos: self.emit(
-            L.Store(dst.buffer, value_index(dst.layout, pos), cast(s.at(pos), dst.dtype))))  # type: ignore[arg-type]
+        self.for_positions(
+            dst.layout,
+            lambda pos: self.emit(
+                L.Store(dst.buffer, value_index(dst.layout, pos), cast(s.at(pos), dst.dtype))
+            ),
+        )  # type: ignore[arg-type]
 
     def read_carried(self, name: str, carried: Lowered) -> Lowered:
         if isinstance(carried, Scalar):
@@ -958,7 +1128,10 @@ class _Lowering:
         return carried
 
     def for_op(self, op: ForOp) -> None:
-        carried = [self.carried_storage(a.name, init) for a, init in zip(op.body.args[1:], op.inits, strict=True)]
+        carried = [
+            self.carried_storage(a.name, init)
+            for a, init in zip(op.body.args[1:], op.inits, strict=True)
+        ]
         for c, init in zip(carried, op.inits, strict=True):
             self.store_carried(c, init)
         start = cast(self.scalar(op.start), i64)
@@ -966,8 +1139,9 @@ class _Lowering:
         step = cast(self.scalar(op.step), i64)
         var = L.Var(self.unique(op.body.args[0].name), i64)
         self.nest()
-        self.vals[op.body.args[0].name] = Scalar(cast(var, op.body.args[0].tile.dtype)
-                                                 if op.body.args[0].tile.dtype is not i64 else var)
+        self.vals[op.body.args[0].name] = Scalar(
+            cast(var, op.body.args[0].tile.dtype) if op.body.args[0].tile.dtype is not i64 else var
+        )
         for a, c in zip(op.body.args[1:], carried, strict=True):
             self.vals[a.name] = self.read_carried(a.name, c)
         self.block(op.body)
@@ -985,11 +1159,19 @@ class _Lowering:
         staged: list[Value] = []
         for c, v in zip(carried, values, strict=True):
             lv = self.vals[v.name]
-            if isinstance(lv, RegTile) and (lv.element is not None or any(
-                    isinstance(o, RegTile) and o.buffer is lv.buffer and o is not c for o in carried)):
+            if isinstance(lv, RegTile) and (
+                lv.element is not None
+                or any(
+                    isinstance(o, RegTile) and o.buffer is lv.buffer and o is not c for o in carried
+                )
+            ):
                 tmp = self.local(f"{v.name}_next", lv.dtype, lv.layout.num_values)
-                self.for_positions(lv.layout, lambda pos, lv=lv, tmp=tmp: self.emit(
-                    L.Store(tmp, value_index(lv.layout, pos), lv.at(pos))))
+                self.for_positions(
+                    lv.layout,
+                    lambda pos, lv=lv, tmp=tmp: self.emit(
+                        L.Store(tmp, value_index(lv.layout, pos), lv.at(pos))
+                    ),
+                )
                 self.vals[v.name] = RegTile(lv.dtype, lv.layout, buffer=tmp)
             elif isinstance(lv, Scalar) and isinstance(c, Scalar):
                 self.vals[v.name] = Scalar(self.let(f"{v.name}_next", lv.expr))
@@ -999,8 +1181,12 @@ class _Lowering:
 
     def if_op(self, op: IfOp) -> None:
         cond = self.scalar(op.cond)
-        carried = [self.carried_storage(r.name, y) for r, y in
-                   zip(op.results, op.then.terminator.values if op.then.terminator else (), strict=True)]
+        carried = [
+            self.carried_storage(r.name, y)
+            for r, y in zip(
+                op.results, op.then.terminator.values if op.then.terminator else (), strict=True
+            )
+        ]
         branches = []
         for blk in (op.then, op.otherwise):
             self.nest()
@@ -1072,8 +1258,11 @@ def shared_offset(layout: object, coords: list[L.Expr]) -> L.Expr:
     if swz is not None:
         mask = ((1 << swz.bits) - 1) << (swz.base + max(0, swz.shift))
         picked = L.Binary(BIN.BITAND, off, c64(mask))
-        moved = (L.Binary(BIN.SHR, picked, c64(swz.shift)) if swz.shift >= 0
-                 else L.Binary(BIN.SHL, picked, c64(-swz.shift)))
+        moved = (
+            L.Binary(BIN.SHR, picked, c64(swz.shift))
+            if swz.shift >= 0
+            else L.Binary(BIN.SHL, picked, c64(-swz.shift))
+        )
         off = L.Binary(BIN.BITXOR, off, moved)
     return off
 
@@ -1096,18 +1285,22 @@ def _use_counts(block: Block) -> dict[str, int]:
     for op in walk_ops(block):
         for v in op.operands():
             counts[v.name] = counts.get(v.name, 0) + 1
+
     # A value used inside a loop body but defined outside is used once per iteration:
     # keep it in a buffer rather than recomputing it.
     def visit(b: Block, defined_outside: set[str]) -> None:
         for op in b.ops:
             if isinstance(op, ForOp):
-                inner_defs = {v.name for o in walk_ops(op.body) for v in o.results} | {a.name for a in op.body.args}
+                inner_defs = {v.name for o in walk_ops(op.body) for v in o.results} | {
+                    a.name for a in op.body.args
+                }
                 for o in walk_ops(op.body):
                     for v in o.operands():
                         if v.name not in inner_defs:
                             counts[v.name] = counts.get(v.name, 0) + 2
             for inner in op.blocks():
                 visit(inner, defined_outside)
+
     visit(block, set())
     return counts
 

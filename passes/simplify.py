@@ -56,6 +56,7 @@ from tegula.ir.loop import (
     Unary,
     UnaryOp,
     Var,
+    walk_exprs,
 )
 from tegula.ir.printer_loop import format_expr
 
@@ -208,7 +209,7 @@ class _ExprSimplifier:
 
     def __init__(self, ranges: Mapping[str, IntRange] | None) -> None:
         self.range_of = IntRangeAnalysis(ranges)
-        self._keys: dict[int, tuple[Expr, tuple[str, str]]] = {}
+        self._keys: dict[int, tuple[Expr, tuple[bool, str, str]]] = {}
 
     # ------------------------------------------------------------------ entry
 
@@ -402,8 +403,7 @@ class _ExprSimplifier:
                 quotient, rest = {}, {}
                 for mono, coef in num.items():
                     if d_atom in mono:
-                        i = mono.index(d_atom)
-                        quotient[mono[:i] + mono[i + 1 :]] = coef
+                        quotient[_without(mono, d_atom)] = coef
                     else:
                         rest[mono] = coef
             r = self._poly_range(rest)
@@ -476,12 +476,17 @@ class _ExprSimplifier:
 
     # ------------------------------------------------------------------ writing back
 
-    def _key(self, e: Expr) -> tuple[str, str]:
+    def _key(self, e: Expr) -> tuple[bool, str, str]:
+        """The canonical order of atoms: by their text, capitalized names last.
+
+        Capitalized names are sizes and strides by convention, so ``row * C`` reads as the
+        index times the stride.
+        """
         hit = self._keys.get(id(e))
         if hit is not None and hit[0] is e:
             return hit[1]
         text = format_expr(e)
-        key = (text.lower(), text)
+        key = (text[:1].isupper(), text.lower(), text)
         self._keys[id(e)] = (e, key)
         return key
 
@@ -489,15 +494,15 @@ class _ExprSimplifier:
         return tuple(sorted(mono, key=self._key))
 
     def _emit(self, p: Poly, dt: DType) -> Expr:
-        """The expression of polynomial ``p``: terms by falling coefficient, constant last."""
+        """The expression of polynomial ``p``, factored so that it multiplies little.
+
+        Pieces come by falling coefficient, the constant last; see :meth:`_pieces`.
+        """
         p = self._recombine(p, dt)
         constant = p.get(_CONST, 0)
-        terms = sorted(
-            ((mono, coef) for mono, coef in p.items() if mono != _CONST),
-            key=lambda t: (-abs(t[1]), [self._key(a) for a in t[0]]),
-        )
-        positive = [self._term(mono, coef, dt) for mono, coef in terms if coef > 0]
-        negative = [self._term(mono, -coef, dt) for mono, coef in terms if coef < 0]
+        pieces = sorted(self._pieces(p, dt), key=lambda piece: piece[2])
+        positive = [e for e, sign, _ in pieces if sign > 0]
+        negative = [e for e, sign, _ in pieces if sign < 0]
         if positive:
             out = positive[0]
             for term in positive[1:]:
@@ -515,6 +520,51 @@ class _ExprSimplifier:
         elif constant < 0:
             out = Binary(BinaryOp.SUB, out, _int_const(-constant, dt))
         return out
+
+    def _pieces(self, p: Poly, dt: DType) -> list[tuple[Expr, int, tuple[object, ...]]]:
+        """The non-constant terms of ``p`` as (magnitude, sign, sort key) pieces.
+
+        The polynomial is kept fully distributed so that like terms meet; written out, that
+        would repeat multiplications. So an atom shared by several terms is factored out
+        (``a*N + b*N -> (a + b) * N``, the most shared first), and terms with the same
+        coefficient share one multiplication (``a*32 + b*32 -> (a + b) * 32``).
+        """
+        terms = {mono: coef for mono, coef in p.items() if mono != _CONST}
+        pieces: list[tuple[Expr, int, tuple[object, ...]]] = []
+
+        def add_piece(e: Expr, coef: int, weight: int, degree: int) -> None:
+            pieces.append((e, 1 if coef > 0 else -1, (-weight, -degree, self._key(e))))
+
+        while True:
+            counts: dict[Expr, int] = {}
+            for mono in terms:
+                for atom in dict.fromkeys(mono):
+                    counts[atom] = counts.get(atom, 0) + 1
+            shared = [atom for atom, count in counts.items() if count >= 2]
+            if not shared:
+                break
+            best = min(shared, key=lambda atom: (-counts[atom], self._key(atom)))
+            group = {mono: coef for mono, coef in terms.items() if best in mono}
+            for mono in group:
+                del terms[mono]
+            inner = {_without(mono, best): coef for mono, coef in group.items()}
+            sign = -1 if all(coef < 0 for coef in inner.values()) else 1
+            product = Binary(BinaryOp.MUL, self._emit(_scale(inner, sign), dt), best)
+            weight = max(abs(coef) for coef in group.values())
+            add_piece(product, sign, weight, max(len(mono) for mono in group))
+
+        by_coef: dict[int, list[Monomial]] = {}
+        for mono, coef in terms.items():
+            by_coef.setdefault(coef, []).append(mono)
+        for coef, monos in by_coef.items():
+            if abs(coef) > 1 and len(monos) >= 2:
+                shared_factor = self._emit(dict.fromkeys(monos, 1), dt)
+                product = Binary(BinaryOp.MUL, shared_factor, _int_const(abs(coef), dt))
+                add_piece(product, coef, abs(coef), max(len(mono) for mono in monos))
+            else:
+                for mono in monos:
+                    add_piece(self._term(mono, abs(coef), dt), coef, abs(coef), len(mono))
+        return pieces
 
     @staticmethod
     def _term(mono: Monomial, coef: int, dt: DType) -> Expr:
@@ -680,15 +730,63 @@ class _ExprSimplifier:
         return self._emit(lhs, dt), self._emit(rhs, dt)
 
     def _logical(self, op: BinaryOp, a: Expr, b: Expr) -> Expr:
+        """``&&`` / ``||`` chains without constants or repeated operands.
+
+        Operands keep their order (a later one may rely on an earlier one, as a load on its
+        bounds check); only repeats and neutral constants go.
+        """
         absorbing = op is BinaryOp.OR  # true absorbs an OR, false an AND
-        for x, y in ((a, b), (b, a)):
+        operands: list[Expr] = []
+        for x in (*_chain(op, a), *_chain(op, b)):
             if _is_bool_const(x, absorbing):
                 return _bool_const(absorbing)
-            if _is_bool_const(x, not absorbing):
-                return y
-        if a == b:
-            return a
-        return Binary(op, a, b)
+            if not _is_bool_const(x, not absorbing) and x not in operands:
+                operands.append(x)
+        if not operands:
+            return _bool_const(not absorbing)
+        if op is BinaryOp.AND:
+            operands = self._drop_implied(operands)
+        out = operands[0]
+        for x in operands[1:]:
+            out = Binary(op, out, x)
+        return out
+
+    def _drop_implied(self, conjuncts: list[Expr]) -> list[Expr]:
+        """Conjuncts without the bounds that another conjunct implies.
+
+        ``i + 3 < N`` implies ``i < N``. A bound implied only by a later conjunct goes only
+        when nothing in between loads: a load may rely on the earlier bound.
+        """
+        bounds = [self._as_nonpositive(c) for c in conjuncts]
+        keep = [True] * len(conjuncts)
+        for i, bound in enumerate(bounds):
+            if bound is None:
+                continue
+            for j, other in enumerate(bounds):
+                if j == i or other is None or not keep[j]:
+                    continue
+                if self._poly_range(_add(bound, _scale(other, -1))).below(1) and (
+                    j < i or not any(_has_load(c) for c in conjuncts[i + 1 : j + 1])
+                ):
+                    keep[i] = False
+                    break
+        return [c for c, kept in zip(conjuncts, keep, strict=True) if kept]
+
+    def _as_nonpositive(self, e: Expr) -> Poly | None:
+        """``P`` with ``e`` equivalent to ``P <= 0``, for an ordering of signed integers."""
+        if not (isinstance(e, Binary) and _is_polynomial(e.lhs.dtype)):
+            return None
+        lhs, rhs = self._as_poly(e.lhs), self._as_poly(e.rhs)
+        match e.op:
+            case BinaryOp.LE:
+                return _add(lhs, _scale(rhs, -1))
+            case BinaryOp.LT:
+                return _add(_add(lhs, _scale(rhs, -1)), _const_poly(1))
+            case BinaryOp.GE:
+                return _add(rhs, _scale(lhs, -1))
+            case BinaryOp.GT:
+                return _add(_add(rhs, _scale(lhs, -1)), _const_poly(1))
+        return None
 
     def _select(self, cond: Expr, if_true: Expr, if_false: Expr) -> Expr:
         c = self.simplify(cond)
@@ -763,8 +861,25 @@ class _ExprSimplifier:
 # ----------------------------------------------------------------------------- folding helpers
 
 
+def _without(mono: Monomial, atom: Expr) -> Monomial:
+    """``mono`` with one occurrence of ``atom`` taken out."""
+    i = mono.index(atom)
+    return mono[:i] + mono[i + 1 :]
+
+
 def _div_atom(op: BinaryOp, x: Expr, c: int) -> Binary:
     return Binary(op, x, _int_const(c, x.dtype))
+
+
+def _has_load(e: Expr) -> bool:
+    return any(isinstance(sub, Load) for sub in walk_exprs(e))
+
+
+def _chain(op: BinaryOp, e: Expr) -> list[Expr]:
+    """The operands of a chain of ``op`` (``a && (b && c)`` -> a, b, c)."""
+    if isinstance(e, Binary) and e.op is op:
+        return _chain(op, e.lhs) + _chain(op, e.rhs)
+    return [e]
 
 
 def _is_int_const(e: Expr, value: int) -> bool:
@@ -1081,7 +1196,11 @@ def _hoistable(body: list[Stmt], scope: _Scope) -> bool:
 
 
 def _named_atom_key(e: Expr) -> str | None:
+    """The ranges key of a variable or index, also seen through a widening cast."""
     match e:
+        case Cast(type=dt, operand=inner) if dt.is_int and inner.dtype.is_int:
+            if IntRange.of_dtype(inner.dtype).within(IntRange.of_dtype(dt)):
+                return _named_atom_key(inner)
         case Var(name=name) if e.dtype.is_int:
             return name
         case ThreadIdx():

@@ -28,8 +28,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "local": ("tegula.ir.tv_layout", "local"),
     "spatial": ("tegula.ir.tv_layout", "spatial"),
     "dtypes": ("tegula.ir", "dtypes"),
-    **{name: ("tegula.ir.dtypes", name) for name in
-       ("f64", "f32", "f16", "bf16", "i8", "i16", "i32", "i64", "u8")},
+    **{
+        name: ("tegula.ir.dtypes", name)
+        for name in ("f64", "f32", "f16", "bf16", "i8", "i16", "i32", "i64", "u8")
+    },
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -10,8 +10,9 @@ A name without a range gets the range of its dtype; thread and block indices def
 ``[0, max of i32]``.
 
 Signed arithmetic is taken to be exact (index arithmetic never overflows: signed overflow is
-undefined in C, and the lowering picks index types wide enough). Unsigned arithmetic wraps,
-so a result whose exact range leaves the dtype's values falls back to the whole dtype.
+undefined in C, and the lowering picks index types wide enough), so a signed value's range is
+also clipped to its dtype. Unsigned arithmetic wraps, so a result whose exact range leaves
+the dtype's values falls back to the whole dtype.
 """
 
 from __future__ import annotations
@@ -250,6 +251,10 @@ class IntRangeAnalysis:
         if not (dt.is_int or dt.is_bool):
             raise TypeError(f"integer range asked of a {dt} expression: {e!r}")
         exact = self._exact(e)
+        if dt.kind is Kind.SIGNED:
+            # No overflow: a signed value stays within its type (which also bounds ranges
+            # the caller left open at one end).
+            return exact.intersect(IntRange.of_dtype(dt)) or exact
         if dt.kind is Kind.UNSIGNED and not exact.within(IntRange.of_dtype(dt)):
             return IntRange.of_dtype(dt)  # it may wrap
         return exact

@@ -16,7 +16,6 @@ from handmade_kernels import (
     vector_add,
     vector_add4,
 )
-
 from tegula.codegen.llvm import generate_llvm
 from tegula.ir.verify_loop import LoopIRError, verify_loop_kernel
 
@@ -100,10 +99,7 @@ def test_mixed_math_matches_numpy_and_python_floor_division(jit):
     erf = np.vectorize(math.erf)
     smooth = np.exp(x64 * -0.5) * np.tanh(x64) + erf(x64) + 1 / np.sqrt(1 + x64 * x64)
     rough = (
-        np.sqrt(abs(x64))
-        + np.log(abs(x64) + 1)
-        + np.floor(x * np.float32(scale))
-        + np.ceil(x64)
+        np.sqrt(abs(x64)) + np.log(abs(x64) + 1) + np.floor(x * np.float32(scale)) + np.ceil(x64)
     )
     np.testing.assert_allclose(outs["sel"], np.where(pos, smooth, rough), rtol=1e-5, atol=1e-5)
     trig = (
