@@ -33,6 +33,7 @@ from tegula.ir.loop import (
 )
 from tegula.ir.verify_loop import LoopIRError
 
+from . import llvm_math
 from .llvm_types import (
     I1,
     I8,
@@ -84,6 +85,8 @@ _FLOAT_INTRINSICS = {
     UnaryOp.FLOOR: "llvm.floor",
     UnaryOp.CEIL: "llvm.ceil",
 }
+# f32 functions emitted as inline arithmetic, so loops that use them still vectorize.
+_VECTOR_MATH = {UnaryOp.EXP: llvm_math.exp_f32, UnaryOp.EXP2: llvm_math.exp2_f32}
 _LIBM = {UnaryOp.TANH: ("tanhf", "tanh"), UnaryOp.ERF: ("erff", "erf")}
 
 
@@ -268,6 +271,8 @@ class LlvmExprLowering:
         b = self.b
         if op is UnaryOp.NEG:
             return b.fneg(x, name=name or "neg")
+        if dt is f32 and op in _VECTOR_MATH:
+            return b.call(_VECTOR_MATH[op](self.module), [x], name=name or op.value)
         if op in _FLOAT_INTRINSICS:
             return self.intrinsic(_FLOAT_INTRINSICS[op], dt, [x])
         if op in _LIBM:

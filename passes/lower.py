@@ -251,6 +251,7 @@ def value_index(lay: BlockedLayout, pos: Pos) -> L.Expr:
 @dataclass
 class _Frame:
     stmts: list[L.Stmt] = field(default_factory=list)
+    last_comment: str = ""
 
 
 class _Lowering:
@@ -311,7 +312,7 @@ class _Lowering:
         self.frames.append(_Frame())
 
     def unnest(self) -> L.Stmt:
-        return L.seq(*self.frames.pop().stmts) if True else L.Seq(())
+        return L.seq(*self.frames.pop().stmts)
 
     def loop(
         self, name: str, extent: int, body: Callable[[L.Expr], None], kind: L.LoopKind | None = None
@@ -329,8 +330,14 @@ class _Lowering:
         self.emit(L.For(var, c64(0), c64(extent), c64(1), inner, kind or self.loop_kind))
 
     def comment(self, op: Op) -> None:
-        if op.loc is not None and op.loc.text:
-            self.emit(L.Comment(f"{op.loc.file}:{op.loc.line}: {op.loc.text.strip()}"))
+        """Carry the op's source line into the code, once per run of ops from that line."""
+        if op.loc is None or not op.loc.text:
+            return
+        text = f"{op.loc.file.rsplit('/', 1)[-1]}:{op.loc.line}: {op.loc.text.strip()}"
+        frame = self.frames[-1]
+        if frame.last_comment != text:
+            frame.last_comment = text
+            self.emit(L.Comment(text))
 
     # ------------------------------------------------------------------ layouts → expressions
 
@@ -778,6 +785,106 @@ class _Lowering:
                 axis += 1
         return starts, axes
 
+    def cpu_run(
+        self,
+        tensor: Tensor,
+        starts,
+        axes,
+        lay: BlockedLayout,
+        pos: Pos,
+        fast: int,
+        rep_f: L.Expr,
+        run: int,
+        buf: L.Buffer | None,
+        *,
+        is_load: bool,
+        fill: L.Expr | None,
+        atomic: bool,
+        src_tile: RegTile | None,
+    ) -> None:
+        """One contiguous run on the CPU, split by bounds instead of tested element by element.
+
+        The elements of the run that lie inside the tensor form one range ``[lo, hi)`` along
+        its contiguous dim, so the copy is a branch-free loop LLVM vectorizes; the rest of a
+        loaded run is filled. The other dims are one test for the whole run.
+        """
+        first = dict(pos)
+        first[fast] = (rep_f, c64(0))
+        coords = self.coords(lay, first)
+        fast_axis = lay.tile_dims.index(fast)
+        offset0: L.Expr = c64(0)
+        others: L.Expr | None = None
+        idx_fast: L.Expr = c64(0)
+        extent_fast: L.Expr = c64(0)
+        for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
+            idx = start if ax is None else add(start, coords[ax])
+            offset0 = add(offset0, mul(idx, tensor.strides[d]))
+            if ax == fast_axis:
+                idx_fast, extent_fast = idx, tensor.shape[d]
+                continue
+            others = land(
+                others, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
+            )
+        base = self.let("run_start", idx_fast)
+        lo = self.let(
+            "run_lo",
+            _clamp(
+                L.Unary(L.UnaryOp.NEG, base) if not isinstance(base, L.Const) else c64(-base.value),
+                run,
+            ),
+        )
+        hi = self.let("run_hi", _clamp(L.Binary(BIN.SUB, extent_fast, base), run))
+        vidx0 = value_index(lay, first)
+        at = self.let("run_at", offset0)
+
+        def body() -> None:
+            var = L.Var(self.unique("e"), i64)
+            if is_load:
+                assert buf is not None
+                inner: L.Stmt = L.Store(buf, add(vidx0, var), L.Load(tensor.buffer, add(at, var)))
+            else:
+                p = dict(pos)
+                p[fast] = (rep_f, var)
+                value = src_tile.at(p) if src_tile is not None else L.Load(buf, add(vidx0, var))  # type: ignore[arg-type]
+                target = add(at, var)
+                inner = (
+                    L.AtomicAdd(tensor.buffer, target, value)
+                    if atomic
+                    else L.Store(tensor.buffer, target, value)
+                )
+            self.emit(L.For(var, lo, hi, c64(1), inner, L.LoopKind.VECTORIZE))
+
+        def fill_range(start: L.Expr, stop: L.Expr) -> None:
+            assert buf is not None and fill is not None
+            var = L.Var(self.unique("e"), i64)
+            self.emit(
+                L.For(
+                    var,
+                    start,
+                    stop,
+                    c64(1),
+                    L.Store(buf, add(vidx0, var), fill),
+                    L.LoopKind.VECTORIZE,
+                )
+            )
+
+        self.nest()
+        if is_load:
+            fill_range(c64(0), lo)
+        body()
+        if is_load:
+            fill_range(L.Binary(BIN.MAX, lo, hi), c64(run))
+        inside = self.unnest()
+        if others is None:
+            self.emit(inside)
+            return
+        outside = None
+        if is_load:
+            self.nest()
+            fill_range(c64(0), c64(run))
+            outside = self.unnest()
+        self.emit(L.If(others, inside, outside))
+
     def element_address(
         self, tensor: Tensor, starts, axes, coords: list[L.Expr]
     ) -> tuple[L.Expr, L.Expr | None]:
@@ -854,6 +961,23 @@ class _Lowering:
         t = self.tile(op.value)
         lay = t.layout
         value_dt = t.dtype
+        if not self.gpu and not atomic:
+            conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
+            mask = self.tile(op.mask) if op.mask is not None else None
+            run = self.run_width(tensor, axes, lay, dt, mask is not None)
+            self.global_access(
+                tensor,
+                starts,
+                axes,
+                lay,
+                run,
+                t.buffer,
+                dt,
+                is_load=False,
+                mask=mask,
+                src_tile=conv,
+            )
+            return
         if atomic or t.buffer is None or value_dt is not dt:
             # Stores read the value element by element (fused producers run here).
             conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
@@ -943,9 +1067,20 @@ class _Lowering:
                 slow = self.unnest()
                 self.emit(L.If(fast_cond, fast_copy, slow) if fast_cond is not None else fast_copy)
             else:
-                # CPU: the in-bounds prefix of the run is one contiguous loop; the rest is fill.
-                self.loop(
-                    "e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.VECTORIZE
+                self.cpu_run(
+                    tensor,
+                    starts,
+                    axes,
+                    lay,
+                    pos,
+                    fast,
+                    rep_f,
+                    run,
+                    buf,
+                    is_load=is_load,
+                    fill=fill,
+                    atomic=atomic,
+                    src_tile=src_tile,
                 )
 
         def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
@@ -1225,6 +1360,11 @@ def _apply(fn: str, xs: list[L.Expr], arg_types: list[DType], dt: DType) -> L.Ex
     if dt.is_float and dt.bits < 32 and op in (BIN.POW,):
         return cast(L.Binary(op, cast(xs[0], f32), cast(xs[1], f32)), dt)
     return L.Binary(op, cast(xs[0], dt), cast(xs[1], dt))
+
+
+def _clamp(e: L.Expr, hi: int) -> L.Expr:
+    """``min(max(e, 0), hi)``."""
+    return L.Binary(BIN.MIN, L.Binary(BIN.MAX, e, c64(0)), c64(hi))
 
 
 def _row_major(coords: list[L.Expr], shape: tuple[int, ...]) -> L.Expr:

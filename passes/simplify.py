@@ -271,8 +271,9 @@ class _ExprSimplifier:
         if (c := _constant_of(q)) is not None:
             return _scale(p, c)
         if len(p) == 1 or len(q) == 1:
-            # A single term times a sum distributes without growing the expression much,
-            # and exposes like terms; two sums stay a product.
+            # A single term distributes over a sum, so that like terms meet (writing back
+            # factors it out again); a product of two sums stays a product, as expanding it
+            # multiplies the terms.
             out: Poly = {}
             for m1, c1 in p.items():
                 for m2, c2 in q.items():

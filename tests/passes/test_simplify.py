@@ -197,8 +197,20 @@ _PYTHON_OPS = {
 }
 
 
-def to_sympy(e: Expr) -> sympy.Basic:
-    """The same expression in sympy, with ``floor`` and ``Mod`` for floor semantics."""
+def to_sympy(e: Expr, env: Mapping[str, int] | None = None) -> sympy.Basic:
+    """The same expression in sympy, with ``floor`` and ``Mod`` for floor semantics.
+
+    With ``env``, leaves become sympy Integers, so sympy evaluates the arithmetic on numbers
+    (its symbolic rewriting of nested ``Mod`` has known wrong cases that are not ours).
+    """
+    if env is not None:
+        match e:
+            case Var(name=name) if name in env:
+                return sympy.Integer(env[name])
+            case ThreadIdx():
+                return sympy.Integer(env[THREAD_IDX])
+            case BlockIdx(axis=axis) if block_idx_name(axis) in env:
+                return sympy.Integer(env[block_idx_name(axis)])
     match e:
         case Const(value=value):
             return (
@@ -215,15 +227,15 @@ def to_sympy(e: Expr) -> sympy.Basic:
         case BlockIdx(axis=axis):
             return sympy.Symbol(f"bid{axis}", integer=True)
         case Cast(operand=a):
-            return to_sympy(a)  # the tested values fit every type involved
+            return to_sympy(a, env)  # the tested values fit every type involved
         case Unary(op=UnaryOp.NEG, operand=a):
-            return -to_sympy(a)
+            return -to_sympy(a, env)
         case Unary(op=UnaryOp.NOT, operand=a):
-            return sympy.Not(to_sympy(a))
+            return sympy.Not(to_sympy(a, env))
         case Select(cond=c, if_true=a, if_false=b):
-            return sympy.Piecewise((to_sympy(a), to_sympy(c)), (to_sympy(b), True))
+            return sympy.Piecewise((to_sympy(a, env), to_sympy(c, env)), (to_sympy(b, env), True))
         case Binary(op=op, lhs=lhs, rhs=rhs):
-            return _SYMPY_OPS[op](to_sympy(lhs), to_sympy(rhs))
+            return _SYMPY_OPS[op](to_sympy(lhs, env), to_sympy(rhs, env))
     raise TypeError(f"no sympy form for {e!r}")
 
 
@@ -247,8 +259,7 @@ _SYMPY_OPS = {
 
 
 def sympy_value(e: Expr, env: Mapping[str, int]) -> int:
-    subs = {sympy.Symbol("tid" if k == THREAD_IDX else k, integer=True): v for k, v in env.items()}
-    return int(to_sympy(e).subs(subs))
+    return int(to_sympy(e, env))
 
 
 # ----------------------------------------------------------------------------- exact rewrites
