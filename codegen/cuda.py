@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tegula.ir.dtypes import f32, f64
 from tegula.ir.loop import (
+    Asm,
     AtomicAdd,
     Barrier,
     Binary,
@@ -246,6 +247,8 @@ class _CudaKernelWriter:
                 self.emit("__syncthreads();")
             case Copy():
                 self.copy(s)
+            case Asm():
+                self.asm(s)
             case For():
                 self.loop(s)
             case If(cond=cond, then_body=then_body, else_body=else_body):
@@ -261,6 +264,16 @@ class _CudaKernelWriter:
                 self.emit("}")
             case _:
                 raise LoopIRError(f"cannot generate CUDA for statement {type(s).__name__}")
+
+    def asm(self, a: Asm) -> None:
+        outs = [f'"{c}"({self.element(b, i)})' for (b, i), c in
+                zip(a.outputs, a.output_constraints, strict=True)]
+        ins = [f'"{c}"({self.expr(e)})' for e, c in zip(a.inputs, a.input_constraints, strict=True)]
+        clobber = ' : "memory"' if a.memory else ""
+        operands = f" : {', '.join(outs)} : {', '.join(ins)}{clobber}"
+        if not outs and not ins and not a.memory:
+            operands = ""
+        self.emit(f'asm volatile("{a.template}"{operands});')
 
     def element(self, buf: Buffer, index: Expr) -> str:
         return f"{self.buffer_name(buf)}[{self.expr(index)}]"

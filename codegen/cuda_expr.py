@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 from tegula.ir.dtypes import DType, Kind, f32, f64
 from tegula.ir.loop import (
+    Address,
     Binary,
     BinaryOp,
     BlockIdx,
@@ -31,6 +32,7 @@ from tegula.ir.loop import (
     Const,
     Expr,
     Load,
+    Scope,
     Select,
     ShuffleXor,
     ThreadIdx,
@@ -205,6 +207,11 @@ class CudaExprPrinter:
                 return self.cast(dt, operand)
             case Load(buffer=buf, index=index):
                 return f"{self.buffer_name(buf)}[{self(index)}]", ATOM
+            case Address(buffer=buf, index=index) if buf.scope is Scope.SHARED:
+                element = f"{self.buffer_name(buf)}[{self(index)}]"
+                return f"(unsigned)__cvta_generic_to_shared(&{element})", UNARY
+            case Address(buffer=buf, index=index):
+                return f"&{self.buffer_name(buf)}[{self(index)}]", UNARY
             case ShuffleXor(value=value, lane_mask=mask):
                 dt = value.dtype
                 if dt.is_bool or (dt.is_int and dt.bits < 32):

@@ -5,7 +5,10 @@
 
 A source may be a path to a ``.tg`` file or the DSL text itself. Every kernel in it is
 compiled for the target (with the compile-time constants given, each kernel taking the ones
-it declares) and returned in a :class:`Module`.
+it declares) and returned in a :class:`Module`. A kernel whose params' defaults depend on
+size symbols (``params BN = min(pow2ceil(N), 8192)``) is returned as a
+:class:`SpecializedKernel`, compiled at call time for the constants its arguments' shapes
+give. A warm disk cache answers the whole call without parsing the source.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from tegula.ir.target import Target
 from tegula.runtime.kernel import Kernel
 
 from .diagnostics import DSLError
-from .driver import CompileResult, compile_kernel
-from .frontend import declared_params
-from .parser import parse
-from .syntax import Program
+from .driver import CompileResult, LazyProgram, compile_kernel, module_index, phase_times
+from .headers import ModuleIndex
+from .specialize import SpecializedKernel
 from .targets import resolve_target
 
 
@@ -46,47 +48,70 @@ def read_source(source_or_path: str | Path) -> Source:
 
 
 class Module:
-    """The kernels of one source file, compiled for one target."""
+    """The kernels of one source file, compiled for one target.
 
-    def __init__(self, source: Source, target: Target, results: dict[str, CompileResult]) -> None:
+    ``results`` holds the compile results of the kernels compiled up front; ``specialized``
+    the kernels compiled at call time for their arguments' shapes (see
+    :class:`SpecializedKernel`). ``module[name]`` and ``module.name`` give either kind.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        target: Target,
+        results: dict[str, CompileResult],
+        specialized: dict[str, SpecializedKernel] | None = None,
+        order: tuple[str, ...] | None = None,
+    ) -> None:
         self.source = source
         self.target = target
         self.results = results
+        self.specialized = dict(specialized or {})
+        self.names = order if order is not None else (*results, *self.specialized)
 
-    def __getitem__(self, name: str) -> Kernel:
-        try:
+    def __getitem__(self, name: str) -> Kernel | SpecializedKernel:
+        if name in self.results:
             return self.results[name].kernel
-        except KeyError:
-            known = ", ".join(self.results) or "none"
-            raise KeyError(
-                f"{self.source.filename} has no kernel {name!r} (kernels: {known})"
-            ) from None
+        if name in self.specialized:
+            return self.specialized[name]
+        raise self._no_kernel(name)
 
-    def __getattr__(self, name: str) -> Kernel:
-        if name.startswith("__") or name not in self.__dict__.get("results", {}):
+    def _no_kernel(self, name: str) -> KeyError:
+        known = ", ".join(self.names) or "none"
+        return KeyError(f"{self.source.filename} has no kernel {name!r} (kernels: {known})")
+
+    def __getattr__(self, name: str) -> Kernel | SpecializedKernel:
+        if name.startswith("__") or name not in self.__dict__.get("names", ()):
             raise AttributeError(name)
-        return self.results[name].kernel
+        return self[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.results)
+        return iter(self.names)
 
     def __len__(self) -> int:
-        return len(self.results)
+        return len(self.names)
+
+    def timings(self, name: str) -> dict[str, float]:
+        """Seconds per compile phase of kernel ``name`` (its latest variant, for a kernel
+        specialized at call time; empty before its first call)."""
+        if name in self.specialized:
+            return self.specialized[name].timings
+        if name not in self.results:
+            raise self._no_kernel(name)
+        return phase_times(self.results[name].timings)
 
     def __repr__(self) -> str:
-        return (
-            f"<tegula.Module {self.source.filename} [{', '.join(self.results)}] on {self.target}>"
-        )
+        return f"<tegula.Module {self.source.filename} [{', '.join(self.names)}] on {self.target}>"
 
 
 def split_constants(
-    program: Program, constants: Mapping[str, Any], filename: str
+    index: ModuleIndex, constants: Mapping[str, Any], filename: str
 ) -> dict[str, dict[str, Any]]:
     """Give each kernel the constants it declares; a constant no kernel declares is an error."""
     per_kernel: dict[str, dict[str, Any]] = {}
     claimed: set[str] = set()
-    for kernel in program.kernels:
-        names = set(declared_params(kernel))
+    for kernel in index.kernels:
+        names = set(kernel.declared)
         per_kernel[kernel.name] = {k: v for k, v in constants.items() if k in names}
         claimed |= names
     unknown = sorted(set(constants) - claimed)
@@ -106,30 +131,50 @@ def compile(
     dump_dir: str | Path | None = None,
     **constants: Any,
 ) -> Module:
-    """Compile every kernel of a DSL file (or string) for ``target``; see the module doc."""
+    """Compile every kernel of a DSL file (or string) for ``target``; see the module doc.
+
+    A kernel whose params' defaults depend on size symbols (and whose caller does not set
+    those params) becomes a :class:`SpecializedKernel`, compiled at its first call for the
+    shapes it is given. With a warm disk cache nothing is parsed.
+    """
     source = read_source(source_or_path)
     tgt = resolve_target(target)
-    program = parse(source.text, source.filename)
-    per_kernel = split_constants(program, constants, source.filename)
-    results: dict[str, CompileResult] = {}
-    for kdef in program.kernels:
-        if kernels is not None and kdef.name not in kernels:
-            continue
-        kdump = Path(dump_dir) / kdef.name if dump_dir is not None else None
-        results[kdef.name] = compile_kernel(
-            program,
-            source.text,
-            kdef.name,
-            tgt,
-            per_kernel[kdef.name],
-            use_cache=cache,
-            dump_dir=kdump,
-        )
+    program = LazyProgram(source.text, source.filename)
+    index = module_index(source.text, source.filename, program, use_cache=cache)
+    per_kernel = split_constants(index, constants, source.filename)
     if kernels is not None:
-        missing = sorted(set(kernels) - set(results))
+        missing = sorted(set(kernels) - {k.name for k in index.kernels})
         if missing:
             raise KeyError(f"{source.filename} has no kernel(s) {', '.join(missing)}")
-    return Module(source, tgt, results)
+    results: dict[str, CompileResult] = {}
+    specialized: dict[str, SpecializedKernel] = {}
+    chosen = [k for k in index.kernels if kernels is None or k.name in kernels]
+    for header in chosen:
+        pinned = per_kernel[header.name]
+        kdump = Path(dump_dir) / header.name if dump_dir is not None else None
+        if header.specialization_symbols(pinned):
+            specialized[header.name] = SpecializedKernel(
+                header,
+                source.text,
+                source.filename,
+                tgt,
+                pinned,
+                program,
+                use_cache=cache,
+                dump_dir=kdump,
+            )
+        else:
+            results[header.name] = compile_kernel(
+                source.text,
+                source.filename,
+                header.name,
+                tgt,
+                pinned,
+                program=program,
+                use_cache=cache,
+                dump_dir=kdump,
+            )
+    return Module(source, tgt, results, specialized, tuple(k.name for k in chosen))
 
 
-__all__ = ["DSLError", "Module", "compile", "read_source"]
+__all__ = ["DSLError", "Module", "SpecializedKernel", "compile", "read_source"]

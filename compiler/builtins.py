@@ -217,6 +217,20 @@ _TABLE: tuple[Builtin, ...] = (
         "integers",
     ),
     Builtin(
+        "pow2ceil",
+        "constexpr",
+        (Arg("n"),),
+        "The smallest power of two ≥ n (1 for n ≤ 1), as in `params BN = pow2ceil(N)`.",
+        "compile-time int → int (in params' defaults, size symbols count as compile-time)",
+    ),
+    Builtin(
+        "pow2floor",
+        "constexpr",
+        (Arg("n"),),
+        "The largest power of two ≤ n (1 for n ≤ 1).",
+        "as `pow2ceil`",
+    ),
+    Builtin(
         "range",
         "loop",
         (Arg("start"), Arg("stop"), Arg("step", False)),

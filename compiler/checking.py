@@ -129,8 +129,7 @@ def check_kernel(
     k = module[kernel]
     inputs = config["inputs"](rng, **use_sizes)
     device_args = {name: _to_device(v, target) for name, v in inputs.items()}
-    args = [device_args[p.name] for p in k.spec.params]
-    k(*args)
+    k(**device_args)
     reference = config.get("reference")
     max_abs = max_rel = None
     passed: bool | None = None
@@ -141,7 +140,7 @@ def check_kernel(
         for name, ref in expected.items():
             a, r, ok = compare(_to_host(device_args[name]), ref, tol["rtol"], tol["atol"])
             max_abs, max_rel, passed = max(max_abs, a), max(max_rel, r), passed and ok
-    median_ms = _time_call(lambda: k(*args), target, repeats)
+    median_ms = _time_call(lambda: k(**device_args), target, repeats)
     return CheckResult(
         str(tg_path), kernel, str(target), use_sizes, max_abs, max_rel, passed, median_ms, compile_s
     )

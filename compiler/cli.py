@@ -1,7 +1,7 @@
 """The ``tegula`` command line (also ``python -m tegula``).
 
     tegula run FILE.tg|DIR [--target T] [--size M=4096 ...]
-    tegula dump FILE.tg [--kernel K] [--stage S|all] [--out DIR] [--target T]
+    tegula dump FILE.tg [--kernel K] [--stage S|all] [--out DIR] [--target T] [--size N=8192]
     tegula layout EXPR [--png FILE]
 
 Bad input (a DSL error, an unknown target, a wrong size) prints one clear message and exits
@@ -71,7 +71,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
     from .api import read_source
     from .driver import build_binary, generate_code, lower_kernel
-    from .frontend import build_tile_kernel
+    from .frontend import build_tile_kernel, specialization_symbols
     from .parser import parse
     from .targets import resolve_target
 
@@ -87,8 +87,19 @@ def cmd_dump(args: argparse.Namespace) -> int:
     targets = ["cuda:sm_90a", "cpu"] if args.target == "all" else [args.target]
     out_root = Path(args.out) if args.out else None
     del KernelCache
+    symbols = _sizes(args.size)
     for name in names:
-        tile = build_tile_kernel(program, name, {})
+        kernel = program.kernel(name)
+        assert kernel is not None
+        wanted = specialization_symbols(kernel)
+        given = {k: v for k, v in symbols.items() if k in wanted}
+        if missing := [s for s in wanted if s not in given]:
+            raise ValueError(
+                f"kernel {name}'s compile-time params depend on size symbol"
+                f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                f"give {' '.join(f'--size {s}=...' for s in missing)}"
+            )
+        tile = build_tile_kernel(program, name, {}, given)
         for tname in targets:
             target = resolve_target(tname)
             folder = None
@@ -146,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dump.add_argument(
         "--binary", action="store_true", help="also build the binary (checks it compiles)"
+    )
+    dump.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="a size symbol's value, for params whose defaults depend on it (repeatable)",
     )
     dump.set_defaults(fn=cmd_dump)
 

@@ -5,14 +5,23 @@ CLI, the benchmarks) takes. A finished kernel is cached on disk under a key made
 everything that decides its code — the DSL source, the kernel name, the compile-time
 constants, the target, the pass pipeline and the tegula version — so a later process loads
 the binary and its :class:`KernelSpec` without running the compiler at all.
+
+:func:`module_index` caches the headers of a source file's kernels (names, compile-time
+params, the size symbols their defaults depend on) under the source text, so that
+``tg.compile`` on a warm cache parses nothing: the program is handed to
+:func:`compile_kernel` as a :class:`LazyProgram`, parsed only on a miss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +37,8 @@ from tegula.runtime.spec import KernelSpec, ParamSpec
 
 from tegula import __version__ as VERSION
 
-from .frontend import build_tile_kernel
+from .fingerprint import compiler_fingerprint
+from .headers import IndexFormatError, ModuleIndex
 from .syntax import Program
 
 log = logging.getLogger("tegula.compile")
@@ -43,7 +53,7 @@ class CompileResult:
     source: str  # generated CUDA C or LLVM IR
     tile_ir: TileKernel | None = None
     loop_ir: LoopKernel | None = None
-    timings: list[tuple[str, float]] = field(default_factory=list)
+    timings: list[tuple[str, float]] = field(default_factory=list)  # (phase, seconds)
     cache_hit: bool = False
     backend_log: str = ""
 
@@ -137,17 +147,87 @@ def lower_kernel(
     return loop, ctx
 
 
-def compile_kernel(
-    program: Program,
+ProgramSource = Program | Callable[[], Program]
+
+
+class LazyProgram:
+    """The parsed program of one source text, parsed on first use and then kept.
+
+    A warm ``tg.compile`` finds every kernel in the disk cache and never calls this.
+    """
+
+    def __init__(self, source_text: str, filename: str) -> None:
+        self.source_text = source_text
+        self.filename = filename
+        self._program: Program | None = None
+
+    @property
+    def parsed(self) -> bool:
+        return self._program is not None
+
+    def __call__(self) -> Program:
+        if self._program is None:
+            from . import parser  # imported here: a warm compile needs no parser at all
+
+            self._program = parser.parse(self.source_text, self.filename)
+        return self._program
+
+
+def _discard(cache: KernelCache, key: str) -> None:
+    """Remove an entry whose files are intact but whose content is unusable, so that the
+    rebuilt one can take its place (``put`` keeps an existing entry)."""
+    path = cache.entry_path(key)
+    trash = path.with_name(f".trash-{key}-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return  # already gone
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def module_index(
     source_text: str,
+    filename: str,
+    program: ProgramSource,
+    *,
+    cache: KernelCache | None = None,
+    use_cache: bool = True,
+) -> ModuleIndex:
+    """The headers of every kernel of ``source_text``: from the cache when it has them
+    (no parse), else from ``program`` (then stored)."""
+    cache = cache if cache is not None else default_cache()
+    key = cache_key("module-index", VERSION, source_text)
+    if use_cache:
+        entry = cache.get(key)
+        if entry is not None:
+            try:
+                return ModuleIndex.from_json(entry.files["index.json"])
+            except (KeyError, IndexFormatError) as exc:
+                log.warning("module index %s of %s is unusable (%s); rebuilding",
+                            key[:12], filename, exc)
+                _discard(cache, key)
+    resolved = program() if callable(program) else program
+    index = ModuleIndex.from_program(resolved)
+    if use_cache:
+        cache.put(key, {"index.json": index.to_json().encode()}, {"source": filename})
+    return index
+
+
+def compile_kernel(
+    source_text: str,
+    filename: str,
     name: str,
     target: Target,
     constants: Mapping[str, Any] | None = None,
     *,
+    program: ProgramSource | None = None,
     cache: KernelCache | None = None,
     use_cache: bool = True,
     dump_dir: Path | None = None,
 ) -> CompileResult:
+    """Compile kernel ``name`` of ``source_text`` with ``constants``, or load it from the
+    disk cache. ``program`` is the parsed source or a callable that parses it (called only
+    on a cache miss); by default the source is parsed when needed."""
     constants = dict(constants or {})
     cache = cache if cache is not None else default_cache()
     key = cache_key(
@@ -159,22 +239,35 @@ def compile_kernel(
         str(target),
         DEFAULT_PIPELINE,
         _machine(target),
+        compiler_fingerprint(),
     )
     if use_cache and dump_dir is None:
+        t0 = time.perf_counter()
         entry = cache.get(key)
         if entry is not None:
             try:
                 spec = KernelSpec.from_json(entry.files["spec.json"].decode())
                 source = entry.files["source"].decode()
                 kernel = make_kernel(spec, entry.files["binary"], target, source)
-                return CompileResult(kernel, spec, source, cache_hit=True)
             except Exception as exc:  # a damaged entry is rebuilt, never trusted
                 log.warning(
                     "cache entry %s for %s is unusable (%s); rebuilding", key[:12], name, exc
                 )
+                _discard(cache, key)
+            else:
+                timings = [("cache", time.perf_counter() - t0)]
+                _attach_timings(kernel, timings)
+                return CompileResult(kernel, spec, source, timings=timings, cache_hit=True)
+    from .frontend import build_tile_kernel  # imported here: a cache hit needs no front end
+
     timings: list[tuple[str, float]] = []
     t0 = time.perf_counter()
-    tile = build_tile_kernel(program, name, constants)
+    if program is None:
+        program = LazyProgram(source_text, filename)
+    resolved = program() if callable(program) else program
+    timings.append(("parse", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    tile = build_tile_kernel(resolved, name, constants)
     timings.append(("frontend", time.perf_counter() - t0))
     loop, ctx = lower_kernel(tile, target, dump_dir=dump_dir)
     timings.extend(ctx.timings)
@@ -199,4 +292,19 @@ def compile_kernel(
             },
         )
     kernel = make_kernel(spec, binary, target, code)
+    _attach_timings(kernel, timings)
     return CompileResult(kernel, spec, code, tile, loop, timings, False, backend_log)
+
+
+def _attach_timings(kernel: Kernel, timings: list[tuple[str, float]]) -> None:
+    """``kernel.timings``: seconds per compile phase (where the Kernel class allows it)."""
+    with contextlib.suppress(AttributeError):
+        kernel.timings = phase_times(timings)  # type: ignore[attr-defined]
+
+
+def phase_times(timings: list[tuple[str, float]]) -> dict[str, float]:
+    """Seconds per phase; a phase that ran more than once is summed."""
+    out: dict[str, float] = {}
+    for phase, seconds in timings:
+        out[phase] = out.get(phase, 0.0) + seconds
+    return out

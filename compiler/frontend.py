@@ -20,8 +20,7 @@ Typing in brief (docs/dsl.md has the whole story):
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +29,21 @@ from tegula.ir import tile as ir
 from tegula.ir.dtypes import DType
 
 from . import builtins as bi
+from . import constexpr as cx
 from . import syntax as ast
+from .constexpr import ConstEvalError
+from .constexpr import cdiv as _cdiv
+from .constexpr import is_int as _is_int
 from .diagnostics import DSLError, did_you_mean, error_at, one_of
+from .headers import kernel_header
 
-__all__ = ["build_tile_kernel", "declared_params", "param_space"]
+__all__ = [
+    "build_tile_kernel",
+    "declared_params",
+    "param_space",
+    "size_symbols",
+    "specialization_symbols",
+]
 
 Scalar = int | float | bool
 
@@ -67,33 +77,6 @@ def _const_dtype(value: Scalar) -> DType:
         return dtypes.boolean
     return dtypes.i32 if isinstance(value, int) else dtypes.f32
 
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-_FOLD_BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-    "//": operator.floordiv,
-    "%": operator.mod,
-    "**": operator.pow,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-    "&": operator.and_,
-    "|": operator.or_,
-    "^": operator.xor,
-    "<<": operator.lshift,
-    ">>": operator.rshift,
-    "and": lambda a, b: a and b,
-    "or": lambda a, b: a or b,
-}
 
 # The Tile IR function of each operator; `&`, `|`, `^` and `~` on bools are logical.
 _ARITH = {"+": "add", "-": "sub", "*": "mul", "//": "floordiv", "%": "mod", "**": "pow"}
@@ -155,39 +138,30 @@ def _shape_str(dtype: DType, shape: tuple[int, ...]) -> str:
 
 
 class _ConstEvaluator:
-    """Evaluates constant expressions (params' defaults, warps, grid parts, sizes)."""
+    """Evaluates constant expressions (params' defaults, warps, grid parts, sizes).
 
-    def __init__(self, source: ast.SourceText) -> None:
+    ``unbound_symbols`` are size symbols a default may name but whose values were not
+    given: naming one is an error that says so (rather than "not a constant").
+    """
+
+    def __init__(self, source: ast.SourceText, unbound_symbols: Collection[str] = ()) -> None:
         self.source = source
+        self.unbound_symbols = frozenset(unbound_symbols)
 
     def fail(self, node: Any, message: str) -> DSLError:
         return error_at(self.source, node.span, message)
 
     def binary(self, node: ast.Binary, a: Scalar, b: Scalar) -> Scalar:
-        if node.op in ("and", "or") and not (isinstance(a, bool) and isinstance(b, bool)):
-            raise self.fail(node, f"'{node.op}' expects bool operands")
         try:
-            return _FOLD_BINARY[node.op](a, b)
-        except ZeroDivisionError:
-            raise self.fail(node, "division by zero in a constant expression") from None
-        except (TypeError, ValueError, OverflowError) as exc:
-            text = self.source.snippet(node.span)
-            raise self.fail(node, f"cannot evaluate '{text}': {exc}") from None
+            return cx.fold_binary(node.op, a, b)
+        except ConstEvalError as exc:
+            raise self.fail(node, str(exc)) from None
 
     def unary(self, node: ast.Unary, a: Scalar) -> Scalar:
-        if node.op == "not":
-            if not isinstance(a, bool):
-                raise self.fail(node, "'not' expects a bool operand")
-            return not a
-        if node.op == "~":
-            if isinstance(a, bool):
-                return not a
-            if not isinstance(a, int):
-                raise self.fail(node, "'~' expects an integer operand")
-            return ~a
-        if isinstance(a, bool):
-            raise self.fail(node, f"'{node.op}' does not take a bool operand")
-        return -a if node.op == "-" else a
+        try:
+            return cx.fold_unary(node.op, a)
+        except ConstEvalError as exc:
+            raise self.fail(node, str(exc)) from None
 
     def evaluate(self, node: ast.Expr, env: Mapping[str, Scalar], what: str) -> Scalar:
         """``node``'s value over the constants ``env``; ``what`` names the context."""
@@ -197,6 +171,13 @@ class _ConstEvaluator:
             case ast.Name(id=name):
                 if name in env:
                     return env[name]
+                if name in self.unbound_symbols:
+                    raise self.fail(
+                        node,
+                        f"{what} depends on the size symbol '{name}', which has no value here; "
+                        f"give one (symbols={{'{name}': ...}}, or --size {name}=... on the "
+                        "command line) or set the parameter explicitly",
+                    )
                 raise self.fail(
                     node, f"{what} must be a compile-time constant; '{name}' is not one"
                 )
@@ -206,37 +187,52 @@ class _ConstEvaluator:
                 a = self.evaluate(node.left, env, what)
                 b = self.evaluate(node.right, env, what)
                 return self.binary(node, a, b)
-            case ast.Call(func="min" | "max" | "cdiv" as func) if (
-                len(node.args) == 2 and not node.keywords
+            case ast.Call(func=func) if (
+                cx.FUNCTIONS.get(func) == len(node.args) and not node.keywords
             ):
-                a, b = (self.evaluate(x, env, what) for x in node.args)
-                if func == "cdiv":
-                    if not (_is_int(a) and _is_int(b)):
-                        raise self.fail(node, "cdiv expects integers")
-                    if b == 0:
-                        raise self.fail(node, "division by zero in a constant expression")
-                    return _cdiv(int(a), int(b))
-                return min(a, b) if func == "min" else max(a, b)
+                args = tuple(self.evaluate(x, env, what) for x in node.args)
+                try:
+                    return cx.fold_call(func, args)
+                except ConstEvalError as exc:
+                    raise self.fail(node, str(exc)) from None
         raise self.fail(
             node,
             f"{what} must be a compile-time constant (literals, compile-time params, "
-            "+ - * / // % **, min, max, cdiv)",
+            "+ - * / // % **, min, max, cdiv, pow2ceil, pow2floor)",
         )
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _kind_name(v: Scalar) -> str:
     return "a bool" if isinstance(v, bool) else "an int" if isinstance(v, int) else "a float"
 
 
+def size_symbols(kernel: ast.KernelDef) -> tuple[str, ...]:
+    """The size symbols of ``kernel``'s header (names in tensor dims and strides that are
+    neither compile-time nor scalar parameters), in order of first appearance."""
+    return kernel_header(kernel).size_symbols
+
+
 def _defaults(
-    kernel: ast.KernelDef, overrides: Mapping[str, Scalar]
+    kernel: ast.KernelDef,
+    overrides: Mapping[str, Scalar],
+    symbols: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, Scalar], dict[str, tuple[Scalar, ...]]]:
-    """Each compile-time param's value (the caller's, else its default) and candidates."""
-    ev = _ConstEvaluator(kernel.source)
+    """Each compile-time param's value (the caller's, else its default) and candidates.
+
+    Defaults may name the header's size symbols; ``symbols`` gives their values.
+    """
+    header_symbols = size_symbols(kernel)
+    given = dict(symbols or {})
+    if stray := [n for n in given if n not in header_symbols]:
+        known = ", ".join(header_symbols) or "none"
+        raise error_at(
+            kernel.source,
+            kernel.span,
+            f"kernel {kernel.name} has no size symbol '{stray[0]}'"
+            f"{did_you_mean(stray[0], header_symbols) or f' (it has: {known})'}",
+        )
+    unbound = frozenset(header_symbols) - given.keys()
+    ev = _ConstEvaluator(kernel.source, unbound)
     values: dict[str, Scalar] = {}
     choices: dict[str, tuple[Scalar, ...]] = {}
     for decl in kernel.const_params:
@@ -244,11 +240,17 @@ def _defaults(
             raise error_at(
                 kernel.source, decl.span, f"compile-time parameter '{decl.name}' is declared twice"
             )
-        what = f"the default of {decl.name}"
+        env = {**given, **values}
+        if decl.name in overrides and _names_of(decl) & unbound:
+            # Set by the caller, so its default is never needed; only its kind is checked.
+            kind = _default_kind(decl, env, unbound)
+            values[decl.name] = _check_override(kernel, decl, kind, overrides[decl.name])
+            continue
         cands = tuple(
-            ev.evaluate(c, values, f"a candidate of {decl.name}") for c in decl.candidates
+            ev.evaluate(c, env, f"a candidate of {decl.name}") for c in decl.candidates
         )
-        default = ev.evaluate(decl.default, values, what) if decl.default else cands[0]
+        what = f"the default of {decl.name}"
+        default = ev.evaluate(decl.default, env, what) if decl.default else cands[0]
         if cands and default not in cands:
             raise error_at(
                 kernel.source,
@@ -274,10 +276,33 @@ def _defaults(
     return values, choices
 
 
+def _names_of(decl: ast.ConstParamDecl) -> set[str]:
+    out: set[str] = set()
+    for e in (decl.default, *decl.candidates):
+        if e is not None:
+            out |= cx.names_in(e)
+    return out
+
+
+def _default_kind(
+    decl: ast.ConstParamDecl, env: Mapping[str, Scalar], unbound: Collection[str]
+) -> Scalar | None:
+    """A value of the kind ``decl``'s default has, found by evaluating it with every
+    unbound size symbol set to 1; None when even that has no value."""
+    probe = {**dict.fromkeys(unbound, 1), **env}
+    expr = decl.default if decl.default is not None else decl.candidates[0]
+    try:
+        return _ConstEvaluator(ast.SourceText("", "")).evaluate(expr, probe, "")
+    except DSLError:
+        return None
+
+
 def _check_override(
-    kernel: ast.KernelDef, decl: ast.ConstParamDecl, default: Scalar, given: object
+    kernel: ast.KernelDef, decl: ast.ConstParamDecl, default: Scalar | None, given: object
 ) -> Scalar:
-    ok = (
+    if default is None:  # the default's kind is unknown: any scalar will do
+        default = given if isinstance(given, int | float) else None  # type: ignore[assignment]
+    ok = default is not None and (
         (isinstance(default, bool) and isinstance(given, bool))
         or (_is_int(default) and _is_int(given))
         or (
@@ -287,10 +312,11 @@ def _check_override(
         )
     )
     if not ok:
+        kind = _kind_name(default) if default is not None else "a number or bool"
         raise error_at(
             kernel.source,
             decl.span,
-            f"compile-time parameter {decl.name} is {_kind_name(default)}; "
+            f"compile-time parameter {decl.name} is {kind}; "
             f"got {given!r} ({type(given).__name__})",
         )
     return float(given) if isinstance(default, float) else given  # type: ignore[arg-type]
@@ -301,16 +327,37 @@ def declared_params(kernel: ast.KernelDef) -> tuple[str, ...]:
     return tuple(decl.name for decl in kernel.const_params)
 
 
-def param_space(kernel: ast.KernelDef) -> dict[str, tuple[Scalar, ...]]:
-    """The candidates each tunable compile-time param declares (``NAME in (...)``)."""
-    return _defaults(kernel, {})[1]
+def specialization_symbols(
+    kernel: ast.KernelDef, pinned: Collection[str] = ()
+) -> tuple[str, ...]:
+    """The size symbols ``kernel``'s params' defaults depend on, directly or through other
+    params, leaving out params the caller sets (``pinned``); empty for an ordinary kernel."""
+    return kernel_header(kernel).specialization_symbols(pinned)
+
+
+def param_space(
+    kernel: ast.KernelDef, symbols: Mapping[str, int] | None = None
+) -> dict[str, tuple[Scalar, ...]]:
+    """The candidates each tunable compile-time param declares (``NAME in (...)``).
+
+    ``symbols`` gives size symbols' values where defaults depend on them; values for names
+    that are not the kernel's size symbols are ignored.
+    """
+    known = size_symbols(kernel)
+    given = {k: v for k, v in (symbols or {}).items() if k in known}
+    return _defaults(kernel, {}, given)[1]
 
 
 # ----------------------------------------------------------------------------- the builder
 
 
 class _KernelBuilder:
-    def __init__(self, kernel: ast.KernelDef, constants: Mapping[str, Scalar]) -> None:
+    def __init__(
+        self,
+        kernel: ast.KernelDef,
+        constants: Mapping[str, Scalar],
+        symbols: Mapping[str, int] | None = None,
+    ) -> None:
         self.kdef = kernel
         self.source = kernel.source
         self.namer = _Namer()
@@ -318,7 +365,7 @@ class _KernelBuilder:
         self.env: dict[str, Binding] = {}
         self.readonly: dict[str, str] = {}
         self.writes: set[str] = set()
-        self.consts, _ = _defaults(kernel, constants)
+        self.consts, _ = _defaults(kernel, constants, symbols)
         self.const_eval = _ConstEvaluator(self.source)
         self.num_warps = 4
         self.loop_vars: frozenset[str] = frozenset()
@@ -340,6 +387,7 @@ class _KernelBuilder:
             "shared": self.rule_shared,
             "convert": self.rule_convert,
             "cdiv": self.rule_cdiv,
+            "constexpr": self.rule_constexpr,
             "loop": self.rule_loop_outside_for,
         }
 
@@ -1519,6 +1567,14 @@ class _KernelBuilder:
         num = self.elementwise("add", [a, bm1], dtype, dtype, node, nodes, None)
         return self.elementwise("floordiv", [num, b], dtype, dtype, node, nodes, hint)
 
+    def rule_constexpr(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Const:
+        """``pow2ceil``/``pow2floor``: compile-time only (a tile has no single value)."""
+        n = self.const_value(args["n"], f"the argument of {node.func}")
+        try:
+            return Const(cx.fold_call(node.func, (n,)))
+        except ConstEvalError as exc:
+            raise self.fail(node, str(exc)) from None
+
     def index_dtype(self, bounds: list[Operand], nodes: list[ast.Expr]) -> DType:
         for x, n in zip(bounds, nodes, strict=True):
             if not self.dtype_of(x).is_int or self.shape_of(x):
@@ -1563,11 +1619,17 @@ def _transposed_layout(layout: Any) -> Any:
 
 
 def build_tile_kernel(
-    program: ast.Program, kernel_name: str, constants: Mapping[str, Scalar] | None = None
+    program: ast.Program,
+    kernel_name: str,
+    constants: Mapping[str, Scalar] | None = None,
+    symbols: Mapping[str, int] | None = None,
 ) -> ir.TileKernel:
     """Type-check kernel ``kernel_name`` of ``program`` and build its Tile IR.
 
-    ``constants`` override compile-time params' defaults (by name).
+    ``constants`` override compile-time params' defaults (by name). ``symbols`` gives size
+    symbols' values for defaults that depend on them (``params BN = pow2ceil(N)``); such a
+    default without its symbol's value is a :class:`DSLError` naming the symbol. The Tile IR
+    itself keeps every size symbol a run-time value: ``symbols`` only choose constants.
     """
     kernel = program.kernel(kernel_name)
     if kernel is None:
@@ -1578,4 +1640,4 @@ def build_tile_kernel(
             f"{did_you_mean(kernel_name, names) or f' (kernels: {listed})'}",
             file=program.source.filename,
         )
-    return _KernelBuilder(kernel, dict(constants or {})).build()
+    return _KernelBuilder(kernel, dict(constants or {}), symbols).build()

@@ -45,13 +45,13 @@ KERNELS = {
         "inputs": _rmsnorm_inputs,
         "reference": _rmsnorm_reference,
         "tolerance": {"rtol": 1e-5, "atol": 1e-5},
-        "constants": {"BN": 256},
+        "constants": {"BN": 512},
     },
     "layernorm": {
         "sizes": {"M": 300, "N": 1000},
         "inputs": _layernorm_inputs,
         "reference": _layernorm_reference,
         "tolerance": {"rtol": 1e-5, "atol": 1e-5},
-        "constants": {"BN": 256},
+        "constants": {"BN": 512},
     },
 }

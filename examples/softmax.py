@@ -22,6 +22,6 @@ KERNELS = {
         "inputs": inputs,
         "reference": reference,
         "tolerance": {"rtol": 1e-5, "atol": 1e-7},
-        "constants": {"BN": 256},
+        "constants": {"BN": 512},
     }
 }

@@ -359,3 +359,28 @@ def dot_accumulator_layout(shape: tuple[int, int], num_warps: int, warp_size: in
     wm = math.gcd(num_warps, max(1, m // (sm * tm)))
     wn = num_warps // wm
     return BlockedLayout((m, n), (sm, sn), (tm, tn), (wm, wn), (1, 0))
+
+
+def mma_accumulator_layout(
+    shape: tuple[int, int], num_warps: int, atom_m: int = 16, atom_n: int = 8
+) -> BlockedLayout | None:
+    """The accumulator layout of a tensor-core ``dot``: the ``mma.sync`` C fragment
+    (two neighbouring columns per thread, lanes 8 x 4 over rows x column pairs), with warps
+    side by side and the pattern repeated over the tile. Two row repeats make one m16 atom, so
+    the tile needs ``atom_m * warps_m`` rows and ``atom_n * warps_n`` columns per repeat.
+
+    The warps are split so each warp's share of the tile is as square as possible (fewer
+    operand fragments loaded per product). ``None`` when the tile cannot be divided so.
+    """
+    m, n = shape
+    best: tuple[int, BlockedLayout] | None = None
+    wm = 1
+    while wm <= num_warps:
+        wn = num_warps // wm
+        if wm * wn == num_warps and m % (atom_m * wm) == 0 and n % (atom_n * wn) == 0:
+            score = abs(m // wm - n // wn)
+            lay = BlockedLayout((m, n), (1, 2), (8, 4), (wm, wn), (1, 0))
+            if best is None or score < best[0]:
+                best = (score, lay)
+        wm *= 2
+    return best[1] if best else None

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .dtypes import DType, boolean, i32, i64
+from .dtypes import DType, boolean, i32, i64, u32, u64
 
 
 class Scope(Enum):
@@ -237,6 +237,25 @@ class ShuffleXor(Expr):
         return (self.value,)
 
 
+@dataclass(frozen=True)
+class Address(Expr):
+    """The address of ``buffer[index]`` as an operand for inline PTX.
+
+    For a shared buffer: the 32-bit address in the shared window (``u32``); for a global
+    buffer: the generic 64-bit pointer (``u64``). Only the CUDA back end accepts it.
+    """
+
+    buffer: Buffer
+    index: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return u32 if self.buffer.scope is Scope.SHARED else u64
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.index,)
+
+
 # ----------------------------------------------------------------------------- buffers
 
 
@@ -370,6 +389,24 @@ class AtomicAdd(Stmt):
     value: Expr
 
 
+@dataclass(frozen=True)
+class Asm(Stmt):
+    """Inline PTX for one machine instruction (an atom of ``ir/atoms.py``).
+
+    ``template`` uses ``%0, %1, …`` for the operands in order: first ``outputs`` (elements of
+    local buffers the instruction writes, constraint ``"=r"``/``"=f"``, or read and written,
+    ``"+r"``/``"+f"``), then ``inputs`` (expressions, constraint ``"r"``/``"f"``/``"l"``/``"n"``).
+    Only the CUDA back end accepts it; the CPU has no such instructions.
+    """
+
+    template: str
+    outputs: tuple[tuple[Buffer, Expr], ...] = ()
+    output_constraints: tuple[str, ...] = ()
+    inputs: tuple[Expr, ...] = ()
+    input_constraints: tuple[str, ...] = ()
+    memory: bool = False  # clobbers memory (orders against surrounding loads and stores)
+
+
 # ----------------------------------------------------------------------------- kernels
 
 
@@ -444,6 +481,8 @@ def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
             return tuple(exprs)
         case For(start=a, stop=b, step=c):
             return (a, b, c)
+        case Asm(outputs=outs, inputs=ins):
+            return tuple(i for _, i in outs) + ins
         case If(cond=c):
             return (c,)
     return ()

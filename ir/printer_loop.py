@@ -19,6 +19,8 @@ operator spellings are C's); ``//`` and ``%`` are floor division and modulo.
 from __future__ import annotations
 
 from .loop import (
+    Address,
+    Asm,
     AtomicAdd,
     Barrier,
     Binary,
@@ -116,6 +118,8 @@ def _expr(e: Expr) -> tuple[str, int]:
             return f"{buf.name}[{format_expr(index)}]", _ATOM
         case ShuffleXor(value=value, lane_mask=mask):
             return f"shfl_xor({format_expr(value)}, {mask})", _ATOM
+        case Address(buffer=buf, index=index):
+            return f"&{buf.name}[{format_expr(index)}]", _ATOM
     raise TypeError(f"cannot print expression {e!r}")
 
 
@@ -184,6 +188,10 @@ def _stmt(s: Stmt, depth: int, out: list[str]) -> None:
             out.append(f"{pad}barrier()")
         case Copy():
             out.append(pad + _copy(s))
+        case Asm(template=template, outputs=outputs, inputs=inputs):
+            outs = ", ".join(f"{b.name}[{format_expr(i)}]" for b, i in outputs)
+            ins = ", ".join(format_expr(e) for e in inputs)
+            out.append(f"{pad}ptx \"{template}\" -> ({outs}) <- ({ins})")
         case For(var=var, start=start, stop=stop, step=step, body=body, kind=kind):
             bounds = f"{format_expr(start)}, {format_expr(stop)}"
             if not (isinstance(step, Const) and step.value == 1):

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from .dtypes import DType
 from .loop import (
+    Address,
+    Asm,
     AtomicAdd,
     Barrier,
     Binary,
@@ -234,6 +236,18 @@ class _Verifier:
                 self.expect(self.expr(value), buf.dtype, f"value added to {buf.name!r}")
             case Copy():
                 self.copy(s)
+            case Asm(template=template, outputs=outputs, inputs=inputs):
+                if len(outputs) != len(s.output_constraints) or len(inputs) != len(
+                    s.input_constraints
+                ):
+                    raise self.fail("inline PTX operands and constraints disagree in number")
+                for buf, index in outputs:
+                    self.buffer(buf, "inline PTX output to", writes=True)
+                    self.expect_int(self.expr(index), f"index of PTX output {buf.name!r}")
+                for e in inputs:
+                    self.expr(e)
+                if not template.strip():
+                    raise self.fail("empty inline PTX")
             case For(var=var, start=start, stop=stop, step=step, body=body, kind=kind):
                 if not var.dtype.is_int:
                     raise self.fail(f"loop variable {var.name!r} has dtype {var.dtype}")
@@ -313,6 +327,9 @@ class _Verifier:
             case Load(buffer=buf, index=index):
                 self.buffer(buf, "load from")
                 self.expect_int(self.expr(index), f"index of load from {buf.name!r}")
+            case Address(buffer=buf, index=index):
+                self.buffer(buf, "address of")
+                self.expect_int(self.expr(index), f"index of address in {buf.name!r}")
             case ShuffleXor(value=value, lane_mask=mask):
                 self.check_storable(self.expr(value), "shuffled value")
                 if not 0 <= mask < 32:

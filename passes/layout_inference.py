@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tegula.ir.atoms import find_mma
 from tegula.ir.distributed import (
     BlockedLayout,
     RegisterLayout,
@@ -26,6 +27,7 @@ from tegula.ir.distributed import (
     UniformLayout,
     default_blocked,
     dot_accumulator_layout,
+    mma_accumulator_layout,
 )
 from tegula.ir.dtypes import DType
 from tegula.ir.target import Target
@@ -266,6 +268,12 @@ class _Inference:
             self.emit(replace(op, source=src, results=(self.typed(r, lay),)), out)
         elif isinstance(op, DotOp):
             acc = self.get(op.acc)
+            mma = self.mma_layout(op)
+            if mma is not None:
+                acc = self.coerce(acc, mma, out, loc)
+                self.emit(replace(op, a=self.get(op.a), b=self.get(op.b), acc=acc,
+                                  results=(self.typed(op.result, mma),)), out)
+                return
             want = dot_accumulator_layout(
                 acc.tile.shape,
                 self.num_warps,
@@ -304,6 +312,16 @@ class _Inference:
             self.emit(replace(op, results=res), out)
 
     # ------------------------------------------------------------------ op rules
+
+    def mma_layout(self, op: DotOp) -> BlockedLayout | None:
+        """The tensor-core accumulator layout, when the target has an atom for these types."""
+        if not self.target.is_cuda:
+            return None
+        atom = find_mma(op.a.tile.dtype, op.b.tile.dtype, op.acc.tile.dtype,
+                        self.target.compute_capability)
+        if atom is None or op.a.tile.shape[1] % atom.k:
+            return None
+        return mma_accumulator_layout(op.acc.tile.shape, self.num_warps, atom.m, atom.n)  # type: ignore[arg-type]
 
     def choose(self, args: list[Value], result: Value) -> RegisterLayout:
         """The layout an elementwise op computes in: the first operand not made from nothing."""

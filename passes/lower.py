@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tegula.ir import loop as L
+from tegula.ir.atoms import LdMatrixAtom, MmaAtom, find_mma
 from tegula.ir.distributed import BlockedLayout, TVRegisterLayout
-from tegula.ir.dtypes import DType, boolean, compute_type, f32, i64, promote
+from tegula.ir.dtypes import DType, boolean, compute_type, f32, i64, promote, u32
 from tegula.ir.target import Target
 from tegula.ir.tile import (
     ArangeOp,
@@ -613,8 +614,18 @@ class _Lowering:
                     self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=lambda pos: e))
             else:
                 s = self.tile(op.source)
-                # Same base layout: positions carry over; unit/removed dims are ignored by at().
-                self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=s.at))
+                inserted = len(r.tile.layout.base_shape) - len(s.layout.base_shape)
+                if inserted == 0:
+                    # Same base layout: positions carry over; unit/removed dims are ignored.
+                    self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=s.at))
+                else:
+                    # A new base dim at `axis` (extent 1): source dims at or after it move up.
+                    axis = op.axis  # type: ignore[union-attr]
+
+                    def shifted(pos: Pos, s: RegTile = s, axis: int = axis) -> L.Expr:
+                        return s.at({d - (d > axis): p for d, p in pos.items() if d != axis})
+
+                    self.define(r, RegTile(r.tile.dtype, r.tile.layout, element=shifted))
         elif isinstance(op, TransposeOp):
             r = op.result
             src = self.vals[op.source.name]
@@ -1186,6 +1197,10 @@ class _Lowering:
         (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
         dt = r.tile.dtype
         lay: BlockedLayout = r.tile.layout
+        atom = find_mma(a.dtype, b.dtype, dt, self.target.compute_capability) if self.gpu else None
+        if atom is not None and lay.spt == (1, 2) and lay.tpw == (8, 4) and lay.order == (1, 0):
+            self.dot_mma(op, atom, a, b, acc)
+            return
         out = self.local(r.name, dt, lay.num_values)
         self.for_positions(
             lay, lambda pos: self.emit(L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt)))
@@ -1224,6 +1239,141 @@ class _Lowering:
 
         self.loop("k", k, step, L.LoopKind.SERIAL)
         self.vals[r.name] = RegTile(dt, lay, buffer=out)
+
+    def dot_mma(self, op: DotOp, atom: MmaAtom, a: RegTile, b: RegTile, acc: RegTile) -> None:
+        """``dot`` on tensor cores: operands through swizzled shared memory, fragments loaded
+        with ``ldmatrix``, one ``mma.sync`` per (row atom, column atom, k step).
+
+        The accumulator is in the atom's C layout repeated over the tile
+        (``mma_accumulator_layout``): warp ``(wm, wn)`` and lane group ``g`` hold rows
+        ``wm*8 + g + 8*WM*rep``; two consecutive row repeats form one m16 atom, so the A
+        fragment of atom ``i`` gathers those two 8-row groups — ``ldmatrix`` takes a row
+        address per lane, so the rows need not be adjacent in memory.
+        """
+        r = op.result
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        lay: BlockedLayout = r.tile.layout
+        wm, wn = lay.wpc
+        row_atoms = lay.reps(0) // 2
+        col_atoms = lay.reps(1)
+        out = self.local(r.name, r.tile.dtype, lay.num_values)
+        self.for_positions(
+            lay,
+            lambda pos: self.emit(
+                L.Store(out, value_index(lay, pos), cast(acc.at(pos), r.tile.dtype))
+            ),
+        )
+        swz_a, swz_b = _operand_swizzle(k, a.dtype), _operand_swizzle(n, b.dtype)
+        smem = self.scratch(a.dtype, m * k + k * n)
+
+        def a_offset(c: list[L.Expr]) -> L.Expr:
+            return _swizzled(add(mul(c[0], c64(k)), c[1]), swz_a)
+
+        def b_offset(c: list[L.Expr]) -> L.Expr:
+            return add(c64(m * k), _swizzled(add(mul(c[0], c64(n)), c[1]), swz_b))
+
+        self.emit(L.Barrier())
+        self.write_tile_vectorized(a, smem, a_offset)
+        self.write_tile_vectorized(b, smem, b_offset)
+        self.emit(L.Barrier())
+
+        lane = L.Binary(BIN.MOD, self.tid, c64(32))
+        warp = L.Binary(BIN.FLOORDIV, self.tid, c64(32))
+        warp_m = self.let(
+            "warp_m",
+            L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(0))), c64(wm)),
+        )
+        warp_n = self.let(
+            "warp_n",
+            L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(1))), c64(wn)),
+        )
+        # ldmatrix: lane l addresses row l % 8 of matrix l // 8.
+        mat = self.let("ld_matrix", L.Binary(BIN.FLOORDIV, lane, c64(8)))
+        mat_row = self.let("ld_row", L.Binary(BIN.MOD, lane, c64(8)))
+        a_frag = self.local(f"{op.a.name}_frag", u32, row_atoms * atom.a_regs)
+        b_frag = self.local(f"{op.b.name}_frag", u32, col_atoms * atom.b_regs)
+        ld_a, ld_b = LdMatrixAtom(4, trans=False), LdMatrixAtom(2, trans=True)
+        for kk in range(0, k, atom.k):
+            # A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
+            for i in range(row_atoms):
+                rep = add(c64(2 * i), L.Binary(BIN.MOD, mat, c64(2)))
+                row = add(add(mul(warp_m, c64(8)), mat_row), mul(rep, c64(8 * wm)))
+                col = add(c64(kk), mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8)))
+                self.emit(
+                    L.Asm(
+                        ld_a.ptx,
+                        tuple((a_frag, c64(i * 4 + q)) for q in range(4)),
+                        ("=r",) * 4,
+                        (L.Address(smem, a_offset([row, col])),),
+                        ("r",),
+                    )
+                )
+            # B (k x n, row-major): transposed loads give the column-major B fragment.
+            for j in range(col_atoms):
+                krow = add(add(c64(kk), mat_row), mul(L.Binary(BIN.MOD, mat, c64(2)), c64(8)))
+                col = add(mul(warp_n, c64(8)), c64(j * 8 * wn))
+                self.emit(
+                    L.Asm(
+                        ld_b.ptx,
+                        tuple((b_frag, c64(j * 2 + q)) for q in range(2)),
+                        ("=r",) * 2,
+                        (L.Address(smem, b_offset([krow, col])),),
+                        ("r",),
+                    )
+                )
+            for i in range(row_atoms):
+                for j in range(col_atoms):
+                    c_idx = [
+                        value_index(lay, {0: (c64(2 * i + h), c64(0)), 1: (c64(j), c64(s))})
+                        for h in (0, 1)
+                        for s in (0, 1)
+                    ]
+                    inputs = tuple(L.Load(a_frag, c64(i * 4 + q)) for q in range(4)) + tuple(
+                        L.Load(b_frag, c64(j * 2 + q)) for q in range(2)
+                    )
+                    self.emit(
+                        L.Asm(
+                            atom.ptx,
+                            tuple((out, ci) for ci in c_idx),
+                            ("+f",) * 4,
+                            inputs,
+                            ("r",) * 6,
+                        )
+                    )
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
+
+    def write_tile_vectorized(
+        self, t: RegTile, smem: L.Buffer, offset_of: Callable[[list[L.Expr]], L.Expr]
+    ) -> None:
+        """Write a register tile to shared memory, 16 bytes at a time where the layout holds
+        runs that long (the operand swizzles keep 16-byte chunks whole)."""
+        lay = t.layout
+        run = math.gcd(lay.contiguous_run(), max(1, 16 // smem.dtype.itemsize))
+        fast = lay.tile_dims[-1]
+        if run <= 1 or t.buffer is None or lay.replicated(fast):
+            self.write_tile_to(t, smem, offset_of)
+            return
+
+        def chunks(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+
+            def one(chunk: L.Expr) -> None:
+                p = dict(pos)
+                p[fast] = (rep_f, mul(chunk, c64(run)))
+                self.emit(
+                    L.Copy(
+                        smem,
+                        offset_of(self.coords(lay, p)),
+                        t.buffer,  # type: ignore[arg-type]
+                        value_index(lay, p),
+                        run,
+                        aligned=True,
+                    )
+                )
+
+            self.loop(f"c{fast}", lay.spt[fast] // run, one, L.LoopKind.UNROLL)
+
+        self.for_positions(lay, chunks, innermost_run=True)
 
     def _elem_by_coords_2d(self, t: RegTile, row: L.Expr, col: L.Expr) -> L.Expr:
         d0, d1 = t.layout.tile_dims
@@ -1360,6 +1510,30 @@ def _apply(fn: str, xs: list[L.Expr], arg_types: list[DType], dt: DType) -> L.Ex
     if dt.is_float and dt.bits < 32 and op in (BIN.POW,):
         return cast(L.Binary(op, cast(xs[0], f32), cast(xs[1], f32)), dt)
     return L.Binary(op, cast(xs[0], dt), cast(xs[1], dt))
+
+
+def _operand_swizzle(row_elements: int, dtype: DType) -> tuple[int, int, int] | None:
+    """The ``Swizzle<B, M, S>`` that makes ``ldmatrix`` on a row-major operand tile with rows of
+    ``row_elements`` conflict-free: 16-byte chunks (``M``) stay whole, and the chunk index is
+    XORed with the index of the 128-byte line (``S``), so the eight rows one ``ldmatrix``
+    phase reads land in eight different bank groups."""
+    chunk = 16 // dtype.itemsize
+    chunks_per_row = row_elements // chunk
+    if chunks_per_row < 2:
+        return None
+    base = chunk.bit_length() - 1
+    bits = min(3, chunks_per_row.bit_length() - 1)
+    line = max(row_elements, 128 // dtype.itemsize).bit_length() - 1
+    return bits, base, line - base
+
+
+def _swizzled(offset: L.Expr, swz: tuple[int, int, int] | None) -> L.Expr:
+    if swz is None:
+        return offset
+    bits, base, shift = swz
+    mask = ((1 << bits) - 1) << (base + shift)
+    moved = L.Binary(BIN.SHR, L.Binary(BIN.BITAND, offset, c64(mask)), c64(shift))
+    return L.Binary(BIN.BITXOR, offset, moved)
 
 
 def _clamp(e: L.Expr, hi: int) -> L.Expr:

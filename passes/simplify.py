@@ -28,10 +28,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from fractions import Fraction
 
 from tegula.ir.dtypes import DType, Kind, boolean
 from tegula.ir.loop import (
+    Address,
+    Asm,
     AtomicAdd,
     Barrier,
     Binary,
@@ -604,6 +607,8 @@ class _ExprSimplifier:
                 return Load(buf, self.simplify(index))
             case ShuffleXor(value=value, lane_mask=mask):
                 return ShuffleXor(self.simplify(value), mask)
+            case Address(buffer=buf, index=index):
+                return Address(buf, self.simplify(index))
         raise TypeError(f"simplify: unknown expression {type(e).__name__}")
 
     def _int_binary(self, op: BinaryOp, a: Expr, b: Expr) -> Expr:
@@ -1076,6 +1081,14 @@ class _KernelSimplifier:
                 return [AtomicAdd(buf, simplify(index), simplify(value))]
             case Copy():
                 return self._copy(s, simplify)
+            case Asm(outputs=outputs, inputs=inputs):
+                return [
+                    replace(
+                        s,
+                        outputs=tuple((b, simplify(i)) for b, i in outputs),
+                        inputs=tuple(simplify(e) for e in inputs),
+                    )
+                ]
             case For():
                 return self._for(s, scope)
             case If():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from tegula.ir.dtypes import DType, Kind
 from tegula.ir.loop import (
+    Address,
     Binary,
     BinaryOp,
     BlockIdx,
@@ -289,7 +290,7 @@ class IntRangeAnalysis:
             case Cast(operand=x) if x.dtype.is_int or x.dtype.is_bool:
                 r = self(x)
                 return r if r.within(IntRange.of_dtype(e.dtype)) else IntRange.of_dtype(e.dtype)
-            case Load() | ShuffleXor() | Cast() | Unary():
+            case Load() | ShuffleXor() | Cast() | Unary() | Address():
                 # A loaded value, another lane's value, a converted float: only the type
                 # bounds it (a shuffled value may come from a lane outside a refined range).
                 return IntRange.of_dtype(e.dtype)
