@@ -208,6 +208,11 @@ class SpecializedKernel:
         return self._latest.spec
 
     @property
+    def source(self) -> str | None:
+        """The generated code of the latest variant (None before any)."""
+        return self._latest.source if self._latest is not None else None
+
+    @property
     def timings(self) -> dict[str, float]:
         """Seconds per compile phase of the latest variant (empty before any)."""
         return phase_times(self._latest.timings) if self._latest is not None else {}
