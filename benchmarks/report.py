@@ -15,8 +15,8 @@ from .schema import Row, SchemaError, SuiteResult
 from .targets import TARGETS, Target, check, fraction_of_ceiling, ratio
 
 # Suites and peers appear in this order; others follow alphabetically.
-SUITE_ORDER = ("memory", "cpu", "compile")
-PEER_ORDER = ("CuPy", "PyTorch", "Triton", "NumPy")
+SUITE_ORDER = ("memory", "cpu", "compile", "gemm", "tuning")
+PEER_ORDER = ("cuBLAS", "CuPy", "PyTorch", "Triton", "NumPy")
 MISSING = "—"
 
 

@@ -145,6 +145,15 @@ def _memory_targets(kernel: str) -> tuple[Target, ...]:
     return (CeilingTarget("memory", case, "copy", 0.85), PeerTarget("memory", case, "CuPy"))
 
 
+def _gemm_targets() -> tuple[Target, ...]:
+    # The cases of benchmarks/suites/gemm.py: its square rows and its LLM-shape summary, each
+    # against cuBLAS's figure for the same row (the row's ceiling).
+    cases = [f"{precision}/square/{size}" for precision in ("fp16", "bf16")
+             for size in ("medium", "large")]
+    return tuple(CeilingTarget("gemm", case, "cuBLAS", 0.9)
+                 for case in (*cases, "fp16/llm/geomean"))
+
+
 TARGETS: tuple[Target, ...] = (
     *_memory_targets("vector_add"),
     *_memory_targets("softmax"),
@@ -154,7 +163,11 @@ TARGETS: tuple[Target, ...] = (
     PeerTarget("cpu", "softmax/wide", "NumPy", 1.2),
     PeerTarget("cpu", "rmsnorm/square", "NumPy", 1.2),
     PeerTarget("cpu", "rmsnorm/wide", "NumPy", 1.2),
+    # At least 80% of NumPy's (OpenBLAS's) GFLOP/s: at most 1 / 0.8 = 1.25x its time.
+    PeerTarget("cpu", "f32/square/medium", "NumPy", 1.25),
+    PeerTarget("cpu", "f32/square/large", "NumPy", 1.25),
     LimitTarget("compile", "cold/overhead", 200.0, "ms"),
     LimitTarget("compile", "cache-hit", 5.0, "ms"),
     LimitTarget("compile", "launch", 15.0, "us"),
+    *_gemm_targets(),
 )

@@ -211,7 +211,7 @@ class CudaExprPrinter:
                 element = f"{self.buffer_name(buf)}[{self(index)}]"
                 return f"(unsigned)__cvta_generic_to_shared(&{element})", UNARY
             case Address(buffer=buf, index=index):
-                return f"&{self.buffer_name(buf)}[{self(index)}]", UNARY
+                return f"(unsigned long long)&{self.buffer_name(buf)}[{self(index)}]", UNARY
             case ShuffleXor(value=value, lane_mask=mask):
                 dt = value.dtype
                 if dt.is_bool or (dt.is_int and dt.bits < 32):

@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--png", help="write a picture of the layout to this file")
     lay.add_argument("--target", default="cpu", help="accepted for uniformity; layouts need none")
     lay.set_defaults(fn=cmd_layout)
+    from .tuning.cli import add_tune_parser
+
+    add_tune_parser(sub)
     return p
 
 

@@ -52,14 +52,15 @@ class ConstParamInfo:
 
 @dataclass(frozen=True)
 class SymbolSource:
-    """Size symbol ``symbol`` is ``shape[dim] * pack`` of argument ``position`` (``param``);
-    ``pack`` > 1 for sub-byte tensors passed packed along their last dim."""
+    """Size symbol ``symbol`` is ``shape[dim]`` of argument ``position`` (``param``), or, when
+    ``bits`` is set, the number of ``bits``-wide elements the ``shape[dim]`` bytes of a packed
+    sub-byte tensor's last dim hold (``floor(8 * bytes / bits)``, docs/quantization.md)."""
 
     symbol: str
     param: str
     position: int
     dim: int
-    pack: int
+    bits: int  # 0: an ordinary dim
     type_text: str  # the parameter's declared type, for messages: "f32[M, N]"
 
 
@@ -130,7 +131,7 @@ class KernelHeader:
             ],
             "size_symbols": list(self.size_symbols),
             "sources": [
-                [s.symbol, s.param, s.position, s.dim, s.pack, s.type_text] for s in self.sources
+                [s.symbol, s.param, s.position, s.dim, s.bits, s.type_text] for s in self.sources
             ],
         }
 
@@ -150,10 +151,10 @@ class KernelHeader:
             )
             sources = []
             for entry in _list(data["sources"]):
-                symbol, param, position, dim, pack, type_text = _list(entry)
+                symbol, param, position, dim, bits, type_text = _list(entry)
                 sources.append(
                     SymbolSource(
-                        _str(symbol), _str(param), _int(position), _int(dim), _int(pack),
+                        _str(symbol), _str(param), _int(position), _int(dim), _int(bits),
                         _str(type_text),
                     )
                 )
@@ -249,13 +250,14 @@ def kernel_header(kernel: ast.KernelDef) -> KernelHeader:
                 if d.value not in symbols:
                     symbols.append(d.value)
                 last = dim == len(p.shape or ()) - 1
-                sources.setdefault(
-                    d.value,
-                    SymbolSource(
-                        d.value, p.name, position, dim, _pack(p.dtype) if last else 1,
-                        _type_text(p),
-                    ),
+                source = SymbolSource(
+                    d.value, p.name, position, dim, _packed_bits(p.dtype) if last else 0,
+                    _type_text(p),
                 )
+                # An ordinary dim gives the exact value; a packed one only up to padding.
+                known = sources.get(d.value)
+                if known is None or (known.bits and not source.bits):
+                    sources[d.value] = source
         for d in p.strides or ():
             if isinstance(d.value, str) and d.value not in declared | scalars | set(symbols):
                 symbols.append(d.value)
@@ -285,12 +287,12 @@ def kernel_header(kernel: ast.KernelDef) -> KernelHeader:
     )
 
 
-def _pack(dtype_name: str) -> int:
-    """How many elements of ``dtype_name`` one byte of the packed argument holds."""
+def _packed_bits(dtype_name: str) -> int:
+    """The element width when ``dtype_name`` travels packed (sub-byte types), else 0."""
     if not dtypes.is_dtype_name(dtype_name):
-        return 1
+        return 0
     dt = dtypes.dtype(dtype_name)
-    return 8 // dt.bits if dt.is_subbyte and 8 % dt.bits == 0 else 1
+    return dt.bits if dt.is_subbyte else 0
 
 
 def _type_text(p: ast.ParamDecl) -> str:

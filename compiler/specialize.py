@@ -75,8 +75,8 @@ class SpecializedKernel:
                 f"{unread[0]}, which no tensor dim gives (only a stride); set the param"
             )
         self._sources = tuple(by_symbol[s] for s in self.symbols)
-        # What a call reads: (argument position, dim, elements per stored element).
-        self._reads = tuple((s.position, s.dim, s.pack) for s in self._sources)
+        # What a call reads: (argument position, dim, element bits of a packed dim or 0).
+        self._reads = tuple((s.position, s.dim, s.bits) for s in self._sources)
         self._arity = len(header.params)
         self._by_shape: dict[tuple[int, ...], Kernel] = {}
 
@@ -86,7 +86,9 @@ class SpecializedKernel:
         if kwargs or len(args) != self._arity:
             args = self._arrange(args, kwargs)
         try:
-            shape = tuple([args[p].shape[d] * k for p, d, k in self._reads])
+            shape = tuple(
+                [args[p].shape[d] * 8 // b if b else args[p].shape[d] for p, d, b in self._reads]
+            )
         except (AttributeError, IndexError, TypeError):
             raise self._unreadable(args) from None
         kernel = self._by_shape.get(shape)

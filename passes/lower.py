@@ -25,7 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tegula.ir import loop as L
-from tegula.ir.atoms import LdMatrixAtom, MmaAtom, find_mma
+from tegula.ir.atoms import (
+    CP_ASYNC_COMMIT,
+    CpAsyncAtom,
+    LdMatrixAtom,
+    MmaAtom,
+    cp_async_wait,
+    find_mma,
+)
 from tegula.ir.distributed import BlockedLayout, TVRegisterLayout
 from tegula.ir.dtypes import DType, boolean, compute_type, f32, i64, promote, u32
 from tegula.ir.target import Target
@@ -229,7 +236,23 @@ class SharedTile:
     shape: tuple[int, ...]
 
 
-Lowered = Scalar | Tensor | RegTile | SharedTile
+@dataclass
+class StagedTile:
+    """A tile already in shared memory, row-major under an operand swizzle, at ``base`` (one
+    stage of a software pipeline's ring of buffers)."""
+
+    buffer: L.Buffer
+    base: L.Expr
+    swizzle: tuple[int, int, int] | None
+    shape: tuple[int, int]
+    dtype: DType
+
+    def offset(self, coords: list[L.Expr]) -> L.Expr:
+        within = _swizzled(add(mul(coords[0], c64(self.shape[1])), coords[1]), self.swizzle)
+        return add(self.base, within)
+
+
+Lowered = Scalar | Tensor | RegTile | SharedTile | StagedTile
 
 
 def value_index(lay: BlockedLayout, pos: Pos) -> L.Expr:
@@ -1192,15 +1215,18 @@ class _Lowering:
 
     def dot(self, op: DotOp) -> None:
         r = op.result
-        a, b = self.tile(op.a), self.tile(op.b)
         acc = self.tile(op.acc)
-        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
         dt = r.tile.dtype
         lay: BlockedLayout = r.tile.layout
-        atom = find_mma(a.dtype, b.dtype, dt, self.target.compute_capability) if self.gpu else None
-        if atom is not None and lay.spt == (1, 2) and lay.tpw == (8, 4) and lay.order == (1, 0):
-            self.dot_mma(op, atom, a, b, acc)
+        atom = self.mma_atom(op)
+        if atom is not None:
+            a_val, b_val = self.vals[op.a.name], self.vals[op.b.name]
+            a_op = a_val if isinstance(a_val, StagedTile) else self.tile(op.a)
+            b_op = b_val if isinstance(b_val, StagedTile) else self.tile(op.b)
+            self.dot_mma(op, atom, a_op, b_op, acc)
             return
+        a, b = self.tile(op.a), self.tile(op.b)
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
         out = self.local(r.name, dt, lay.num_values)
         self.for_positions(
             lay, lambda pos: self.emit(L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt)))
@@ -1240,7 +1266,29 @@ class _Lowering:
         self.loop("k", k, step, L.LoopKind.SERIAL)
         self.vals[r.name] = RegTile(dt, lay, buffer=out)
 
-    def dot_mma(self, op: DotOp, atom: MmaAtom, a: RegTile, b: RegTile, acc: RegTile) -> None:
+    def mma_atom(self, op: DotOp) -> MmaAtom | None:
+        """The tensor-core atom this dot runs on (its accumulator has the atom's layout)."""
+        if not self.gpu:
+            return None
+        lay = op.result.tile.layout
+        atom = find_mma(
+            op.a.tile.dtype, op.b.tile.dtype, op.result.tile.dtype, self.target.compute_capability
+        )
+        ok = isinstance(lay, BlockedLayout) and (lay.spt, lay.tpw, lay.order) == (
+            (1, 2),
+            (8, 4),
+            (1, 0),
+        )
+        return atom if ok else None
+
+    def dot_mma(
+        self,
+        op: DotOp,
+        atom: MmaAtom,
+        a: RegTile | StagedTile,
+        b: RegTile | StagedTile,
+        acc: RegTile,
+    ) -> None:
         """``dot`` on tensor cores: operands through swizzled shared memory, fragments loaded
         with ``ldmatrix``, one ``mma.sync`` per (row atom, column atom, k step).
 
@@ -1263,19 +1311,21 @@ class _Lowering:
                 L.Store(out, value_index(lay, pos), cast(acc.at(pos), r.tile.dtype))
             ),
         )
-        swz_a, swz_b = _operand_swizzle(k, a.dtype), _operand_swizzle(n, b.dtype)
-        smem = self.scratch(a.dtype, m * k + k * n)
-
-        def a_offset(c: list[L.Expr]) -> L.Expr:
-            return _swizzled(add(mul(c[0], c64(k)), c[1]), swz_a)
-
-        def b_offset(c: list[L.Expr]) -> L.Expr:
-            return add(c64(m * k), _swizzled(add(mul(c[0], c64(n)), c[1]), swz_b))
-
-        self.emit(L.Barrier())
-        self.write_tile_vectorized(a, smem, a_offset)
-        self.write_tile_vectorized(b, smem, b_offset)
-        self.emit(L.Barrier())
+        if isinstance(a, RegTile) or isinstance(b, RegTile):
+            # Operands in registers go through the scratch area, swizzled for ldmatrix.
+            smem = self.scratch(a.dtype, m * k + k * n)
+            staged_a = StagedTile(smem, c64(0), _operand_swizzle(k, a.dtype), (m, k), a.dtype)
+            staged_b = StagedTile(smem, c64(m * k), _operand_swizzle(n, b.dtype), (k, n), b.dtype)
+            self.emit(L.Barrier())
+            if isinstance(a, RegTile):
+                self.write_tile_vectorized(a, smem, staged_a.offset)
+            if isinstance(b, RegTile):
+                self.write_tile_vectorized(b, smem, staged_b.offset)
+            self.emit(L.Barrier())
+            a = a if isinstance(a, StagedTile) else staged_a
+            b = b if isinstance(b, StagedTile) else staged_b
+        a_smem, b_smem = a.buffer, b.buffer
+        a_offset, b_offset = a.offset, b.offset
 
         lane = L.Binary(BIN.MOD, self.tid, c64(32))
         warp = L.Binary(BIN.FLOORDIV, self.tid, c64(32))
@@ -1304,7 +1354,7 @@ class _Lowering:
                         ld_a.ptx,
                         tuple((a_frag, c64(i * 4 + q)) for q in range(4)),
                         ("=r",) * 4,
-                        (L.Address(smem, a_offset([row, col])),),
+                        (L.Address(a_smem, a_offset([row, col])),),
                         ("r",),
                     )
                 )
@@ -1317,7 +1367,7 @@ class _Lowering:
                         ld_b.ptx,
                         tuple((b_frag, c64(j * 2 + q)) for q in range(2)),
                         ("=r",) * 2,
-                        (L.Address(smem, b_offset([krow, col])),),
+                        (L.Address(b_smem, b_offset([krow, col])),),
                         ("r",),
                     )
                 )
@@ -1413,12 +1463,218 @@ class _Lowering:
         return carried
 
     def for_op(self, op: ForOp) -> None:
+        plan = self.pipeline_plan(op) if op.pipeline_stages > 1 else None
+        if plan is None:
+            self.serial_for(op)
+            return
         carried = [
             self.carried_storage(a.name, init)
             for a, init in zip(op.body.args[1:], op.inits, strict=True)
         ]
         for c, init in zip(carried, op.inits, strict=True):
             self.store_carried(c, init)
+        guard = self.pipeline_guard(plan)
+        self.nest()
+        self.pipelined_loop(op, plan, carried)
+        fast = self.unnest()
+        self.nest()
+        self.serial_for(op, carried)
+        slow = self.unnest()
+        self.emit(L.If(guard, fast, slow))
+        for r, c in zip(op.results, carried, strict=True):
+            self.vals[r.name] = self.read_carried(r.name, c)
+
+    # ------------------------------------------------------------------ software pipelining
+
+    def pipeline_plan(self, op: ForOp) -> list[_PipelinedLoad] | None:
+        """The loads of this loop that can be pipelined: their only use is as a tensor-core
+        operand, and their window depends on scalars only. None if there are none."""
+        if not self.gpu:
+            return None
+        body = op.body
+        uses: dict[str, list[Op]] = {}
+        producers: dict[str, Op] = {}
+        for o in body.ops:
+            for v in o.operands():
+                uses.setdefault(v.name, []).append(o)
+            for v in o.results:
+                producers[v.name] = o
+        plan: list[_PipelinedLoad] = []
+        for o in body.ops:
+            if not isinstance(o, DotOp) or self.mma_atom(o) is None:
+                continue
+            for operand, rows_cols in ((o.a, "a"), (o.b, "b")):
+                load = producers.get(operand.name)
+                if not isinstance(load, LoadOp) or load.mask is not None or load.other is not None:
+                    continue
+                if len(uses.get(operand.name, [])) != 1 or load.result.tile.rank != 2:
+                    continue
+                tensor = self.vals[load.tensor.name]
+                if not isinstance(tensor, Tensor) or not tensor.contiguous_last:
+                    continue
+                lay = load.result.tile.layout
+                chunk = 16 // load.result.tile.dtype.itemsize
+                if not isinstance(lay, BlockedLayout) or lay.contiguous_run() % chunk:
+                    continue
+                if any(q for q in load.window.squeeze):
+                    continue
+                chain = _scalar_chain(load.window.starts, producers)
+                if chain is None:
+                    continue
+                del rows_cols
+                plan.append(_PipelinedLoad(load, chain, chunk))
+        return plan or None
+
+    def pipeline_guard(self, plan: list[_PipelinedLoad]) -> L.Expr:
+        """``cp.async`` moves 16-byte chunks: rows and base pointers must be 16-byte aligned."""
+        cond: L.Expr | None = None
+        for p in plan:
+            tensor = self.vals[p.load.tensor.name]
+            assert isinstance(tensor, Tensor)
+            pitch = tensor.strides[-2]
+            aligned_rows = L.Binary(BIN.EQ, L.Binary(BIN.MOD, pitch, c64(p.chunk)), c64(0))
+            base = L.Address(tensor.buffer, c64(0))
+            aligned_base = L.Binary(
+                BIN.EQ, L.Binary(BIN.MOD, base, L.Const(16, base.dtype)), L.Const(0, base.dtype)
+            )
+            cond = land(cond, land(aligned_rows, aligned_base))
+        assert cond is not None
+        return cond
+
+    def pipelined_loop(self, op: ForOp, plan: list[_PipelinedLoad], carried: list[Lowered]) -> None:
+        """The loop with its operand loads ``stages - 1`` iterations ahead, through a ring of
+        shared-memory buffers filled by ``cp.async``:
+
+            prologue: issue iterations 0 .. S-2
+            for each iteration i:  wait for i's copies; barrier;
+                                   issue iteration i + S - 1 into the buffer i - 1 used;
+                                   compute on buffer i % S
+            drain:    wait for everything; barrier
+
+        The barrier after the wait both publishes iteration ``i``'s data and tells every
+        thread that iteration ``i - 1``'s buffer is no longer read, so it may be refilled.
+        """
+        stages = op.pipeline_stages
+        loop_var = op.body.args[0]
+        start = cast(self.scalar(op.start), i64)
+        stop = cast(self.scalar(op.stop), i64)
+        step = cast(self.scalar(op.step), i64)
+        rings = []
+        for p in plan:
+            shape = p.load.result.tile.shape
+            numel = shape[0] * shape[1]
+            name = self.unique(f"{p.load.result.name}_ring")
+            dtype = p.load.result.tile.dtype
+            buf = L.Buffer(name, dtype, L.Scope.SHARED, numel * stages, 0)
+            self.buffers.append(buf)
+            self.shared_allocs.append((name, numel * stages * dtype.itemsize, dtype))
+            rings.append((buf, numel, _operand_swizzle(shape[1], dtype)))
+
+        def issue(iteration: L.Expr) -> None:
+            k_value = add(start, mul(iteration, step))
+            live = L.Binary(BIN.LT, k_value, stop)
+            stage = L.Binary(BIN.MOD, iteration, c64(stages))
+            for p, (buf, numel, swz) in zip(plan, rings, strict=True):
+                self.issue_async_load(
+                    p,
+                    loop_var,
+                    k_value,
+                    live,
+                    StagedTile(
+                        buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
+                    ),
+                )  # type: ignore[arg-type]
+            self.emit(L.Asm(CP_ASYNC_COMMIT, memory=True))
+
+        for s in range(stages - 1):
+            issue(c64(s))
+        var = L.Var(self.unique(loop_var.name), i64)
+        self.nest()
+        it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
+        self.emit(L.Asm(cp_async_wait(stages - 2), memory=True))
+        self.emit(L.Barrier())
+        issue(add(it, c64(stages - 1)))
+        stage = self.let("stage", L.Binary(BIN.MOD, it, c64(stages)))
+        self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
+        for a, c in zip(op.body.args[1:], carried, strict=True):
+            self.vals[a.name] = self.read_carried(a.name, c)
+        skip = {id(p.load) for p in plan}
+        for p, (buf, numel, swz) in zip(plan, rings, strict=True):
+            self.vals[p.load.result.name] = StagedTile(
+                buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
+            )  # type: ignore[arg-type]
+        for o in op.body.ops:
+            if isinstance(o, YieldOp) or id(o) in skip:
+                continue
+            self.comment(o)
+            self.op(o)
+        if op.body.terminator is not None:
+            self.yield_into(carried, op.body.terminator.values)
+        body = self.unnest()
+        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        self.emit(L.Asm(cp_async_wait(0), memory=True))
+        self.emit(L.Barrier())
+
+    def issue_async_load(
+        self, p: _PipelinedLoad, loop_var: Value, k_value: L.Expr, live: L.Expr, dst: StagedTile
+    ) -> None:
+        """``cp.async`` this thread's 16-byte chunks of ``p.load``'s window, with the loop
+        variable at ``k_value``, into ``dst``; chunks outside the tensor (or past the loop's
+        end, when ``live`` is false) copy zero bytes and are zero-filled."""
+        saved = dict(self.vals)
+        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+        for dep in p.chain:
+            self.op(dep)
+        tensor = self.vals[p.load.tensor.name]
+        assert isinstance(tensor, Tensor)
+        starts, axes = self.window_geometry(tensor, p.load, None)
+        lay: BlockedLayout = p.load.result.tile.layout
+        fast = lay.tile_dims[-1]
+        atom = CpAsyncAtom(16)
+
+        def chunks(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+
+            def one(chunk: L.Expr) -> None:
+                first = dict(pos)
+                first[fast] = (rep_f, mul(chunk, c64(p.chunk)))
+                last = dict(pos)
+                last[fast] = (rep_f, add(mul(chunk, c64(p.chunk)), c64(p.chunk - 1)))
+                coords = self.coords(lay, first)
+                offset, ok_first = self.element_address(tensor, starts, axes, coords)
+                _, ok_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
+                ok = self.let("chunk_ok", land(land(ok_first, ok_last), live))  # type: ignore[arg-type]
+                src = L.Address(tensor.buffer, L.Select(ok, offset, c64(0)))
+                nbytes = L.Select(ok, L.Const(16, u32), L.Const(0, u32))
+                self.emit(
+                    L.Asm(
+                        atom.ptx,
+                        (),
+                        (),
+                        (L.Address(dst.buffer, dst.offset(coords)), src, nbytes),
+                        ("r", "l", "r"),
+                        memory=True,
+                    )
+                )
+
+            self.loop(f"c{fast}", lay.spt[fast] // p.chunk, one, L.LoopKind.UNROLL)
+
+        self.for_positions(lay, chunks, innermost_run=True)
+        self.vals = saved
+
+    def serial_for(self, op: ForOp, carried: list[Lowered] | None = None) -> None:
+        own = carried is None
+        carried = (
+            carried
+            if carried is not None
+            else [
+                self.carried_storage(a.name, init)
+                for a, init in zip(op.body.args[1:], op.inits, strict=True)
+            ]
+        )
+        if own:
+            for c, init in zip(carried, op.inits, strict=True):
+                self.store_carried(c, init)
         start = cast(self.scalar(op.start), i64)
         stop = cast(self.scalar(op.stop), i64)
         step = cast(self.scalar(op.step), i64)
@@ -1435,8 +1691,9 @@ class _Lowering:
             self.yield_into(carried, term.values)
         body = self.unnest()
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
-        for r, c in zip(op.results, carried, strict=True):
-            self.vals[r.name] = self.read_carried(r.name, c)
+        if own:
+            for r, c in zip(op.results, carried, strict=True):
+                self.vals[r.name] = self.read_carried(r.name, c)
 
     def yield_into(self, carried: list[Lowered], values: tuple[Value, ...]) -> None:
         # Materialize everything first: a yielded expression may read a carried buffer that
@@ -1510,6 +1767,37 @@ def _apply(fn: str, xs: list[L.Expr], arg_types: list[DType], dt: DType) -> L.Ex
     if dt.is_float and dt.bits < 32 and op in (BIN.POW,):
         return cast(L.Binary(op, cast(xs[0], f32), cast(xs[1], f32)), dt)
     return L.Binary(op, cast(xs[0], dt), cast(xs[1], dt))
+
+
+@dataclass(frozen=True)
+class _PipelinedLoad:
+    load: LoadOp
+    chain: list[Op]  # the scalar ops in the loop body its window starts depend on
+    chunk: int  # elements per 16-byte cp.async
+
+
+def _scalar_chain(starts: tuple[Value, ...], producers: dict[str, Op]) -> list[Op] | None:
+    """The body ops (in order) computing ``starts``, if all are scalar arithmetic."""
+    needed: list[Op] = []
+    seen: set[int] = set()
+
+    def visit(v: Value) -> bool:
+        o = producers.get(v.name)
+        if o is None:
+            return True  # defined outside the body, or the loop variable
+        if id(o) in seen:
+            return True
+        if not isinstance(o, ElementwiseOp | CastOp | FullOp) or not v.tile.is_scalar:
+            return False
+        seen.add(id(o))
+        if not all(visit(a) for a in o.operands()):
+            return False
+        needed.append(o)
+        return True
+
+    if not all(visit(s) for s in starts):
+        return None
+    return needed
 
 
 def _operand_swizzle(row_elements: int, dtype: DType) -> tuple[int, int, int] | None:
@@ -1631,35 +1919,17 @@ def _rebind_buffers(stmt: L.Stmt, table: dict[str, L.Buffer]) -> L.Stmt:
     """Replace buffers by their final versions (shared offsets are fixed after lowering)."""
     import dataclasses
 
-    def fix_expr(e: L.Expr) -> L.Expr:
-        if isinstance(e, L.Load):
-            return L.Load(table.get(e.buffer.name, e.buffer), fix_expr(e.index))
-        if not e.children():
-            return e
-        changes = {}
-        for f in dataclasses.fields(e):
-            val = getattr(e, f.name)
-            if isinstance(val, L.Expr):
-                changes[f.name] = fix_expr(val)
-        return dataclasses.replace(e, **changes)
+    def fix(node: object) -> object:
+        if isinstance(node, L.Buffer):
+            return table.get(node.name, node)
+        if isinstance(node, tuple):
+            return tuple(fix(x) for x in node)
+        if isinstance(node, L.Expr | L.Stmt):
+            changes = {f.name: fix(getattr(node, f.name)) for f in dataclasses.fields(node)}
+            return dataclasses.replace(node, **changes)
+        return node
 
-    def fix(s: L.Stmt) -> L.Stmt:
-        changes = {}
-        for f in dataclasses.fields(s):
-            val = getattr(s, f.name)
-            if isinstance(val, L.Buffer):
-                changes[f.name] = table.get(val.name, val)
-            elif isinstance(val, L.Expr):
-                changes[f.name] = fix_expr(val)
-            elif isinstance(val, L.Stmt):
-                changes[f.name] = fix(val)
-            elif isinstance(val, tuple) and val and isinstance(val[0], L.Stmt):
-                changes[f.name] = tuple(fix(x) for x in val)
-            elif isinstance(val, tuple) and val and isinstance(val[0], L.Expr):
-                changes[f.name] = tuple(fix_expr(x) for x in val)
-        return dataclasses.replace(s, **changes) if changes else s
-
-    return fix(stmt)
+    return fix(stmt)  # type: ignore[return-value]
 
 
 @register_pass("lower-to-loops", "Tile IR -> Loop IR: distribute tiles over threads")

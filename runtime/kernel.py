@@ -37,32 +37,42 @@ class _TensorPlan:
     """What a call checks for one tensor parameter, precomputed from its spec."""
 
     __slots__ = (
-        "binds", "checks", "contiguous", "dtype", "fixed", "name", "pack", "param", "rank",
-        "storage", "stride_binds", "stride_checks", "stride_fixed", "writes",
+        "binds", "checks", "contiguous", "dtype", "fixed", "name", "packed_bind", "packed_bits",
+        "packed_check", "packed_fixed", "param", "rank", "storage", "stride_binds",
+        "stride_checks", "stride_fixed", "writes",
     )  # fmt: skip
 
     def __init__(self, param: ParamSpec, symbol_index: dict[str, int],
-                 binder: dict[str, tuple[str, int, bool]]) -> None:
+                 binder: dict[str, tuple[str, int, bool]], unpacked_symbols: set[str]) -> None:
         self.param = param
         self.name = param.name
         self.rank = param.rank
         self.dtype = param.element_type
         self.writes = param.writes
         self.contiguous = param.strides is None
-        # Sub-byte elements travel packed in bytes along the innermost dimension.
-        self.pack = 1
         self.storage = self.dtype  # the element type of the array passed
-        if self.dtype.is_subbyte:
-            if 8 % self.dtype.bits or not self.contiguous or not self.rank:
-                raise SpecError(
-                    f"parameter {param.name!r}: {self.dtype} tensors are passed as C-contiguous "
-                    "bytes packed along the last dimension; that needs 8 % bits == 0, rank "
-                    ">= 1 and no explicit strides"
-                )
-            self.pack = 8 // self.dtype.bits
+        # Sub-byte elements travel as uint8 bytes, each row of the last dimension a packed
+        # bitstream (tegula.ir.packing). The byte count fixes the element count only up to
+        # the padding, so the last dimension is handled apart from the others.
+        self.packed_bits = 0
+        self.packed_fixed: int | None = None  # the last extent, where the header fixes it
+        self.packed_bind: int | None = None  # symbol bound from the byte count
+        self.packed_check: int | None = None  # symbol bound elsewhere, checked after binding
+        shape = param.shape
+        if param.is_packed:
+            self.packed_bits = self.dtype.bits
             self.storage = u8
-        self.fixed, self.binds, self.checks = self._split(param.shape, False, symbol_index,
-                                                          binder)
+            last = shape[-1]
+            shape = shape[:-1]
+            if isinstance(last, int):
+                self.packed_fixed = last
+            elif last not in unpacked_symbols and binder.setdefault(
+                last, (self.name, self.rank - 1, False)
+            ) == (self.name, self.rank - 1, False):
+                self.packed_bind = symbol_index[last]
+            else:
+                self.packed_check = symbol_index[last]
+        self.fixed, self.binds, self.checks = self._split(shape, False, symbol_index, binder)
         self.stride_fixed, self.stride_binds, self.stride_checks = self._split(
             param.strides or (), True, symbol_index, binder
         )
@@ -127,10 +137,17 @@ class Kernel:
         self._arity = len(spec.params)
         self._on_cuda = spec.is_cuda
         symbol_index = {s: i for i, s in enumerate(spec.symbols)}
-        # symbol -> (parameter, dim, is_stride) of its first use, which binds it
+        # symbol -> (parameter, dim, is_stride) of its first use, which binds it; a packed
+        # last dimension binds only symbols that no unpacked dimension or stride names.
         self._binder: dict[str, tuple[str, int, bool]] = {}
+        unpacked_symbols = {
+            entry
+            for p in spec.params
+            for entry in (*(p.shape[:-1] if p.is_packed else p.shape), *(p.strides or ()))
+            if isinstance(entry, str)
+        }
         self._plans: tuple[_TensorPlan | _ScalarPlan, ...] = tuple(
-            _TensorPlan(p, symbol_index, self._binder)
+            _TensorPlan(p, symbol_index, self._binder, unpacked_symbols)
             if p.is_tensor
             else _ScalarPlan(p, launcher.scalar_converter(p.element_type))
             for p in spec.params
@@ -146,6 +163,7 @@ class Kernel:
         launch_args: list[Any] = []
         device = None
         library = ""
+        packed_checks: list[tuple[_TensorPlan, tuple[int, ...]]] = []
         readers = _READER_CACHE
         for plan, arg in zip(self._plans, args, strict=True):
             if type(plan) is _ScalarPlan:
@@ -180,8 +198,14 @@ class Kernel:
                 for dim, stride in plan.stride_fixed:
                     if strides[dim] != stride and shape[dim] != 1:
                         raise self._stride_mismatch(plan, dim, stride, strides)
-            if plan.pack != 1:
-                shape = (*shape[:-1], shape[-1] * plan.pack)
+            if plan.packed_bits:
+                if plan.packed_bind is not None:
+                    values[plan.packed_bind] = 8 * shape[-1] // plan.packed_bits
+                elif plan.packed_fixed is not None:
+                    if shape[-1] != -(-plan.packed_fixed * plan.packed_bits // 8):
+                        raise self._packed_mismatch(plan, plan.packed_fixed, shape)
+                else:
+                    packed_checks.append((plan, shape))
             for dim, sym in plan.binds:
                 values[sym] = shape[dim]
             for dim, sym in plan.checks:
@@ -196,6 +220,10 @@ class Kernel:
                     "but the array given is read-only"
                 )
             launch_args.append(reader.pointer(arg))
+        for plan, shape in packed_checks:
+            n = values[plan.packed_check]  # type: ignore[index]
+            if shape[-1] != -(-n * plan.packed_bits // 8):
+                raise self._packed_mismatch(plan, n, shape)
         if self._index_limit < (1 << 62) and values and max(values) > self._index_limit:
             self._index_overflow(values)
         grid = self._grid(*values)
@@ -266,11 +294,33 @@ class Kernel:
         got = reader.dtype(arg)
         got_name = got.name if got is not None else reader.dtype_name(arg)
         hint = ""
-        if plan.pack != 1:
-            hint = f" ({plan.dtype} is passed packed, {plan.pack} to a byte: give u8 storage)"
+        if plan.packed_bits:
+            hint = (
+                f" ({plan.dtype} is passed packed: give uint8 storage of shape "
+                f"{self._packed_shape_text(plan)})"
+            )
         return ArgumentError(
             f"parameter {plan.name!r} expects element type {plan.dtype} "
             f"({plan.param.type_text()}); got {got_name} in {describe(arg)}{hint}"
+        )
+
+    def _packed_shape_text(self, plan: _TensorPlan) -> str:
+        dims = [str(d) for d in plan.param.shape[:-1]]
+        last = plan.param.shape[-1]
+        bits = plan.packed_bits
+        extent = -(-last * bits // 8) if isinstance(last, int) else f"ceil({last}*{bits}/8)"
+        return f"({', '.join([*dims, str(extent)])}{',' if not dims else ''})"
+
+    def _packed_mismatch(self, plan: _TensorPlan, n: int, shape: tuple[int, ...]
+                         ) -> ArgumentError:
+        last = plan.param.shape[-1]
+        bits = plan.packed_bits
+        expected = (*shape[:-1], -(-n * bits // 8))
+        return ArgumentError(
+            f"parameter {plan.name!r} ({plan.param.type_text()}) is passed as packed uint8 "
+            f"bytes: {last} = {n} {plan.dtype} elements a row take ceil({n}*{bits}/8) = "
+            f"{expected[-1]} bytes, so the expected shape is {expected}; got shape "
+            f"{tuple(shape)}"
         )
 
     def _wrong_device(self, plan: _TensorPlan, arg: Any, where: str) -> ArgumentError:

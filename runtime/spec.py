@@ -19,6 +19,13 @@ whose linear index lies in ``[begin, end)``, x fastest (``bid.x = b % gx``,
 header parameter (a pointer as an integer; an integer scalar sign-extended; a float scalar
 as the bits of a C ``double``), then each symbol, then ``gx, gy, gz``.
 
+A tensor of a sub-byte type (``u4``, ``i3``, ``f4e2m1``…) is passed as C-contiguous ``uint8``
+storage in the format of :mod:`tegula.ir.packing`: logical ``(..., n)`` with ``b``-bit
+elements is ``(..., ceil(n*b/8))`` bytes. A symbol named by such a last dimension is bound
+from an unpacked dimension where the header has one, and otherwise from the packed one as
+``floor(8*bytes/b)``; a packed dimension whose extent is known is checked to take exactly
+``ceil(n*b/8)`` bytes.
+
 Tensor shapes list ints or symbol names; ``strides=None`` means C-contiguous, otherwise each
 stride is an int or a symbol bound from the array's strides in elements. A symbol is bound
 from the first tensor dimension (or stride) that names it, in header order; every later
@@ -85,6 +92,12 @@ class ParamSpec:
                     f"{owner}: {len(strides)} strides for a {len(self.shape)}-d shape"
                 )
             object.__setattr__(self, "strides", strides)
+        if self.is_packed and (not self.shape or self.strides is not None):
+            raise SpecError(
+                f"{owner}: {self.dtype} tensors are passed as C-contiguous bytes packed "
+                "along the last dimension (tegula.ir.packing); that needs rank >= 1 and no "
+                "explicit strides"
+            )
         if self.kind == "scalar":
             if self.shape or self.strides is not None or self.writes:
                 raise SpecError(f"{owner}: a scalar has no shape or strides and is not written")
@@ -98,6 +111,12 @@ class ParamSpec:
     @property
     def is_tensor(self) -> bool:
         return self.kind == "tensor"
+
+    @property
+    def is_packed(self) -> bool:
+        """Whether the tensor is passed as packed ``uint8`` bytes (a sub-byte element type):
+        each row of its last dimension a little-endian bitstream padded to whole bytes."""
+        return self.kind == "tensor" and self.element_type.is_subbyte
 
     @property
     def rank(self) -> int:

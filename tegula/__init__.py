@@ -28,6 +28,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "local": ("tegula.ir.tv_layout", "local"),
     "spatial": ("tegula.ir.tv_layout", "spatial"),
     "dtypes": ("tegula.ir", "dtypes"),
+    "quant": ("tegula.runtime", "quant"),
+    "lut_type": ("tegula.ir.dtypes", "lut_type"),
+    "SpecializedKernel": ("tegula.compiler.specialize", "SpecializedKernel"),
     **{
         name: ("tegula.ir.dtypes", name)
         for name in ("f64", "f32", "f16", "bf16", "i8", "i16", "i32", "i64", "u8")

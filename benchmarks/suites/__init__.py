@@ -20,9 +20,10 @@ class Suite:
 
 def all_suites() -> dict[str, Suite]:
     from . import compile as compile_suite
-    from . import cpu, memory
+    from . import cpu, gemm, memory
 
-    return {suite.name: suite for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE)}
+    return {suite.name: suite
+            for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE, gemm.SUITE)}
 
 
-SUITE_NAMES = ("memory", "cpu", "compile")
+SUITE_NAMES = ("memory", "cpu", "compile", "gemm")

@@ -1,6 +1,8 @@
 """The CPU target beside NumPy, in GB/s (each input read once, each output written once), against
 a NumPy copy's bandwidth. GB/s keeps every row comparable with the copy ceiling; for one row,
-tegula's time over NumPy's is the inverse of the GB/s ratio.
+tegula's time over NumPy's is the inverse of the GB/s ratio. The f32 GEMM rows (tegula's
+`examples/matmul.tg` beside NumPy's `a @ b`, OpenBLAS on all cores) are in GFLOP/s instead,
+counted and checked as in the gemm suite (2·M·N·K per call, one buffer set: compute-bound).
 
 NumPy is written the efficient way: outputs and scratch allocated once, operations in place.
 """
@@ -19,7 +21,7 @@ from ..harness import Call, Settings, bench_host, gbps
 from ..kernels import tegula_impl
 from ..report import summary_line
 from ..schema import Row
-from . import Suite, formulas
+from . import Suite, formulas, gemm
 
 EPS = 1e-5
 F32 = 4  # bytes
@@ -35,6 +37,10 @@ class Sizes:
 FULL = Sizes(square=(4096, 4096), wide=(1024, 8192), vector=2**24)
 QUICK = Sizes(square=(256, 256), wide=(64, 1024), vector=2**16)
 COPY_BYTES = {False: 2**30, True: 2**24}  # by `quick`
+GEMM_SIZES = {False: (("medium", 1024), ("large", 2048)),  # by `quick`: (label, size)
+              True: (("medium", 256), ("large", 512))}
+# Against a float64 product: f32 accumulation over K <= 2048 lands near 1e-6.
+GEMM_TOLERANCE = 1e-5
 
 
 def _buffers(inputs: dict[str, tuple[int, ...]], out_shape: tuple[int, ...], seed: int,
@@ -131,6 +137,33 @@ def cases(sizes: Sizes) -> list[tuple[Case, dict[str, Impl]]]:
     return result
 
 
+def gemm_cases(quick: bool) -> list[gemm.GemmCase]:
+    return [gemm.square_case("f32", size, label, GEMM_TOLERANCE)
+            for label, size in GEMM_SIZES[quick]]
+
+
+def _numpy_matmul(b: Buffers) -> Call:
+    a, w, c = b["a"], b["b"], b["c"]
+
+    def call() -> Any:
+        np.matmul(a, w, out=c)
+        return c
+
+    return call
+
+
+def measure_gemm_case(case: gemm.GemmCase, settings: Settings, notes: list[str]) -> Row:
+    """tegula's matmul.tg beside NumPy on one f32 GEMM, in GFLOP/s."""
+    buffer_sets = gemm.make_buffer_sets(
+        case.shape, 1, lambda shape, seed: random_array(np, shape, seed),
+        lambda shape: np.empty(shape, dtype=np.float32))
+    reference = buffer_sets[0]["a"].astype(np.float64) @ buffer_sets[0]["b"].astype(np.float64)
+    impls = {TEGULA: _tegula("matmul.tg", "matmul", ("a", "b", "c"), out="c"),
+             "NumPy": Impl(_numpy_matmul, destination=True)}
+    return gemm.measure_gemm(case, buffer_sets, reference, impls, host_timer(settings),
+                             metric=gemm.GFLOPS, extra_notes=notes)
+
+
 def copy_ceiling(nbytes: int, settings: Settings) -> float:
     """NumPy copy bandwidth in GB/s (bytes read + bytes written), median."""
     src = random_array(np, (nbytes // F32,), 12345)
@@ -149,6 +182,9 @@ def run(settings: Settings, quick: bool) -> list[Row]:
         rows.append(measure_case(case, impls, host_timer(settings),
                                  cache_bytes=devices.cpu_cache_bytes(), ceiling=ceiling,
                                  extra_notes=[threads]))
+        print(summary_line(rows[-1]), flush=True)
+    for gemm_case in gemm_cases(quick):
+        rows.append(measure_gemm_case(gemm_case, settings, [threads]))
         print(summary_line(rows[-1]), flush=True)
     return rows
 

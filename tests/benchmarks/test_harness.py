@@ -393,7 +393,7 @@ def test_unknown_suite_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 def test_suites_register_without_gpu_packages() -> None:
     suites = all_suites()
     assert list(suites) == list(SUITE_NAMES)
-    assert [s.needs_gpu for s in suites.values()] == [True, False, True]
+    assert [s.needs_gpu for s in suites.values()] == [True, False, True, True]
 
 
 def test_missing_peer_packages_are_left_out() -> None:
@@ -430,7 +430,9 @@ def test_cpu_cases_numpy_implementations_pass_their_checks() -> None:
         buffers = case.make_buffers(0)
         moved = sum(a.nbytes for a in (*buffers.inputs.values(), *buffers.outputs.values()))
         assert case.nbytes == moved
-    measured = {case.case for case, _ in cpu.cases(cpu.QUICK)}
+    measured = {case.case for case, _ in cpu.cases(cpu.QUICK)} | {
+        c.case for c in cpu.gemm_cases(quick=True)
+    }
     assert {t.case for t in TARGETS if t.suite == "cpu"} <= measured
 
 

@@ -49,8 +49,9 @@ def test_example_ragged_shapes_on_cpu(path: Path) -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_example_cuda_builds_with_nvrtc(path: Path, arch: str) -> None:
     """The generated CUDA C compiles to a cubin (no GPU needed)."""
-    import tegula as tg
     from tegula.compiler.specialize import SpecializedKernel
+
+    import tegula as tg
 
     companion = load_companion(path)
     assert companion is not None

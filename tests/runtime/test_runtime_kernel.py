@@ -219,11 +219,18 @@ def test_subbyte_tensors_travel_packed() -> None:
     packed = np.random.default_rng().integers(0, 255, (6, 8), dtype=np.uint8)
     kernel(packed, np.ones(16, np.float32))
     assert launcher.calls[0][1][2:] == [6, 16]
-    with pytest.raises(ArgumentError, match="passed packed, 2 to a byte"):
+    # N is bound from the unpacked 'o', so an odd N takes ceil(N/2) bytes a row.
+    kernel(packed, np.ones(15, np.float32))
+    assert launcher.calls[1][1][2:] == [6, 15]
+    with pytest.raises(ArgumentError, match=r"passed packed: give uint8 storage of shape "
+                                            r"\(K, ceil\(N\*4/8\)\)"):
         kernel(packed.astype(np.int32), np.ones(16, np.float32))
-    with pytest.raises(SpecError, match="8 % bits"):
-        make(params=(ParamSpec("w", "tensor", "u3", ("K",)),), symbols=("K",),
-             grid=("K", "1", "1"))
+    with pytest.raises(ArgumentError, match=r"'w' \(u4\[K, N\]\) is passed as packed uint8 "
+                                            r"bytes: N = 18 .* expected shape is \(6, 9\); "
+                                            r"got shape \(6, 8\)"):
+        kernel(packed, np.ones(18, np.float32))
+    with pytest.raises(SpecError, match="rank >= 1 and no explicit strides"):
+        ParamSpec("w", "tensor", "u3", ("K",), strides=("s",))
 
 
 def test_32_bit_indexing_refuses_huge_symbols() -> None:

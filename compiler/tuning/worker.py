@@ -1,0 +1,265 @@
+"""The device worker: a separate process that runs and times candidates on one device.
+
+It is started with the ``spawn`` method and talks to the tuner over a pipe in JSON
+messages, each followed by one binary blob (a compiled kernel, or nothing). A session
+fixes the workload: the inputs (the example companion's ``inputs`` when the source has
+one, else random numbers drawn from the kernel's header with the session's seed) and the
+reference outputs (the companion's NumPy ``reference``, else the outputs of a reference
+build run once). Each candidate then gets copies of the inputs with its outputs poisoned,
+is run once and checked, and is timed: warm-up calls, then the median of the repeats
+(CUDA events on the GPU, ``perf_counter`` on the CPU).
+
+A CUDA error from a call (an illegal address, a launch failure) leaves the context
+unusable, so the worker reports ``crash`` and exits; the tuner starts a fresh one. A
+segfault or a hang is the tuner's to notice: the process dies or misses its deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Message = dict[str, Any]
+
+
+def send(conn: Connection, message: Message, blob: bytes = b"") -> None:
+    conn.send_bytes(json.dumps(message).encode())
+    conn.send_bytes(blob)
+
+
+def receive(conn: Connection) -> tuple[Message, bytes]:
+    message = json.loads(conn.recv_bytes().decode())
+    return message, conn.recv_bytes()
+
+
+def worker_main(conn: Connection, target: str, device_index: int | None) -> None:
+    """Entry point of the worker process."""
+    if device_index is not None:
+        # Before CuPy is imported: this process sees one GPU, as device 0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device_index)
+    from tegula.compiler.targets import resolve_target
+
+    tgt = resolve_target(target)
+    session: _Session | None = None
+    send(conn, {"op": "hello", "device": _device_name(tgt)})
+    while True:
+        try:
+            message, blob = receive(conn)
+        except EOFError:
+            return
+        op = message["op"]
+        if op == "stop":
+            return
+        if op == "session":
+            session = _Session(tgt, message, blob)
+            send(conn, {"op": "ready", "checked": session.has_reference})
+        elif op == "measure":
+            assert session is not None, "a measure before any session"
+            result = session.measure(message, blob)
+            send(conn, result)
+            if result.get("fatal"):
+                conn.close()
+                os._exit(3)  # the CUDA context is poisoned; the tuner starts a fresh worker
+
+
+def _device_name(target: Any) -> str:
+    if target.is_cuda:
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return f"{name} (sm_{props['major']}{props['minor']})"
+    from tegula.runtime.cpu_jit import host_description
+
+    return host_description()
+
+
+def _is_cuda_error(exc: BaseException) -> bool:
+    kind = type(exc)
+    return "CUDA" in kind.__name__ or kind.__module__.startswith(("cupy_backends", "cuda"))
+
+
+class _Session:
+    def __init__(self, target: Any, message: Message, reference_binary: bytes) -> None:
+        from tegula.runtime.spec import KernelSpec
+
+        self.target = target
+        self.warmup = int(message.get("warmup", 1))
+        self.repeats = int(message.get("repeats", 5))
+        spec = KernelSpec.from_json(message["spec_json"])
+        shapes = {k: int(v) for k, v in message["shapes"].items()}
+        rng = np.random.default_rng(int(message["seed"]))
+        companion = _companion_entry(message.get("filename", ""), message["kernel"])
+        tolerance = None
+        reference_fn = None
+        if companion is not None and "inputs" in companion:
+            self.inputs = dict(companion["inputs"](rng, **shapes))
+            reference_fn = companion.get("reference")
+            tolerance = companion.get("tolerance")
+        else:
+            self.inputs = _random_inputs(spec, shapes, rng)
+        self.outputs = [p.name for p in spec.params if p.writes]
+        self.reference: dict[str, np.ndarray] | None = None
+        if reference_fn is not None:
+            self.reference = {k: np.asarray(v) for k, v in reference_fn(**self.inputs).items()}
+        elif reference_binary:
+            run = self._run(self._kernel(spec, reference_binary))
+            self.reference = run if isinstance(run, dict) else None
+        self.tolerance = tolerance or _default_tolerance(spec, self.outputs)
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference is not None
+
+    def _kernel(self, spec: Any, binary: bytes) -> Any:
+        from tegula.compiler.driver import make_kernel
+
+        return make_kernel(spec, binary, self.target, "")
+
+    def _fresh_args(self) -> dict[str, Any]:
+        args = {}
+        for name, value in self.inputs.items():
+            if isinstance(value, np.ndarray):
+                value = value.copy()
+                if name in self.outputs:
+                    _poison(value)
+                if self.target.is_cuda:
+                    import cupy
+
+                    value = cupy.asarray(value)
+            args[name] = value
+        return args
+
+    def _run(self, kernel: Any) -> dict[str, np.ndarray] | str:
+        """One checked call: the outputs, or the error's text."""
+        args = self._fresh_args()
+        try:
+            kernel(**args)
+            self._synchronize()
+        except Exception as exc:
+            if _is_cuda_error(exc):
+                raise
+            return f"{type(exc).__name__}: {exc}"
+        return {name: _host(args[name]) for name in self.outputs}
+
+    def measure(self, message: Message, binary: bytes) -> Message:
+        from tegula.runtime.spec import KernelSpec
+
+        try:
+            kernel = self._kernel(KernelSpec.from_json(message["spec_json"]), binary)
+            outputs = self._run(kernel)
+            if isinstance(outputs, str):
+                return {"status": "runtime_error", "message": outputs}
+            mismatch = self._check(outputs)
+            if mismatch:
+                return {"status": "wrong_result", "message": mismatch}
+            args = self._fresh_args()
+            seconds = self._time(lambda: kernel(**args))
+        except Exception as exc:
+            if _is_cuda_error(exc):
+                return {"status": "crash", "message": f"{type(exc).__name__}: {exc}",
+                        "fatal": True}
+            return {"status": "runtime_error", "message": f"{type(exc).__name__}: {exc}"}
+        return {"status": "ok", "time_s": seconds}
+
+    def _check(self, outputs: dict[str, np.ndarray]) -> str:
+        from tegula.compiler.checking import compare
+
+        if self.reference is None:
+            return ""
+        rtol, atol = self.tolerance["rtol"], self.tolerance["atol"]
+        for name, expected in self.reference.items():
+            max_abs, _, ok = compare(outputs[name], expected, rtol, atol)
+            if not ok:
+                return f"{name} differs from the reference (max abs error {max_abs:.3g})"
+        return ""
+
+    def _synchronize(self) -> None:
+        if self.target.is_cuda:
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()
+
+    def _time(self, call: Callable[[], None]) -> float:
+        for _ in range(self.warmup):
+            call()
+        self._synchronize()
+        samples = []
+        if self.target.is_cuda:
+            import cupy
+
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            for _ in range(self.repeats):
+                start.record()
+                call()
+                end.record()
+                end.synchronize()
+                samples.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+        else:
+            for _ in range(self.repeats):
+                t0 = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - t0)
+        return max(statistics.median(samples), 1e-9)
+
+
+def _companion_entry(filename: str, kernel: str) -> dict[str, Any] | None:
+    if not filename.endswith(".tg") or not Path(filename).exists():
+        return None
+    from tegula.compiler.checking import load_companion
+
+    module = load_companion(Path(filename))
+    kernels = getattr(module, "KERNELS", None) if module is not None else None
+    entry = kernels.get(kernel) if isinstance(kernels, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _random_inputs(spec: Any, shapes: dict[str, int], rng: np.random.Generator
+                   ) -> dict[str, Any]:
+    """Random arrays of the header's shapes (outputs too: they are poisoned per call)."""
+    inputs: dict[str, Any] = {}
+    for p in spec.params:
+        dt = p.element_type
+        if not p.is_tensor:
+            inputs[p.name] = float(rng.uniform(0.5, 1.5)) if dt.is_float else int(
+                rng.integers(1, 8))
+            continue
+        missing = [d for d in p.shape if isinstance(d, str) and d not in shapes]
+        if missing:
+            raise ValueError(f"parameter {p.name!r}: no value for size symbol {missing[0]}")
+        shape = tuple(shapes[d] if isinstance(d, str) else d for d in p.shape)
+        if dt.is_float:
+            inputs[p.name] = rng.standard_normal(shape).astype(dt.to_numpy())
+        elif dt.is_bool:
+            inputs[p.name] = rng.random(shape) < 0.5
+        else:
+            inputs[p.name] = rng.integers(0, 16, size=shape).astype(dt.to_numpy())
+    return inputs
+
+
+def _poison(array: np.ndarray) -> None:
+    if np.issubdtype(array.dtype, np.integer):
+        array.fill(np.iinfo(array.dtype).min)
+    elif array.dtype == np.bool_:
+        array.fill(True)
+    else:
+        array.fill(np.nan)
+
+
+def _host(value: Any) -> np.ndarray:
+    return value.get() if hasattr(value, "get") else np.asarray(value)
+
+
+def _default_tolerance(spec: Any, outputs: list[str]) -> dict[str, float]:
+    """Loose enough for a reordered float sum, tight enough to catch another computation."""
+    bits = min((p.element_type.bits for p in spec.params if p.name in outputs
+                and p.element_type.is_float), default=32)
+    return {"rtol": 1e-2, "atol": 1e-2} if bits <= 16 else {"rtol": 1e-3, "atol": 1e-3}

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from tegula.compiler.tuning import TuningDatabase, best_config, tune
+from tegula.compiler.tuning.cli import add_tune_parser, run_tune
+from tegula.compiler.tuning.executors import ray_available
+from tuning_kernels import PLANTED, ROWSUM
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_planted_failures_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "db.jsonl"
+    # Random search over the whole space (12 points): every planted failure is measured.
+    result = tune(PLANTED, "planted", {"N": 3000}, trials=12, target="cpu", db=db,
+                  parallel=2, progress=False, model="random", timeout_s=2.0)
+    status = {(r.config["BLOCK"], r.config["MODE"]): r.status for r in result.records}
+    assert len(status) == 12
+    for block in (64, 128):
+        assert status[block, 0] == "ok"
+        assert status[block, 1] == "wrong_result"
+        assert status[block, 2] == "timeout"
+        assert status[block, 3] == "compile_error"
+    assert status[4194304, 0] == "crash"  # the worker's stack overflows: SIGSEGV
+    assert status[4194304, 3] == "compile_error"
+    crash = next(r for r in result.records if r.status == "crash")
+    assert "SIGSEGV" in crash.message
+    assert result.checked
+    assert result.best_config is not None and result.best_config["MODE"] == 0
+    assert result.best_config["BLOCK"] in (64, 128)
+    assert result.trials_to_95 is not None and 1 <= result.trials_to_95 <= 12
+    # Every measurement is in the database, and compile time finds the best one.
+    on_disk = list(TuningDatabase(db).records())
+    assert len(on_disk) == 12
+    assert best_config(PLANTED, "planted", {"N": 3000}, "cpu", db) == result.best_config
+    assert best_config(PLANTED, "planted", {"N": 4000}, "cpu", db) is None
+
+
+def test_model_guided_tuning_of_an_example_with_its_companion(tmp_path: Path) -> None:
+    db = tmp_path / "db.jsonl"
+    path = EXAMPLES / "vector_add.tg"
+    result = tune(path, "vector_add", {"N": 20000}, trials=3, target="cpu", db=db,
+                  parallel=2, progress=False, seed=1)
+    assert [r.status for r in result.records] == ["ok"] * 3
+    assert result.checked  # against the companion's NumPy reference
+    assert result.best_config is not None and result.best_config["BLOCK"] in (256, 512, 1024)
+    assert all(len(r.features) > 0 for r in result.records)
+    # A second run measures nothing twice: the space is exhausted.
+    again = tune(path, "vector_add", {"N": 20000}, trials=3, target="cpu", db=db,
+                 parallel=1, progress=False, seed=1)
+    assert again.records == ()
+    assert again.best_config == result.best_config
+
+
+def test_bad_shapes_are_reported_by_name() -> None:
+    with pytest.raises(ValueError, match="size symbol N"):
+        tune(ROWSUM, "rowsum", {"M": 10}, trials=1, target="cpu", progress=False)
+    with pytest.raises(ValueError, match="no size symbol Q"):
+        tune(ROWSUM, "rowsum", {"M": 10, "N": 10, "Q": 1}, trials=1, target="cpu",
+             progress=False)
+    with pytest.raises(KeyError, match="no kernel 'nope'"):
+        tune(ROWSUM, "nope", {"M": 10, "N": 10}, trials=1, target="cpu", progress=False)
+
+
+def test_cli_tunes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="tegula")
+    add_tune_parser(parser.add_subparsers())
+    kernel = tmp_path / "rowsum.tg"
+    kernel.write_text(ROWSUM)
+    db = tmp_path / "db.jsonl"
+    args = parser.parse_args(["tune", str(kernel), "--shape", "M=64", "--shape", "N=300",
+                              "--trials", "4", "--target", "cpu", "--db", str(db),
+                              "--parallel", "2", "--strategy", "random"])
+    assert args.fn(args) == 0
+    out = capsys.readouterr().out
+    assert "best:" in out and "rowsum" in out
+    report = parser.parse_args(["tune", "--report", "--db", str(db)])
+    assert run_tune(report) == 0
+    listed = capsys.readouterr().out
+    assert "rowsum" in listed and "M=64" in listed
+
+
+@pytest.mark.skipif(not ray_available(), reason="Ray is not installed (optional)")
+def test_ray_executor_builds(tmp_path: Path) -> None:
+    result = tune(ROWSUM, "rowsum", {"M": 16, "N": 100}, trials=2, target="cpu",
+                  db=tmp_path / "db.jsonl", progress=False, model="random", executor="ray")
+    assert [r.status for r in result.records] == ["ok", "ok"]
