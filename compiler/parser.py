@@ -61,16 +61,25 @@ class _Newlines:
             yield tok
 
 
-@functools.cache
-def _lark() -> Lark:
+def _build_lark(grammar_text: str) -> Lark:
     return Lark(
-        _GRAMMAR.read_text(),
+        grammar_text,
         parser="lalr",
         lexer="basic",
         postlex=_Newlines(),
         propagate_positions=True,
         maybe_placeholders=False,
     )
+
+
+@functools.cache
+def _lark() -> Lark:
+    """The parser: from the shipped LALR tables when they match the grammar (fast), else
+    built from the grammar."""
+    from .parse_tables import build_or_load
+
+    text = _GRAMMAR.read_text()
+    return build_or_load(text, _Newlines(), lambda: _build_lark(text))
 
 
 # ----------------------------------------------------------------------------- tree → AST
