@@ -20,7 +20,7 @@ def _wild_store_build(target_name: str) -> BuildOutcome:
     tile = build_tile_kernel(parse(ROWSUM), "rowsum", {"BM": 1, "BN": 64})
     loop, _ = lower_kernel(tile, target)
     code = generate_code(loop, target)
-    code = re.sub(r"(void\s+rowsum\s*\([^)]*\)\s*\{)",
+    code = re.sub(r"(\browsum\s*\([^)]*\)\s*\{)",
                   r"\1\n  *((volatile float*)0x8) = 1.0f;", code, count=1)
     assert "0x8" in code
     binary, _ = build_binary(code, "rowsum", target)
