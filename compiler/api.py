@@ -26,6 +26,7 @@ from .driver import CompileResult, LazyProgram, compile_kernel, module_index, ph
 from .headers import ModuleIndex
 from .specialize import SpecializedKernel
 from .targets import resolve_target
+from .tuned import TunedConfigs
 
 
 @dataclass(frozen=True)
@@ -129,13 +130,17 @@ def compile(
     kernels: list[str] | None = None,
     cache: bool = True,
     dump_dir: str | Path | None = None,
+    tuning_db: str | Path | None = None,
     **constants: Any,
 ) -> Module:
     """Compile every kernel of a DSL file (or string) for ``target``; see the module doc.
 
     A kernel whose params' defaults depend on size symbols (and whose caller does not set
     those params) becomes a :class:`SpecializedKernel`, compiled at its first call for the
-    shapes it is given. With a warm disk cache nothing is parsed.
+    shapes it is given. So does a kernel with tunable params the caller leaves open when the
+    tuning database (``tuning_db``, default: the cache folder's) has measurements of it on
+    this target: each call then runs the best measured config for its shapes. With a warm
+    disk cache nothing is parsed.
     """
     source = read_source(source_or_path)
     tgt = resolve_target(target)
@@ -152,7 +157,9 @@ def compile(
     for header in chosen:
         pinned = per_kernel[header.name]
         kdump = Path(dump_dir) / header.name if dump_dir is not None else None
-        if header.specialization_symbols(pinned):
+        tunable = [p.name for p in header.const_params if p.candidates and p.name not in pinned]
+        tuned = TunedConfigs.load(header, str(tgt), tuning_db) if tunable else None
+        if header.specialization_symbols(pinned) or tuned is not None:
             specialized[header.name] = SpecializedKernel(
                 header,
                 source.text,
@@ -162,6 +169,7 @@ def compile(
                 program,
                 use_cache=cache,
                 dump_dir=kdump,
+                tuned=tuned,
             )
         else:
             results[header.name] = compile_kernel(

@@ -10,6 +10,7 @@ each depends on), and where each size symbol is read from the arguments. A
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ __all__ = [
     "kernel_header",
 ]
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 
 class IndexFormatError(ValueError):
@@ -71,6 +72,8 @@ class KernelHeader:
     const_params: tuple[ConstParamInfo, ...]
     size_symbols: tuple[str, ...]
     sources: tuple[SymbolSource, ...]
+    kernel_hash: str = ""  # sha256 of the kernel's own text: what tuning records are keyed by
+    dtypes: tuple[tuple[str, str], ...] = ()  # (param, dtype) in header order
 
     @property
     def declared(self) -> tuple[str, ...]:
@@ -133,6 +136,8 @@ class KernelHeader:
             "sources": [
                 [s.symbol, s.param, s.position, s.dim, s.bits, s.type_text] for s in self.sources
             ],
+            "kernel_hash": self.kernel_hash,
+            "dtypes": [list(pair) for pair in self.dtypes],
         }
 
     @classmethod
@@ -164,6 +169,8 @@ class KernelHeader:
                 consts,
                 _strs(data["size_symbols"]),
                 tuple(sources),
+                _str(data["kernel_hash"]),
+                tuple((_str(a), _str(b)) for a, b in _list(data["dtypes"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"malformed kernel header: {exc!r}") from None
@@ -284,7 +291,16 @@ def kernel_header(kernel: ast.KernelDef) -> KernelHeader:
         tuple(infos),
         tuple(symbols),
         tuple(sources[s] for s in symbols if s in sources),
+        kernel_text_hash(kernel),
+        tuple((p.name, p.dtype) for p in kernel.params),
     )
+
+
+def kernel_text_hash(kernel: ast.KernelDef) -> str:
+    """sha256 of the kernel's own lines: edits elsewhere in its file do not change it, so
+    tuning records survive them."""
+    lines = kernel.source.text.splitlines()[kernel.span.line - 1 : kernel.span.end_line]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _packed_bits(dtype_name: str) -> int:

@@ -23,6 +23,7 @@ from tegula.runtime.spec import KernelSpec
 from .constexpr import ConstEvalError, Scalar
 from .driver import CompileResult, ProgramSource, compile_kernel, phase_times
 from .headers import KernelHeader
+from .tuned import TunedConfigs
 
 __all__ = ["SpecializedKernel", "VariantKey"]
 
@@ -55,11 +56,19 @@ class SpecializedKernel:
         *,
         use_cache: bool = True,
         dump_dir: Path | None = None,
+        tuned: TunedConfigs | None = None,
     ) -> None:
         self.header = header
         self.target = target
         self.pinned = dict(pinned)
-        self.symbols = header.specialization_symbols(self.pinned)
+        self.tuned = tuned
+        # Tuned configs are recorded per exact shapes, so a tuned kernel reads every symbol.
+        readable = {s.symbol for s in header.sources}
+        self.symbols = (
+            tuple(s for s in header.size_symbols if s in readable)
+            if tuned is not None
+            else header.specialization_symbols(self.pinned)
+        )
         self.variants: dict[VariantKey, Kernel] = {}
         self.results: dict[VariantKey, CompileResult] = {}
         self._source_text = source_text
@@ -143,9 +152,16 @@ class SpecializedKernel:
         return result
 
     def constants_for(self, **symbols: int) -> dict[str, Scalar]:
-        """Every compile-time param's value for these size-symbol values."""
+        """Every compile-time param's value for these size-symbol values: the tuning
+        database's best config for exactly these shapes where it has one, else the
+        declared defaults."""
+        pinned = dict(self.pinned)
+        if self.tuned is not None:
+            best = self.tuned.config_for(symbols) or {}
+            declared = set(self.header.declared)
+            pinned.update({k: v for k, v in best.items() if k in declared and k not in self.pinned})
         try:
-            return self.header.constants_for(symbols, self.pinned)
+            return self.header.constants_for(symbols, pinned)
         except ConstEvalError as exc:
             # The front end says what is wrong, at the source; parse to let it.
             from .frontend import build_tile_kernel

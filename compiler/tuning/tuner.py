@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import Counter
@@ -20,6 +19,7 @@ import numpy as np
 from tegula.compiler import syntax as ast
 from tegula.compiler.api import read_source
 from tegula.compiler.frontend import size_symbols
+from tegula.compiler.headers import kernel_text_hash
 from tegula.compiler.parser import parse
 from tegula.compiler.targets import resolve_target
 
@@ -63,17 +63,11 @@ class KernelSource:
 
     @property
     def kernel_hash(self) -> str:
-        return kernel_hash(self.kernel, self.text)
+        return kernel_text_hash(self.kernel)
 
     @property
     def dtypes(self) -> dict[str, str]:
         return {p.name: p.dtype for p in self.kernel.params}
-
-
-def kernel_hash(kernel: ast.KernelDef, source_text: str) -> str:
-    """sha256 of the kernel's own text (edits elsewhere in its file do not change it)."""
-    lines = source_text.splitlines()[kernel.span.line - 1 : kernel.span.end_line]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def load_kernel(source_or_path: str | Path, kernel: str) -> KernelSource:

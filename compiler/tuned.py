@@ -1,0 +1,75 @@
+"""Tuned configurations at compile time: the tuning database's best record for the shapes
+at hand.
+
+When a kernel declares tunable params (``BM in (64, 128)``) that the caller leaves open and
+the tuning database holds measurements of this kernel on this target, ``tg.compile`` makes
+it a call-time specialized kernel: each call's shapes pick the fastest measured config for
+exactly those shapes, and shapes never tuned fall back to the declared defaults (said at
+debug level). The database is read once per compile, not per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .headers import KernelHeader
+
+log = logging.getLogger("tegula.tuned")
+
+
+@dataclass(frozen=True)
+class TunedConfigs:
+    """The best measured config per shape tuple of one kernel on one target."""
+
+    kernel: str
+    target: str
+    best: dict[tuple[tuple[str, int], ...], dict[str, Any]]
+
+    def config_for(self, shapes: Mapping[str, int]) -> dict[str, Any] | None:
+        found = self.best.get(tuple(sorted(shapes.items())))
+        if found is None:
+            log.debug(
+                "no tuning record for %s at %s on %s; using the declared defaults",
+                self.kernel,
+                dict(shapes),
+                self.target,
+            )
+        return found
+
+    @classmethod
+    def load(
+        cls, header: KernelHeader, target: str, db_path: str | Path | None = None
+    ) -> TunedConfigs | None:
+        """The kernel's tuned configs, or None when the database has none for it."""
+        from .tuning.database import TuningDatabase
+
+        database = TuningDatabase(db_path)
+        if not Path(database.path).exists():
+            return None
+        dtypes = dict(header.dtypes)
+        chosen: dict[tuple[tuple[str, int], ...], tuple[float, float, dict[str, Any]]] = {}
+        latest_device: dict[tuple[tuple[str, int], ...], tuple[float, str]] = {}
+        records = [
+            r
+            for r in database.for_kernel(header.kernel_hash)
+            if r.ok and r.target == target and r.dtypes == dtypes
+        ]
+        for r in records:  # the most recent device measured for a shape decides
+            key = tuple(sorted(r.shapes.items()))
+            if key not in latest_device or r.timestamp > latest_device[key][0]:
+                latest_device[key] = (r.timestamp, r.device)
+        for r in records:
+            key = tuple(sorted(r.shapes.items()))
+            if r.device != latest_device[key][1]:
+                continue
+            time_s = r.time_s if r.time_s is not None else math.inf
+            if key not in chosen or (time_s, r.timestamp) < chosen[key][:2]:
+                chosen[key] = (time_s, r.timestamp, dict(r.config))
+        if not chosen:
+            return None
+        return cls(header.name, target, {k: v[2] for k, v in chosen.items()})
