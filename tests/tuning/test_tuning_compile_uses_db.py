@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-import tegula as tg
 from tegula.compiler.headers import kernel_text_hash
 from tegula.compiler.parser import parse
 from tegula.compiler.specialize import SpecializedKernel
 from tegula.compiler.tuning.database import TuningDatabase, TuningRecord
+
+import tegula as tg
 
 SOURCE = """
 kernel scale(x: f32[N], y: f32[N])
