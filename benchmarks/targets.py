@@ -154,6 +154,19 @@ def _gemm_targets() -> tuple[Target, ...]:
                  for case in (*cases, "fp16/llm/geomean"))
 
 
+def _tuning_targets() -> tuple[Target, ...]:
+    """Model-guided search within 64 trials (16 with transfer) of reaching 95% of the best
+    config, and random search needing at least twice as many."""
+    metric = "trials to 95% of best"
+    out: list[Target] = []
+    for label in ("square", "decode"):
+        case = f"tuning/{label}"
+        out += [LimitTarget("tuning", case, 64.5, metric),
+                PeerTarget("tuning", case, "random search", 0.5),
+                LimitTarget("tuning", f"{case}/transfer", 16.5, metric)]
+    return tuple(out)
+
+
 TARGETS: tuple[Target, ...] = (
     *_memory_targets("vector_add"),
     *_memory_targets("softmax"),
@@ -170,4 +183,5 @@ TARGETS: tuple[Target, ...] = (
     LimitTarget("compile", "cache-hit", 5.0, "ms"),
     LimitTarget("compile", "launch", 15.0, "us"),
     *_gemm_targets(),
+    *_tuning_targets(),
 )

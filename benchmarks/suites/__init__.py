@@ -20,10 +20,10 @@ class Suite:
 
 def all_suites() -> dict[str, Suite]:
     from . import compile as compile_suite
-    from . import cpu, gemm, memory
+    from . import cpu, gemm, memory, tuning
 
     return {suite.name: suite
-            for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE, gemm.SUITE)}
+            for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE, gemm.SUITE, tuning.SUITE)}
 
 
-SUITE_NAMES = ("memory", "cpu", "compile", "gemm")
+SUITE_NAMES = ("memory", "cpu", "compile", "gemm", "tuning")

@@ -1,0 +1,108 @@
+"""Autotuning quality: how many measured trials the learned model needs to find a config
+within 95% of the best, beside blind random search, on exhaustively measured spaces.
+
+Ground truth: every legal config of `examples/gemm.tg`'s `gemm_f16` space is measured once
+per workload (a large square GEMM and an LLM decode shape) and stored as tuning-database
+JSON lines under `benchmarks/results/tuning/`, so later runs replay searches against it
+without re-measuring. The searches are replayed with `tegula.compiler.tuning.evaluate` —
+the same loop `tegula tune` runs, with measurement replaced by a look-up — for several seeds;
+each row reports the median trials to 95% of the best (lower is better), the model under
+`tegula` and random search as the peer `random search`. A second row per workload warm-starts
+the model from the other workload's records (transfer).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import devices
+from ..harness import Settings
+from ..kernels import EXAMPLES, REPO_ROOT
+from ..schema import Row
+from . import Suite
+
+KERNEL = "gemm_f16"
+TRUTH = REPO_ROOT / "benchmarks" / "results" / "tuning"
+SEEDS = tuple(range(5))
+
+FULL = (("fp16 4096x4096x4096", {"M": 4096, "N": 4096, "K": 4096}),
+        ("fp16 M=16 K=4096 N=4096", {"M": 16, "N": 4096, "K": 4096}))
+QUICK = (("fp16 1024x1024x1024", {"M": 1024, "N": 1024, "K": 1024}),
+         ("fp16 M=16 K=1024 N=1024", {"M": 16, "N": 1024, "K": 1024}))
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def ground_truth(name: str, shapes: dict[str, int]) -> list:
+    """Every legal config of the space measured at ``shapes`` (measured now if missing)."""
+    from tegula.compiler.targets import resolve_target
+    from tegula.compiler.tuning.database import TuningDatabase
+    from tegula.compiler.tuning.space import SearchSpace
+    from tegula.compiler.tuning.tuner import load_kernel, tune
+
+    path = TRUTH / f"{_slug(name)}.jsonl"
+    src = load_kernel(EXAMPLES / "gemm.tg", KERNEL)
+    space = SearchSpace.from_kernel(src.kernel, shapes, resolve_target("cuda"))
+    if not _complete(path, src.kernel_hash, shapes, space.size):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tune(EXAMPLES / "gemm.tg", KERNEL, shapes, trials=space.size, target="cuda", db=path,
+             model="random", parallel=os.cpu_count(), progress=False, seed=0)
+    return [r for r in TuningDatabase(path).records()
+            if r.kernel_hash == src.kernel_hash and r.shapes == shapes]
+
+
+def _complete(path: Path, kernel_hash: str, shapes: dict[str, int], size: int) -> bool:
+    if not path.exists():
+        return False
+    from tegula.compiler.tuning.database import TuningDatabase
+
+    seen = {r.config_key for r in TuningDatabase(path).records()
+            if r.kernel_hash == kernel_hash and r.shapes == shapes}
+    return len(seen) >= size
+
+
+def _row(name: str, case: str, records: list, model: str, scores: dict, extra_note: str) -> Row:
+    ok = [r for r in records if r.ok]
+    best = min(ok, key=lambda r: r.time_s)
+    return Row(
+        name,
+        "trials to 95% of best",
+        False,
+        scores[model].median,
+        {"random search": scores["random"].median} if scores["random"].median is not None else {},
+        extra={
+            "case": case,
+            "per_seed": {k: list(v.trials_to_95) for k, v in scores.items()},
+            "configs_measured": len(records),
+            "configs_ok": len(ok),
+            "best_config": best.config,
+            "best_ms": best.time_s * 1e3,
+            "notes": extra_note,
+        },
+    )
+
+
+def run(settings: Settings, quick: bool) -> list[Row]:
+    from tegula.compiler.tuning.evaluate import evaluate
+
+    workloads = QUICK if quick else FULL
+    truth = {name: ground_truth(name, shapes) for name, shapes in workloads}
+    rows = []
+    names = [name for name, _ in workloads]
+    for index, name in enumerate(names):
+        other = truth[names[1 - index]]
+        scores = {s.strategy: s for s in evaluate(truth[name], seeds=SEEDS, transfer=other)}
+        size = len(truth[name])
+        label = "square" if index == 0 else "decode"
+        rows.append(_row(f"gemm_f16 {name}: {size} configs", f"tuning/{label}", truth[name],
+                         "gbdt", scores, f"median over seeds {list(SEEDS)}"))
+        rows.append(_row(f"gemm_f16 {name}: {size} configs, transfer", f"tuning/{label}/transfer",
+                         truth[name], "gbdt+transfer", scores,
+                         f"model warm-started from the records of {names[1 - index]}"))
+    return rows
+
+
+SUITE = Suite("tuning", needs_gpu=True, describe_device=devices.describe_gpu, run=run)
