@@ -13,7 +13,7 @@ from .devices import gpu_available
 from .harness import FULL, QUICK
 from .report import write_results_md, write_suite_json
 from .schema import SuiteResult
-from .suites import SUITE_NAMES, all_suites
+from .suites import DEFAULT_SUITES, SUITE_NAMES, all_suites
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = PACKAGE_DIR / "results"
@@ -23,7 +23,8 @@ DEFAULT_RESULTS_MD = PACKAGE_DIR / "RESULTS.md"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--suite", action="extend", nargs="+", choices=SUITE_NAMES,
-                        metavar="NAME", help=f"suites to run (default: all of {SUITE_NAMES})")
+                        metavar="NAME", help=f"suites to run (default: {', '.join(DEFAULT_SUITES)}; "
+                        f"known: {', '.join(SUITE_NAMES)})")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats (a smoke test, not a measurement)")
     parser.add_argument("--report-only", action="store_true",
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     results_md = DEFAULT_RESULTS_MD if out.resolve() == DEFAULT_OUT else out / "RESULTS.md"
     settings = QUICK if args.quick else FULL
-    names = [] if args.report_only else args.suite or list(SUITE_NAMES)
+    names = [] if args.report_only else args.suite or list(DEFAULT_SUITES)
     suites = all_suites() if names else {}
     have_gpu = bool(names) and gpu_available()
     failed = []

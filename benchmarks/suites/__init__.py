@@ -27,3 +27,6 @@ def all_suites() -> dict[str, Suite]:
 
 
 SUITE_NAMES = ("memory", "cpu", "compile", "gemm", "tuning")
+# Run when no suite is named. `tuning` is left out: its first run measures whole search
+# spaces (about one config a second on an H200 host) to build the ground truth it replays.
+DEFAULT_SUITES = ("memory", "cpu", "compile", "gemm")
