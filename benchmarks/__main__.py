@@ -23,7 +23,8 @@ DEFAULT_RESULTS_MD = PACKAGE_DIR / "RESULTS.md"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--suite", action="extend", nargs="+", choices=SUITE_NAMES,
-                        metavar="NAME", help=f"suites to run (default: {', '.join(DEFAULT_SUITES)}; "
+                        metavar="NAME",
+                        help=f"suites to run (default: {', '.join(DEFAULT_SUITES)}; "
                         f"known: {', '.join(SUITE_NAMES)})")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats (a smoke test, not a measurement)")
