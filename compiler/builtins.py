@@ -121,8 +121,9 @@ _TABLE: tuple[Builtin, ...] = (
         "cast",
         "cast",
         (Arg("x"), Arg("dtype")),
-        "Convert elements to another dtype.",
-        "`T[s]` → `dtype[s]`",
+        "Convert elements to another dtype; of a low-bit tile (`u4`, `f4e2m1`, `nf4`, …), "
+        "decode its codes exactly.",
+        "`T[s]` → `dtype[s]`; low-bit types are cast from, never to",
     ),
     _math("exp", "e**x", math.exp),
     _math("exp2", "2**x", lambda x: 2.0**x),

@@ -27,6 +27,7 @@ from typing import Any
 from tegula.ir import dtypes
 from tegula.ir import tile as ir
 from tegula.ir.dtypes import DType
+from tegula.passes.lowbit_codes import is_code_type
 
 from . import builtins as bi
 from . import constexpr as cx
@@ -988,6 +989,18 @@ class _KernelBuilder:
                 return v
         return self.emit1(ir.BroadcastOp, ir.TileType(v.tile.dtype, shape), hint, node, source=v)
 
+    def no_codes(self, x: Operand, node: Any, what: str) -> None:
+        """Low-bit tiles hold codes, not numbers: only loads, casts and data movement take
+        them (``cast(w, f16)`` decodes)."""
+        if isinstance(x, ir.Value) and isinstance(x.type, ir.TileType) and is_code_type(
+            x.tile.dtype
+        ):
+            raise self.fail(
+                node,
+                f"{what} does not take {self.describe(x)}: a {x.tile.dtype} tile holds packed "
+                f"codes; decode it first, e.g. cast(t, f16)",
+            )
+
     def elementwise(
         self,
         fn: str,
@@ -998,6 +1011,8 @@ class _KernelBuilder:
         nodes: list[Any],
         hint: str | None,
     ) -> ir.Value:
+        for a, n in zip(args, nodes, strict=True):
+            self.no_codes(a, n, "arithmetic")
         shape = self.broadcast_shape(args, nodes, node)
         values = tuple(self.coerce(a, dtype, shape, n) for a, n in zip(args, nodes, strict=True))
         return self.emit1(
@@ -1264,6 +1279,12 @@ class _KernelBuilder:
             o = self.operand(args["other"])
             if self.shape_of(o):
                 raise self.fail(args["other"], f"'other' must be a scalar; got {self.describe(o)}")
+            if is_code_type(dtype) and not isinstance(o, Const):
+                raise self.fail(
+                    args["other"],
+                    f"the 'other' of a load of {dtype} codes must be a compile-time constant "
+                    f"(it is encoded when the kernel is compiled); got {self.describe(o)}",
+                )
             other = self.coerce(o, dtype, (), args["other"])
         return self.emit1(
             ir.LoadOp,
@@ -1293,7 +1314,14 @@ class _KernelBuilder:
     def rule_store(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> None:
         tensor, spec = self.window(args["dst"], node.func)
         shape = spec.tile_shape
+        if is_code_type(tensor.type.dtype):
+            raise self.fail(
+                args["dst"],
+                f"{node.func} to a {tensor.type.dtype} tensor: kernels read low-bit codes but "
+                "do not encode them; quantize on the host (tegula.runtime.quant.quantize)",
+            )
         value = self.operand(args["value"])
+        self.no_codes(value, args["value"], node.func)
         vshape = self.shape_of(value)
         if vshape and vshape != shape:
             raise self.fail(
@@ -1310,6 +1338,10 @@ class _KernelBuilder:
     def rule_full(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
         dtype = self.dtype_arg(args["dtype"])
         shape = self.shape_arg(args["shape"])
+        if is_code_type(dtype):
+            raise self.fail(
+                args["dtype"], f"{node.func}: {dtype} tiles come only from loads of {dtype} tensors"
+            )
         fill = self.operand(args["value"]) if "value" in args else Const(0)
         if isinstance(fill, Const):
             return self.materialize(fill, ir.TileType(dtype, shape), node, hint)
@@ -1326,6 +1358,12 @@ class _KernelBuilder:
     def rule_cast(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> ir.Value:
         dtype = self.dtype_arg(args["dtype"])
         x = self.operand(args["x"])
+        if is_code_type(dtype) and not (isinstance(x, ir.Value) and x.tile.dtype is dtype):
+            raise self.fail(
+                args["dtype"],
+                f"cast to {dtype}: kernels decode low-bit codes (cast(t, f16)) but do not "
+                "encode them; quantize on the host (tegula.runtime.quant.quantize)",
+            )
         if isinstance(x, Const):
             return self.materialize(x, ir.TileType(dtype, ()), node, hint)
         return self.emit1(ir.CastOp, x.tile.with_dtype(dtype), hint, node, source=x)
@@ -1378,6 +1416,7 @@ class _KernelBuilder:
             )
         if x.tile.dtype.is_bool:
             raise self.fail(node, f"{node.func} expects a numeric tile; got {self.describe(x)}")
+        self.no_codes(x, args["a"], node.func)
         rank = x.tile.rank
         if "axis" in args:
             axis = self.const_value(args["axis"], "axis")
@@ -1425,6 +1464,8 @@ class _KernelBuilder:
             raise self.fail(
                 node, f"dot expects 2-D tiles; got {self.describe(a)} and {self.describe(b)}"
             )
+        self.no_codes(a, args["a"], "dot")
+        self.no_codes(b, args["b"], "dot")
         (m, k), (k2, n) = a.tile.shape, b.tile.shape
         if k != k2:
             raise self.fail(

@@ -67,6 +67,16 @@ from tegula.ir.tile import (
     walk_ops,
 )
 
+from .lowbit_codes import (
+    code_of,
+    decode,
+    extract_constant,
+    extract_dynamic,
+    is_code_type,
+    is_packed,
+    storage_dtype,
+    unit_of,
+)
 from .manager import PassContext, register_pass
 
 
@@ -195,6 +205,9 @@ def parse_grid_expr(text: str, symbols: dict[str, L.Var]) -> L.Expr:
     return conv(ast.parse(text, mode="eval").body)
 
 
+# A CPU reduction across rows of at most this many is unrolled into one expression per result.
+_UNROLLED_REDUCTION = 64
+
 # ----------------------------------------------------------------------------- lowered values
 
 Pos = dict[int, tuple[L.Expr, L.Expr]]  # base dim -> (rep, s)
@@ -207,10 +220,15 @@ class Scalar:
 
 @dataclass
 class Tensor:
+    """A global tensor. A packed one (``packed_bits`` > 0) is a buffer of bytes: its
+    ``strides`` count bytes for every dim but the last, whose elements are ``packed_bits``
+    wide in each row's bitstream."""
+
     buffer: L.Buffer
     shape: tuple[L.Expr, ...]
     strides: tuple[L.Expr, ...]
     contiguous_last: bool
+    packed_bits: int = 0
 
 
 @dataclass
@@ -320,12 +338,13 @@ class _Lowering:
         return var
 
     def local(self, base: str, dtype: DType, size: int) -> L.Buffer:
-        buf = L.Buffer(self.unique(base), dtype, L.Scope.LOCAL, size)
+        buf = L.Buffer(self.unique(base), storage_dtype(dtype), L.Scope.LOCAL, size)
         self.buffers.append(buf)
         return buf
 
     def scratch(self, dtype: DType, elements: int) -> L.Buffer:
         """The shared scratch area viewed as ``elements`` of ``dtype`` (offset 0)."""
+        dtype = storage_dtype(dtype)
         nbytes = elements * dtype.itemsize
         self.scratch_bytes = max(self.scratch_bytes, nbytes)
         buf = L.Buffer(self.unique(f"scratch_{dtype}"), dtype, L.Scope.SHARED, elements, 0)
@@ -515,7 +534,7 @@ class _Lowering:
             if isinstance(t, TensorType):
                 buf = L.Buffer(
                     self.unique(p.name),
-                    t.dtype,
+                    storage_dtype(t.dtype),
                     L.Scope.GLOBAL,
                     None,
                     read_only=not getattr(p, "writes", False),
@@ -532,7 +551,10 @@ class _Lowering:
                 else:
                     strides = [c64(s) if isinstance(s, int) else symbol_vars[s] for s in t.strides]
                     contiguous = t.strides[-1] == 1 if t.strides else True
-                self.vals[p.value.name] = Tensor(buf, shape, tuple(strides), contiguous)
+                bits = t.dtype.bits if is_packed(t.dtype) else 0
+                if bits:
+                    strides = _packed_byte_strides(shape, bits)
+                self.vals[p.value.name] = Tensor(buf, shape, tuple(strides), contiguous, bits)
                 params.append(L.LoopParam(p.name, buffer=buf))
             else:
                 var = L.Var(self.unique(p.name), t.dtype)
@@ -614,8 +636,9 @@ class _Lowering:
         elif isinstance(op, CastOp):
             r = op.result
             src = self.vals[op.source.name]
+            convert = self.converter(op.source.tile.dtype, r.tile.dtype)
             if isinstance(src, Scalar):
-                self.vals[r.name] = Scalar(self.let(r.name, cast(src.expr, r.tile.dtype)))
+                self.vals[r.name] = Scalar(self.let(r.name, convert(src.expr)))
             else:
                 s = self.tile(op.source)
                 self.define(
@@ -623,7 +646,7 @@ class _Lowering:
                     RegTile(
                         r.tile.dtype,
                         r.tile.layout,
-                        element=lambda pos: cast(s.at(pos), r.tile.dtype),
+                        element=lambda pos: convert(s.at(pos)),
                     ),
                 )
         elif isinstance(op, BroadcastOp | ExpandDimsOp):
@@ -678,6 +701,15 @@ class _Lowering:
         else:
             raise LoweringError(f"cannot lower {type(op).__name__}")
 
+    def converter(self, source: DType, result: DType) -> Callable[[L.Expr], L.Expr]:
+        """How ``cast`` turns a value of ``source`` into ``result``: a plain conversion, or
+        for a low-bit source the exact decoding of its code (``lowbit_codes``)."""
+        if is_code_type(result) and result is not source:
+            raise LoweringError(f"cast to {result}: kernels decode low-bit codes, never encode")
+        if not is_code_type(source) or result is source:
+            return lambda e: cast(e, result)
+        return lambda e: cast(decode(e, source), result)
+
     def elementwise(self, op: ElementwiseOp) -> None:
         r = op.result
         dt = r.tile.dtype
@@ -709,6 +741,24 @@ class _Lowering:
         out = self.local(r.name, acc_t, res_lay.num_values)
         kind = op.kind
         to = self.thread_offset(lay)
+        live = [d for d in lay.order if d in lay.live_dims]
+        if not self.gpu and live and live[0] != p and lay.value_extent(p) <= _UNROLLED_REDUCTION:
+            # A CPU thread holds the whole tile: reducing across rows, the loop over the
+            # result runs along contiguous memory and each result is one expression over the
+            # (unrolled) reduced dim, so LLVM vectorizes it with the sums in registers. The
+            # terms are combined pairwise: short dependency chains, and a more accurate sum.
+            def unrolled(pos: Pos) -> None:
+                terms: list[L.Expr] = []
+                for rep in range(lay.reps(p)):
+                    for s in range(lay.spt[p]):
+                        full = dict(pos)
+                        full[p] = (c64(rep), c64(s))
+                        terms.append(cast(src.at(full), acc_t))
+                self.emit(L.Store(out, value_index(res_lay, pos), _pairwise(kind, terms)))
+
+            self.for_positions(res_lay, unrolled)
+            self.finish_reduce(r, dt, acc_t, res_lay, out)
+            return
 
         def per_result(pos: Pos) -> None:
             ridx = value_index(res_lay, pos)
@@ -791,9 +841,15 @@ class _Lowering:
 
             self.for_positions(res_lay, gather)
 
+        self.finish_reduce(r, dt, acc_t, res_lay, out)
+
+    def finish_reduce(
+        self, r: Value, dt: DType, acc_t: DType, res_lay: BlockedLayout, out: L.Buffer
+    ) -> None:
+        """Bind a reduction's result: the accumulators, converted back to ``dt``."""
         if acc_t is not dt:
-            res = RegTile(acc_t, res_lay, buffer=out)
-            res = RegTile(dt, res_lay, element=lambda pos: cast(res.at(pos), dt))
+            acc = RegTile(acc_t, res_lay, buffer=out)
+            res = RegTile(dt, res_lay, element=lambda pos: cast(acc.at(pos), dt))
         else:
             res = RegTile(dt, res_lay, buffer=out)
         if r.tile.is_scalar:
@@ -952,9 +1008,16 @@ class _Lowering:
         assert isinstance(tensor, Tensor)
         dt = r.tile.dtype
         starts, axes = self.window_geometry(tensor, op, None)
-        other = L.Const(0.0 if dt.is_float else 0, dt)
-        if op.other is not None:
-            other = cast(self.scalar(op.other), dt)
+        if is_code_type(dt):
+            other = self.fill_code(op, dt)
+            dt = storage_dtype(dt)
+        else:
+            other = L.Const(0.0 if dt.is_float else 0, dt)
+            if op.other is not None:
+                other = cast(self.scalar(op.other), dt)
+        if tensor.packed_bits:
+            self.packed_load(op, tensor, starts, axes, other)
+            return
         if r.tile.is_scalar:
             offset, pred = self.element_address(tensor, starts, axes, [])
             val: L.Expr = L.Load(tensor.buffer, offset)
@@ -971,7 +1034,177 @@ class _Lowering:
         self.global_access(
             tensor, starts, axes, lay, run, buf, dt, is_load=True, fill=other, mask=mask
         )
-        self.vals[r.name] = RegTile(dt, lay, buffer=buf)
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
+
+    def fill_code(self, op: LoadOp, dt: DType) -> L.Const:
+        """The code a low-bit load gives elements it does not read: ``other`` (a
+        compile-time constant) encoded in ``dt``, by default the code of 0."""
+        value: float = 0.0
+        if op.other is not None:
+            other = self.scalar(op.other)
+            if not isinstance(other, L.Const):
+                raise LoweringError(f"the 'other' of a {dt} load must be a constant")
+            value = float(other.value)
+        return L.Const(code_of(value, dt), storage_dtype(dt))
+
+    def packed_load(
+        self, op: LoadOp, tensor: Tensor, starts, axes, fill: L.Const
+    ) -> None:
+        """A window of a packed tensor into a tile of codes, one per ``u8`` register.
+
+        A thread's run of contiguous elements that starts on a byte boundary, lies inside
+        the tensor and covers whole bytes is read as those bytes (on CUDA with one vector
+        load when their count is 1, 2, 4, 8 or 16 and aligned) and split with constant
+        shifts, unit by unit (``unit_of``); anything else is read element by element, each
+        code from the byte (or two) that holds it, under its bounds test.
+        """
+        r = op.result
+        bits = tensor.packed_bits
+        if r.tile.is_scalar:
+            tmp = self.local(r.name, r.tile.dtype, 1)
+            self.packed_element(tensor, starts, axes, [], None, tmp, c64(0), fill)
+            self.vals[r.name] = Scalar(self.let(r.name, L.Load(tmp, c64(0))))
+            return
+        lay: BlockedLayout = r.tile.layout
+        buf = self.local(r.name, r.tile.dtype, lay.num_values)
+        mask = self.tile(op.mask) if op.mask is not None else None
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
+        live = [d for d in lay.order if d in lay.live_dims]
+        fast = live[0] if live else None
+        unit, unit_bytes = unit_of(bits)
+        run = 1
+        if mask is None and fast is not None and axes[-1] == lay.rank - 1:
+            run = lay.contiguous_run()
+            if self.gpu:  # at most one 16-byte access per run
+                run = math.gcd(run, 1 << ((128 // bits).bit_length() - 1))
+        if run % unit:
+            run = 1
+
+        def element(pos: Pos) -> None:
+            pred = None if mask is None else mask.at(pos)
+            self.packed_element(
+                tensor, starts, axes, self.coords(lay, pos), pred, buf, value_index(lay, pos), fill
+            )
+
+        if run == 1 or fast is None:
+            self.for_positions(lay, element)
+            return
+        run_bytes = run * bits // 8
+
+        def runs(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+            self.loop(f"v{fast}", lay.spt[fast] // run, lambda chunk: one_run(pos, rep_f, chunk))
+
+        def one_run(pos: Pos, rep_f: L.Expr, chunk: L.Expr) -> None:
+            first = dict(pos)
+            first[fast] = (rep_f, mul(chunk, c64(run)))
+            last = dict(pos)
+            last[fast] = (rep_f, add(mul(chunk, c64(run)), c64(run - 1)))
+            coords = self.coords(lay, first)
+            row, col, ok_first = self.packed_address(tensor, starts, axes, coords)
+            _, _, ok_last = self.packed_address(tensor, starts, axes, self.coords(lay, last))
+            whole_bytes = L.Binary(BIN.EQ, L.Binary(BIN.MOD, col, c64(unit)), c64(0))
+            start = self.let("run_byte", add(row, mul(L.Binary(BIN.FLOORDIV, col, c64(unit)),
+                                                     c64(unit_bytes))))
+            vidx0 = value_index(lay, first)
+            self.nest()
+            byte_at = self.run_bytes(tensor, start, run_bytes)
+
+            def split_unit(u: L.Expr) -> None:
+                for e in range(unit):
+                    code = extract_constant(
+                        lambda i: byte_at(add(mul(u, c64(unit_bytes)), c64(i))), bits, e
+                    )
+                    self.emit(L.Store(buf, add(vidx0, add(mul(u, c64(unit)), c64(e))), code))
+
+            self.loop("unit", run // unit, split_unit, self.loop_kind)
+            fast_path = self.unnest()
+            self.nest()
+            self.loop(
+                "e",
+                run,
+                lambda e: element_at(pos, rep_f, chunk, e),
+                L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL,
+            )
+            slow_path = self.unnest()
+            cond = land(land(ok_first, ok_last), whole_bytes)
+            self.emit(L.If(cond, fast_path, slow_path) if cond is not None else fast_path)
+
+        def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
+            p = dict(pos)
+            p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
+            element(p)
+
+        self.for_positions(lay, runs, innermost_run=True)
+
+    def run_bytes(self, tensor: Tensor, start: L.Expr, count: int) -> Callable[[L.Expr], L.Expr]:
+        """Byte ``i`` of the ``count`` bytes at ``start``: on CUDA first copied to registers
+        in one access where ``count`` is a vector width and ``start`` is aligned to it."""
+        if not self.gpu:
+            return lambda i: L.Load(tensor.buffer, add(start, i))
+        raw = self.local("packed_bytes", storage_dtype(tensor.buffer.dtype), count)
+        if count in (1, 2, 4, 8, 16):
+            aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, start, c64(count)), c64(0))
+            vector = L.Copy(raw, c64(0), tensor.buffer, start, count, aligned=True)
+            self.nest()
+            for i in range(count):
+                self.emit(L.Store(raw, c64(i), L.Load(tensor.buffer, add(start, c64(i)))))
+            self.emit(L.If(aligned, vector, self.unnest()))
+        else:
+            for i in range(count):
+                self.emit(L.Store(raw, c64(i), L.Load(tensor.buffer, add(start, c64(i)))))
+        return lambda i: L.Load(raw, i)
+
+    def packed_address(
+        self, tensor: Tensor, starts, axes, coords: list[L.Expr]
+    ) -> tuple[L.Expr, L.Expr, L.Expr | None]:
+        """The byte offset of an element's row, its index in the row, and the in-bounds
+        predicate, for tile coordinates in a packed tensor."""
+        row: L.Expr = c64(0)
+        pred: L.Expr | None = None
+        col: L.Expr = c64(0)
+        last = len(starts) - 1
+        for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
+            idx = start if ax is None else add(start, coords[ax])
+            if d == last:
+                col = idx
+            else:
+                row = add(row, mul(idx, tensor.strides[d]))
+            pred = land(
+                pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
+            )
+        return row, col, pred
+
+    def packed_element(
+        self,
+        tensor: Tensor,
+        starts,
+        axes,
+        coords: list[L.Expr],
+        pred: L.Expr | None,
+        buf: L.Buffer,
+        vidx: L.Expr,
+        fill: L.Const,
+    ) -> None:
+        """One code of a packed tensor into ``buf[vidx]`` (``fill`` outside the bounds or
+        the mask). A code that may straddle two bytes reads the next byte too, clamped to
+        the row's last byte (where no straddling code can start)."""
+        bits = tensor.packed_bits
+        row, col, inside = self.packed_address(tensor, starts, axes, coords)
+        pred = land(inside, pred)
+        bit = mul(col, c64(bits))
+        byte = add(row, L.Binary(BIN.SHR, bit, c64(3)))
+        shift = L.Binary(BIN.BITAND, bit, c64(7))
+        high = None
+        if 8 % bits:
+            pitch = tensor.strides[-2] if len(tensor.shape) > 1 else _packed_pitch(
+                tensor.shape[-1], bits
+            )
+            row_end = add(row, L.Binary(BIN.SUB, pitch, c64(1)))
+            high = L.Load(tensor.buffer, L.Binary(BIN.MIN, add(byte, c64(1)), row_end))
+        code = extract_dynamic(L.Load(tensor.buffer, byte), high, shift, bits)
+        read = L.Store(buf, vidx, code)
+        self.emit(read if pred is None else L.If(pred, read, L.Store(buf, vidx, fill)))
 
     def store(self, op: StoreOp | AtomicAddOp) -> None:
         tensor = self.vals[op.tensor.name]
@@ -1221,8 +1454,10 @@ class _Lowering:
         atom = self.mma_atom(op)
         if atom is not None:
             a_val, b_val = self.vals[op.a.name], self.vals[op.b.name]
-            a_op = a_val if isinstance(a_val, StagedTile) else self.tile(op.a)
-            b_op = b_val if isinstance(b_val, StagedTile) else self.tile(op.b)
+            # An operand computed in registers (a dequantized weight tile: a cast-and-scale
+            # chain) is made once, so it reaches shared memory in 16-byte stores.
+            a_op = a_val if isinstance(a_val, StagedTile) else self.operand_tile(op.a)
+            b_op = b_val if isinstance(b_val, StagedTile) else self.operand_tile(op.b)
             self.dot_mma(op, atom, a_op, b_op, acc)
             return
         a, b = self.tile(op.a), self.tile(op.b)
@@ -1265,6 +1500,9 @@ class _Lowering:
 
         self.loop("k", k, step, L.LoopKind.SERIAL)
         self.vals[r.name] = RegTile(dt, lay, buffer=out)
+
+    def operand_tile(self, v: Value) -> RegTile:
+        return self.materialize(v.name, self.tile(v))
 
     def mma_atom(self, op: DotOp) -> MmaAtom | None:
         """The tensor-core atom this dot runs on (its accumulator has the atom's layout)."""
@@ -1822,6 +2060,32 @@ def _swizzled(offset: L.Expr, swz: tuple[int, int, int] | None) -> L.Expr:
     mask = ((1 << bits) - 1) << (base + shift)
     moved = L.Binary(BIN.SHR, L.Binary(BIN.BITAND, offset, c64(mask)), c64(shift))
     return L.Binary(BIN.BITXOR, offset, moved)
+
+
+def _pairwise(kind: ReduceKind, terms: list[L.Expr]) -> L.Expr:
+    """``terms`` combined as a balanced tree."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    return combine(kind, _pairwise(kind, terms[:half]), _pairwise(kind, terms[half:]))
+
+
+def _packed_pitch(extent: L.Expr, bits: int) -> L.Expr:
+    """Bytes a packed row of ``extent`` elements takes: ``ceil(extent * bits / 8)``."""
+    if isinstance(extent, L.Const):
+        return c64(-(-int(extent.value) * bits // 8))
+    return L.Binary(BIN.FLOORDIV, add(mul(extent, c64(bits)), c64(7)), c64(8))
+
+
+def _packed_byte_strides(shape: tuple[L.Expr, ...], bits: int) -> list[L.Expr]:
+    """Byte strides of a C-contiguous packed tensor (the last entry, 1, is not used)."""
+    strides: list[L.Expr] = [c64(1)]
+    acc = _packed_pitch(shape[-1], bits)
+    for d in reversed(shape[:-1]):
+        strides.append(acc)
+        acc = mul(acc, d)
+    strides.reverse()
+    return strides
 
 
 def _clamp(e: L.Expr, hi: int) -> L.Expr:

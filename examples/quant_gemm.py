@@ -1,0 +1,69 @@
+"""Inputs, references and tolerances for examples/quant_gemm.tg (see quant_gemv.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+from tegula.ir import lowbit
+from tegula.ir.dtypes import e8m0, f4e2m1
+from tegula.ir.packing import unpack
+from tegula.runtime.quant import quantize
+
+# The helpers that quantize and dequantize weights live beside the GEMV example.
+_GEMV = Path(__file__).with_name("quant_gemv.py")
+_spec = importlib.util.spec_from_file_location("quant_gemv", _GEMV)
+assert _spec is not None and _spec.loader is not None
+_gemv = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_gemv)
+
+MX_BLOCK = 32
+
+
+def _i4_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+    w = _gemv.quantized_weight(rng, "i4", K, N)
+    return {
+        "a": rng.standard_normal((M, K)).astype(np.float16),
+        "w": w["w"],
+        "s": w["s"],
+        "c": np.full((M, N), np.nan, np.float16),
+    }
+
+
+def _i4_reference(a, w, s, c, **_):
+    return {"c": a.astype(np.float64) @ _gemv.dequantized(w, s, "i4", c.shape[1])}
+
+
+def _mx_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+    blocks = -(-K // MX_BLOCK)
+    qt = quantize(rng.standard_normal((blocks * MX_BLOCK, N)), "f4e2m1", mx=True)
+    return {
+        "a": rng.standard_normal((M, K)).astype(ml_dtypes.bfloat16),
+        "w": np.ascontiguousarray(qt.data[:K]),
+        "s": qt.scales,
+        "c": np.full((M, N), np.nan, ml_dtypes.bfloat16),
+    }
+
+
+def _mx_reference(a, w, s, c, **_):
+    values = lowbit.decode(unpack(w, 4, c.shape[1]), f4e2m1).astype(np.float64)
+    scales = lowbit.decode(s, e8m0).astype(np.float64)[np.arange(w.shape[0]) // MX_BLOCK]
+    return {"c": a.astype(np.float64) @ (values * scales)}
+
+
+KERNELS = {
+    # f16 products of exact weights, f32 accumulation, one rounding to f16 (~1e-3).
+    "quant_gemm_i4": {
+        "sizes": {"M": 130, "N": 136, "K": 300},
+        "inputs": _i4_inputs,
+        "reference": _i4_reference,
+        "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+    },
+    # bf16 output: ~8e-3 relative.
+    "quant_gemm_mxfp4": {
+        "sizes": {"M": 136, "N": 130, "K": 200},
+        "inputs": _mx_inputs,
+        "reference": _mx_reference,
+        "tolerance": {"rtol": 1e-2, "atol": 1e-1},
+    },
+}

@@ -1,0 +1,81 @@
+"""Inputs, references and tolerances for examples/quant_gemv.tg.
+
+Weights are quantized with tegula.runtime.quant.quantize; the reference multiplies in float64
+by the weights decoded from the packed bytes the kernel reads (tegula.ir.packing.unpack and
+tegula.ir.lowbit.decode), so it checks the kernel's decoding, not the quantizer's error.
+"""
+
+import numpy as np
+from tegula.ir import dtypes, lowbit
+from tegula.ir.packing import unpack
+from tegula.runtime.quant import quantize
+
+GROUP = 128  # the kernels' G
+
+
+def quantized_weight(rng: np.random.Generator, dtype: str, K: int, N: int, *,
+                     symmetric: bool = True, group: int = GROUP) -> dict[str, np.ndarray]:
+    """A random [K, N] weight quantized to ``dtype`` in groups of ``group`` rows: ``w`` (the
+    packed codes), ``s`` (f16 scales, [ceil(K / group), N]) and for ``symmetric=False``
+    ``z`` (zero-point codes). K need not be a multiple of the group: the weight is
+    quantized with its last group padded, and the padding rows are dropped."""
+    groups = -(-K // group)
+    full = rng.standard_normal((groups * group, N)).astype(np.float32)
+    qt = quantize(full, dtype, group_size=group, symmetric=symmetric)
+    data = np.ascontiguousarray(qt.data[:K])
+    if dtypes.dtype(dtype).numpy is not None:  # i8 and the like travel as their own type
+        data = data.view(dtypes.dtype(dtype).to_numpy())
+    out = {"w": data, "s": qt.scales}
+    if qt.zeros is not None:
+        out["z"] = qt.zeros
+    return out
+
+
+def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
+                z: np.ndarray | None = None, group: int = GROUP) -> np.ndarray:
+    """The float64 weights ``w`` (packed ``dtype`` codes) and its group scales stand for."""
+    dt = dtypes.dtype(dtype)
+    values = lowbit.decode(unpack(w.view(np.uint8), dt.bits, N), dt).astype(np.float64)
+    rows = np.arange(w.shape[0]) // group
+    if z is not None:
+        values = values - lowbit.decode(z, dt).astype(np.float64)[rows]
+    return values * s.astype(np.float64)[rows]
+
+
+def _inputs(dtype: str, symmetric: bool = True):
+    def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+        return {
+            "x": rng.standard_normal((M, K)).astype(np.float16),
+            **quantized_weight(rng, dtype, K, N, symmetric=symmetric),
+            "y": np.full((M, N), np.nan, np.float16),
+        }
+
+    return make
+
+
+def _reference(dtype: str):
+    def reference(x, w, s, y, z=None, **_):
+        return {"y": x.astype(np.float64) @ dequantized(w, s, dtype, y.shape[1], z)}
+
+    return reference
+
+
+# f32 accumulation, one rounding to f16 at the end (~5e-4 relative).
+_TOLERANCE = {"rtol": 2e-3, "atol": 2e-2}
+_SIZES = {"M": 3, "N": 300, "K": 520}
+
+KERNELS = {
+    f"quant_gemv_{name}": {
+        "sizes": _SIZES,
+        "inputs": _inputs(name),
+        "reference": _reference(name),
+        "tolerance": _TOLERANCE,
+    }
+    for name in ("i4", "i8", "i3", "i2", "nf4", "f4e2m1")
+}
+KERNELS["quant_gemv_u4_zeros"] = {
+    "sizes": _SIZES,
+    "inputs": _inputs("u4", symmetric=False),
+    "reference": _reference("u4"),
+    "tolerance": _TOLERANCE,
+}

@@ -1,0 +1,31 @@
+"""Arguments of low-bit kernel parameters, and bit-exact comparison, for these tests."""
+
+from __future__ import annotations
+
+import numpy as np
+from tegula.ir.dtypes import DType
+from tegula.ir.packing import pack
+
+
+def as_argument(codes: np.ndarray, dt: DType) -> np.ndarray:
+    """What a kernel parameter of ``dt`` takes for these codes (packed bytes below 8 bits)."""
+    if dt.bits < 8:
+        return pack(codes, dt.bits)
+    if dt.numpy is not None:
+        return codes.astype(np.uint8).view(dt.to_numpy())
+    return codes.astype(np.uint8)
+
+
+def all_codes(rng: np.random.Generator, dt: DType, shape: tuple[int, int]) -> np.ndarray:
+    """Random codes of ``dt`` with every code present (tables: only codes with a value)."""
+    count = len(dt.table) if dt.table is not None else 1 << dt.bits
+    codes = rng.integers(0, count, shape, dtype=np.uint8)
+    flat = codes.reshape(-1)
+    flat[: min(count, flat.size)] = rng.permutation(count)[: flat.size]
+    return codes
+
+
+def assert_bit_exact(got: np.ndarray, want: np.ndarray) -> None:
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
