@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 import tegula
@@ -27,9 +28,21 @@ def compiler_fingerprint() -> str:
         return digest.hexdigest()[:16]  # a release: its version says it all
     for part in _PARTS:
         module = __import__(f"tegula.{part}", fromlist=["__file__"])
-        root = Path(module.__file__).parent
-        for path in sorted(root.rglob("*")):
-            if path.suffix in (".py", ".lark") and "__pycache__" not in path.parts:
-                st = path.stat()
-                digest.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        root = os.path.dirname(module.__file__)
+        for path, size, mtime in sorted(_source_files(root)):
+            digest.update(f"{os.path.relpath(path, root)}:{size}:{mtime};".encode())
     return digest.hexdigest()[:16]
+
+
+def _source_files(folder: str) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of the code files below ``folder`` (os.scandir: one stat each)."""
+    found: list[tuple[str, int, int]] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != "__pycache__":
+                    found.extend(_source_files(entry.path))
+            elif entry.name.endswith((".py", ".lark")):
+                st = entry.stat()
+                found.append((entry.path, st.st_size, st.st_mtime_ns))
+    return found

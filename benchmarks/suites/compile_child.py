@@ -102,7 +102,9 @@ def main() -> None:
     import_start = time.perf_counter()
     import tegula.codegen.cuda
     import tegula.compiler.api
-    import tegula.passes.pipeline  # noqa: F401
+    import tegula.compiler.parser
+    import tegula.passes.pipeline
+    import tegula.runtime.cuda_launch  # noqa: F401
 
     import_s = time.perf_counter() - import_start
 
