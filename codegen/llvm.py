@@ -42,6 +42,7 @@ from tegula.ir.loop import (
     Stmt,
     Store,
     Var,
+    walk_stmts,
 )
 from tegula.ir.verify_loop import LoopIRError
 
@@ -95,6 +96,14 @@ class _FunctionAttributes(ir.values.FunctionAttributes):
 
     def _to_list(self, ret_type: ir.Type) -> list[str]:
         return [*super()._to_list(ret_type), *(f'"{k}"="{v}"' for k, v in self.strings.items())]
+
+
+def _straight_line(body: Stmt) -> bool:
+    """No branches inside: no nested loop, no if, no predicated copy."""
+    return not any(
+        isinstance(s, For | If) or (isinstance(s, Copy) and s.predicate is not None)
+        for s in walk_stmts(body)
+    )
 
 
 class _LoopID(ir.values.MDValue):
@@ -346,16 +355,18 @@ class _KernelLowering:
         following = b.add(induction, step, name=f"{tag}.next")
         induction.add_incoming(following, b.block)
         backedge = b.branch(header)
-        hints = self.loop_hints(s.kind)
+        hints = self.loop_hints(s.kind, s.body)
         if hints:
             backedge.set_metadata("llvm.loop", _LoopID(self.module, hints))
         self.start(exit_)
 
-    def loop_hints(self, kind: LoopKind) -> list[ir.values.MDValue]:
+    def loop_hints(self, kind: LoopKind, body: Stmt) -> list[ir.values.MDValue]:
         m = self.module
         if kind is LoopKind.UNROLL:
             return [m.add_metadata([ir.MetaDataString(m, "llvm.loop.unroll.full")])]
-        if kind is LoopKind.VECTORIZE:
+        if kind is LoopKind.VECTORIZE and _straight_line(body):
+            # Forcing also lets LLVM reassociate float reductions. A body with branches is
+            # left to the vectorizer's own judgement: forcing it there only earns a warning.
             enable = ir.Constant(ir.IntType(1), 1)
             return [m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.enable"), enable])]
         return []
