@@ -11,6 +11,7 @@ with status 2; a kernel whose numbers disagree with its reference exits with sta
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from tegula.ir.target import TargetError
 
 from .diagnostics import DSLError
 
-console = Console(highlight=False)
+# Tables stay readable when the output is a pipe or a log (no terminal width to ask).
+console = Console(highlight=False, width=shutil.get_terminal_size((140, 24)).columns)
 err_console = Console(stderr=True, highlight=False)
 
 
