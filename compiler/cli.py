@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not files:
         raise FileNotFoundError(f"no .tg files with a companion .py under {args.path}")
     table = Table(title=f"tegula run on {target}")
-    for col in ("kernel", "target", "sizes", "max abs err", "max rel err", "check", "time (ms)"):
+    for col in ("kernel", "target", "sizes", "max abs err", "rel err", "check", "time (ms)"):
         table.add_column(col, justify="right" if col.startswith(("max", "time")) else "left")
     failed = 0
     for f in files:
