@@ -1754,7 +1754,8 @@ class _Lowering:
                 chunk = 16 // load.result.tile.dtype.itemsize
                 if not isinstance(lay, BlockedLayout) or lay.contiguous_run() % chunk:
                     continue
-                if any(q for q in load.window.squeeze):
+                # Leading dims may be indexed (a batch); the tile is the last two dims.
+                if any(load.window.squeeze[-2:]):
                     continue
                 chain = _scalar_chain(load.window.starts, producers)
                 if chain is None:
@@ -1769,8 +1770,10 @@ class _Lowering:
         for p in plan:
             tensor = self.vals[p.load.tensor.name]
             assert isinstance(tensor, Tensor)
-            pitch = tensor.strides[-2]
-            aligned_rows = L.Binary(BIN.EQ, L.Binary(BIN.MOD, pitch, c64(p.chunk)), c64(0))
+            aligned_rows: L.Expr | None = None
+            for stride in tensor.strides[:-1]:  # every row of every batch starts aligned
+                ok = L.Binary(BIN.EQ, L.Binary(BIN.MOD, stride, c64(p.chunk)), c64(0))
+                aligned_rows = land(aligned_rows, ok)
             base = L.Address(tensor.buffer, c64(0))
             aligned_base = L.Binary(
                 BIN.EQ, L.Binary(BIN.MOD, base, L.Const(16, base.dtype)), L.Const(0, base.dtype)
