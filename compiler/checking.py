@@ -124,7 +124,8 @@ def check_kernel(
 ) -> CheckResult:
     rng = np.random.default_rng(seed)
     use_sizes = dict(config.get("sizes", {}))
-    use_sizes.update(sizes or {})
+    # A size given for the whole file applies to the kernels that have that symbol.
+    use_sizes.update({k: v for k, v in (sizes or {}).items() if k in use_sizes})
     start = time.perf_counter()
     module = compile_source(tg_path, target, kernels=[kernel], **config.get("constants", {}))
     compile_s = time.perf_counter() - start
