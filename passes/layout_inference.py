@@ -120,18 +120,60 @@ class _Inference:
         return Value(v.name, v.type.with_layout(layout))
 
     def coerce(self, v: Value, layout: RegisterLayout, out: list[Op], loc) -> Value:
-        """``v`` in ``layout``: itself, a rebuilt ``full``/``arange``, or a conversion."""
+        """``v`` in ``layout``: itself; rebuilt in that layout when rebuilding is cheaper
+        than moving data (a ``full``/``arange``; a ``broadcast``, from its smaller source; a
+        global ``load`` whose new layout still reads contiguous memory — the original, if
+        now unused, is removed by dead-code elimination); or else a conversion."""
         if self.layout_of(v) == layout:
             return v
         maker = self.defs.get(v.name)
-        if isinstance(maker, FullOp | ArangeOp):
-            nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
-            op = replace(maker, results=(nv,))
-            out.append(op)
-            self.defs[nv.name] = op
-            return nv
+        rebuilt = self.rebuild(maker, v, layout, out, loc)
+        if rebuilt is not None:
+            return rebuilt
         nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
         op = ConvertLayoutOp(results=(nv,), source=v, loc=loc)
+        out.append(op)
+        self.defs[nv.name] = op
+        return nv
+
+    def rebuild(self, maker: Op | None, v: Value, layout: RegisterLayout, out: list[Op],
+                loc) -> Value | None:
+        nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
+        if isinstance(maker, FullOp | ArangeOp):
+            op: Op = replace(maker, results=(nv,))
+        elif isinstance(maker, LoadOp) and isinstance(layout, BlockedLayout) and (
+            layout.rank < 2 or layout.order[0] == len(layout.base_shape) - 1
+        ) and maker.mask is None:
+            op = replace(maker, results=(nv,))
+        elif (
+            isinstance(maker, ExpandDimsOp)
+            and isinstance(layout, BlockedLayout)
+            and maker.source.tile.shape
+            and len(layout.base_shape) > layout.rank - 1
+            and layout.tile_dims[maker.axis] in layout.unit
+            and self.weight(maker.source) <= 2
+        ):
+            # The new unit dim was a removed dim of the source: the source is the slice.
+            d = layout.tile_dims[maker.axis]
+            source_layout = replace(layout, unit=tuple(u for u in layout.unit if u != d),
+                                    removed=tuple(sorted((*layout.removed, d))))
+            src = self.coerce(self.unconverted(maker.source), source_layout, out, loc)
+            op = replace(maker, source=src, results=(nv,))
+        elif isinstance(maker, CastOp) and self.weight(maker.source) <= 2:
+            op = replace(maker, source=self.coerce(self.unconverted(maker.source), layout, out,
+                                                   loc), results=(nv,))
+        elif isinstance(maker, BroadcastOp) and isinstance(layout, BlockedLayout) and not (
+            layout.removed or layout.unit
+        ):
+            src = self.unconverted(maker.source)
+            if src.tile.shape:
+                units = tuple(d for d, (a, b) in enumerate(zip(src.tile.shape, v.tile.shape,
+                                                                   strict=True))
+                              if a == 1 and b != 1)
+                src = self.coerce(src, replace(layout, unit=units), out, loc)
+            op = replace(maker, source=src, results=(nv,))
+        else:
+            return None
         out.append(op)
         self.defs[nv.name] = op
         return nv
@@ -324,18 +366,43 @@ class _Inference:
         return mma_accumulator_layout(op.acc.tile.shape, self.num_warps, atom.m, atom.n)  # type: ignore[arg-type]
 
     def choose(self, args: list[Value], result: Value) -> RegisterLayout:
-        """The layout an elementwise op computes in: the first operand not made from nothing."""
-        tiles = [a for a in args if a.tile.shape]
-        for a in tiles:
-            if not isinstance(self.defs.get(a.name), FullOp | ArangeOp):
-                lay = self.layout_of(a)
-                if lay is not None:
-                    return lay
+        """The layout an elementwise op computes in: that of the operand whose layout is
+        hardest to change (see :meth:`weight`); ties go to the first."""
+        tiles = [a for a in args if a.tile.shape and self.layout_of(a) is not None]
+        if tiles:
+            best = max(tiles, key=self.weight)
+            if self.weight(best) > 0:
+                return self.layout_of(best)  # type: ignore[return-value]
         hint = self.hints.get(result.name)
         if hint is not None:
             return hint
-        lay = self.layout_of(tiles[0])
-        return lay if lay is not None else self.preferred(result.tile.shape, result.tile.dtype)
+        if tiles:
+            return self.layout_of(tiles[0])  # type: ignore[return-value]
+        return self.preferred(result.tile.shape, result.tile.dtype)
+
+    def unconverted(self, v: Value) -> Value:
+        """``v`` before the conversions inference inserted (a user's pinned one stays)."""
+        maker = self.defs.get(v.name)
+        while isinstance(maker, ConvertLayoutOp) and not maker.pinned:
+            v = maker.source
+            maker = self.defs.get(v.name)
+        return v
+
+    def weight(self, v: Value) -> int:
+        """How costly it is to give ``v`` another layout: 0 for values rebuilt for free
+        (``full``, ``arange``), 1 for broadcasts and loop-carried values (which take the
+        layout the loop body produces), 2 for loads (rebuilt, at some cost in coalescing)
+        and 3 for computed values, which only a conversion through shared memory moves."""
+        maker = self.defs.get(v.name)
+        if maker is None or isinstance(maker, FullOp | ArangeOp):
+            return 0 if maker is not None else 1
+        if isinstance(maker, BroadcastOp | ExpandDimsOp | ForOp):
+            return 1
+        if isinstance(maker, LoadOp):
+            return 2
+        if isinstance(maker, CastOp):
+            return max(2, self.weight(maker.source))
+        return 3
 
     def blocked_operand(self, v: Value, out: list[Op], loc, allow_sliced: bool = True) -> Value:
         lay = self.layout_of(v)

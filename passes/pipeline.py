@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from tegula.ir.loop import LoopKernel
 
-from . import layout_inference as _layout_inference  # noqa: F401  (registers the pass)
+from . import dce as _dce  # noqa: F401  (registers the pass)
+from . import layout_inference as _layout_inference  # noqa: F401
 from . import lower as _lower  # noqa: F401
 from .manager import PassContext, register_pass
 from .simplify import simplify_kernel
@@ -18,4 +19,9 @@ def simplify(kernel: LoopKernel, ctx: PassContext) -> LoopKernel:
     return simplify_kernel(kernel)
 
 
-DEFAULT_PIPELINE: tuple[str, ...] = ("infer-layouts", "lower-to-loops", "simplify")
+DEFAULT_PIPELINE: tuple[str, ...] = (
+    "infer-layouts",
+    "eliminate-dead-code",
+    "lower-to-loops",
+    "simplify",
+)

@@ -1,0 +1,64 @@
+"""Layout inference moves data between threads only where demands really conflict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tegula.passes.pipeline  # noqa: F401  (registers the passes)
+from tegula.compiler.frontend import build_tile_kernel, specialization_symbols
+from tegula.compiler.parser import parse
+from tegula.ir.target import cpu_target, cuda_target
+from tegula.ir.tile import ConvertLayoutOp, LoadOp, walk_ops
+from tegula.passes.manager import PassContext, run_pipeline
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Conversions the examples still need (the MXFP4 scales meet the dequantized tile in another
+# layout; on the CPU a conversion only re-indexes). Anything above this is a regression.
+KNOWN_CONVERSIONS = {"quant_gemm_mxfp4": 1}
+
+
+def _inferred(path: Path, name: str, target):
+    program = parse(path.read_text(), str(path))
+    kdef = program.kernel(name)
+    assert kdef is not None
+    tile = build_tile_kernel(program, name, {}, dict.fromkeys(specialization_symbols(kdef), 4096))
+    return run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"), PassContext(target=target))
+
+
+CASES = [(p, k.name) for p in sorted(EXAMPLES.glob("*.tg")) for k in parse(p.read_text()).kernels]
+
+
+@pytest.mark.parametrize(("path", "name"), CASES, ids=[n for _, n in CASES])
+def test_examples_convert_layouts_only_where_needed(path: Path, name: str) -> None:
+    for target in (cuda_target("sm_90a"), cpu_target()):
+        kernel = _inferred(path, name, target)
+        conversions = sum(isinstance(op, ConvertLayoutOp) for op in walk_ops(kernel.body))
+        limit = KNOWN_CONVERSIONS.get(name, 0)
+        assert conversions <= limit, f"{name} on {target}: {conversions} conversions"
+
+
+def test_a_value_is_rebuilt_rather_than_converted_and_the_original_dropped() -> None:
+    # `g` is read in the layout of the 2-D product; the load is redone in the layout the
+    # reduction leaves (no conversion), and the first load, now unused, is removed.
+    source = """
+kernel k(x: f32[M, N], g: f32[N], y: f32[N])
+    params BM = 16, BN = 256
+    grid (cdiv(N, BN)) warps 8
+{
+    j = bid.x * BN
+    acc = zeros(f32, [BN])
+    for i in range(0, M, BM) {
+        acc = acc + sum(load(x[i : +BM, j : +BN]), axis=0) * load(g[j : +BN])
+    }
+    store(y[j : +BN], acc)
+}
+"""
+    program = parse(source)
+    tile = build_tile_kernel(program, "k", {})
+    out = run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"),
+                       PassContext(target=cuda_target("sm_90a")))
+    ops = list(walk_ops(out.body))
+    assert not any(isinstance(op, ConvertLayoutOp) for op in ops)
+    loads_of_g = [op for op in ops if isinstance(op, LoadOp) and op.tensor.name == "g"]
+    assert len(loads_of_g) == 1
