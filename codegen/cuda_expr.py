@@ -40,6 +40,7 @@ from tegula.ir.loop import (
     UnaryOp,
     Var,
 )
+from tegula.ir.printer_loop import C_PRECEDENCE
 from tegula.ir.verify_loop import LoopIRError
 
 from .nonnegative import NonNegative
@@ -48,27 +49,6 @@ ATOM = 16
 UNARY = 15
 CONDITIONAL = 3
 
-_PRECEDENCE: dict[BinaryOp, int] = {
-    BinaryOp.MUL: 13,
-    BinaryOp.DIV: 13,
-    BinaryOp.FLOORDIV: 13,
-    BinaryOp.MOD: 13,
-    BinaryOp.ADD: 12,
-    BinaryOp.SUB: 12,
-    BinaryOp.SHL: 11,
-    BinaryOp.SHR: 11,
-    BinaryOp.LT: 10,
-    BinaryOp.LE: 10,
-    BinaryOp.GT: 10,
-    BinaryOp.GE: 10,
-    BinaryOp.EQ: 9,
-    BinaryOp.NE: 9,
-    BinaryOp.BITAND: 8,
-    BinaryOp.BITXOR: 7,
-    BinaryOp.BITOR: 6,
-    BinaryOp.AND: 5,
-    BinaryOp.OR: 4,
-}
 _C_OPERATOR = {BinaryOp.FLOORDIV: "/"}
 # Operators whose operands read badly without parentheses when they are other operators.
 _FUSSY = frozenset({BinaryOp.BITAND, BinaryOp.BITOR, BinaryOp.BITXOR, BinaryOp.SHL, BinaryOp.SHR})
@@ -254,7 +234,7 @@ class CudaExprPrinter:
             return self.helper("floordiv", lhs, rhs)
         if op is BinaryOp.MOD and dt.is_signed and not self.both_nonnegative(lhs, rhs):
             return self.helper("floormod", lhs, rhs)
-        prec = _PRECEDENCE[op]
+        prec = C_PRECEDENCE[op]
         pinned = not (isinstance(lhs, Const) and isinstance(rhs, Const))
         text = (
             f"{self.infix_operand(lhs, op, prec, pinned)} {_C_OPERATOR.get(op, op.value)} "
@@ -287,7 +267,7 @@ class CudaExprPrinter:
         dt = lhs.dtype
         a, b = self.float_value(lhs), self.float_value(rhs)
         if op.is_comparison:
-            return f"{a} {op.value} {b}", _PRECEDENCE[op]
+            return f"{a} {op.value} {b}", C_PRECEDENCE[op]
         if op in _FLOAT_ARITHMETIC:
             return f"{_FROM_FLOAT[dt.name]}({a} {op.value} {b})", ATOM
         if op in _BINARY_MATH:

@@ -26,17 +26,22 @@ console = Console(highlight=False, width=shutil.get_terminal_size((140, 24)).col
 err_console = Console(stderr=True, highlight=False)
 
 
-def _sizes(pairs: list[str]) -> dict[str, int]:
+def int_assignments(pairs: list[str], option: str) -> dict[str, int]:
+    """``["M=4096", "N=128"]`` as ``{"M": 4096, "N": 128}``; errors name ``option``."""
     out: dict[str, int] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.isidentifier():
-            raise ValueError(f"--size expects NAME=VALUE, got {pair!r}")
+            raise ValueError(f"{option} expects NAME=VALUE, got {pair!r}")
         try:
             out[name] = int(value)
         except ValueError:
-            raise ValueError(f"--size {name}: {value!r} is not an integer") from None
+            raise ValueError(f"{option} {name}: {value!r} is not an integer") from None
     return out
+
+
+def _sizes(pairs: list[str]) -> dict[str, int]:
+    return int_assignments(pairs, "--size")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

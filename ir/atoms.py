@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from .dtypes import DType, bf16, f16, f32, i8, i32, u8
+from .dtypes import DType, bf16, f16, f32, i8, i32, i64, u8
 from .layout import Layout
+from .loop import Asm, Buffer, Const, Expr, Load
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,22 @@ class MmaAtom:
     @property
     def c_regs(self) -> int:
         return self.m * self.n // 32
+
+    def multiply(
+        self, acc: Buffer, acc_index: list[Expr], a: Buffer, a_first: int, b: Buffer, b_first: int
+    ) -> Asm:
+        """``acc[acc_index] += A @ B`` with the fragments at ``a[a_first:]``, ``b[b_first:]``
+        (``acc_index`` lists the accumulator registers in the atom's C fragment order)."""
+        inputs = tuple(Load(a, Const(a_first + q, i64)) for q in range(self.a_regs)) + tuple(
+            Load(b, Const(b_first + q, i64)) for q in range(self.b_regs)
+        )
+        return Asm(
+            self.ptx,
+            tuple((acc, i) for i in acc_index),
+            ("+f",) * len(acc_index),
+            inputs,
+            ("r",) * len(inputs),
+        )
 
     @cached_property
     def ptx(self) -> str:
@@ -130,6 +147,12 @@ class LdMatrixAtom:
 
     count: int
     trans: bool
+
+    def load(self, fragment: Buffer, first: int, address: Expr) -> Asm:
+        """The instruction writing registers ``fragment[first : first + count]``; ``address``
+        is this lane's row address (an ``Address`` in shared memory)."""
+        outputs = tuple((fragment, Const(first + q, i64)) for q in range(self.count))
+        return Asm(self.ptx, outputs, ("=r",) * self.count, (address,), ("r",))
 
     @property
     def ptx(self) -> str:

@@ -53,7 +53,8 @@ from .loop import (
 INDENT = "    "
 
 # Binding strength of infix operators; higher binds tighter (C's table).
-_PRECEDENCE: dict[BinaryOp, int] = {
+# C's operator precedence: the Loop IR prints, like the CUDA back end, in C syntax.
+C_PRECEDENCE: dict[BinaryOp, int] = {
     BinaryOp.MUL: 13,
     BinaryOp.DIV: 13,
     BinaryOp.FLOORDIV: 13,
@@ -101,8 +102,8 @@ def _expr(e: Expr) -> tuple[str, int]:
             return "threadIdx.x", _ATOM
         case BlockIdx(axis=axis):
             return f"blockIdx.{'xyz'[axis]}", _ATOM
-        case Binary(op=op, lhs=lhs, rhs=rhs) if op in _PRECEDENCE:
-            prec = _PRECEDENCE[op]
+        case Binary(op=op, lhs=lhs, rhs=rhs) if op in C_PRECEDENCE:
+            prec = C_PRECEDENCE[op]
             return f"{_operand(lhs, prec)} {op.value} {_operand(rhs, prec + 1)}", prec
         case Binary(op=op, lhs=lhs, rhs=rhs):
             return f"{op.value}({format_expr(lhs)}, {format_expr(rhs)})", _ATOM

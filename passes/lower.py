@@ -1587,28 +1587,12 @@ class _Lowering:
                 rep = add(c64(2 * i), L.Binary(BIN.MOD, mat, c64(2)))
                 row = add(add(mul(warp_m, c64(8)), mat_row), mul(rep, c64(8 * wm)))
                 col = add(c64(kk), mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8)))
-                self.emit(
-                    L.Asm(
-                        ld_a.ptx,
-                        tuple((a_frag, c64(i * 4 + q)) for q in range(4)),
-                        ("=r",) * 4,
-                        (L.Address(a_smem, a_offset([row, col])),),
-                        ("r",),
-                    )
-                )
+                self.emit(ld_a.load(a_frag, i * 4, L.Address(a_smem, a_offset([row, col]))))
             # B (k x n, row-major): transposed loads give the column-major B fragment.
             for j in range(col_atoms):
                 krow = add(add(c64(kk), mat_row), mul(L.Binary(BIN.MOD, mat, c64(2)), c64(8)))
                 col = add(mul(warp_n, c64(8)), c64(j * 8 * wn))
-                self.emit(
-                    L.Asm(
-                        ld_b.ptx,
-                        tuple((b_frag, c64(j * 2 + q)) for q in range(2)),
-                        ("=r",) * 2,
-                        (L.Address(b_smem, b_offset([krow, col])),),
-                        ("r",),
-                    )
-                )
+                self.emit(ld_b.load(b_frag, j * 2, L.Address(b_smem, b_offset([krow, col]))))
             for i in range(row_atoms):
                 for j in range(col_atoms):
                     c_idx = [
@@ -1616,18 +1600,8 @@ class _Lowering:
                         for h in (0, 1)
                         for s in (0, 1)
                     ]
-                    inputs = tuple(L.Load(a_frag, c64(i * 4 + q)) for q in range(4)) + tuple(
-                        L.Load(b_frag, c64(j * 2 + q)) for q in range(2)
-                    )
-                    self.emit(
-                        L.Asm(
-                            atom.ptx,
-                            tuple((out, ci) for ci in c_idx),
-                            ("+f",) * 4,
-                            inputs,
-                            ("r",) * 6,
-                        )
-                    )
+                    self.emit(atom.multiply(out, c_idx, a_frag, i * atom.a_regs, b_frag,
+                                            j * atom.b_regs))
         self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
 
     def write_tile_vectorized(

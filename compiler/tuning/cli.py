@@ -42,16 +42,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _shapes(pairs: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise ValueError(f"--shape expects NAME=VALUE, got {pair!r}")
-        try:
-            out[name] = int(value)
-        except ValueError:
-            raise ValueError(f"--shape {name}: {value!r} is not an integer") from None
-    return out
+    from ..cli import int_assignments
+
+    return int_assignments(pairs, "--shape")
 
 
 def run_tune(args: argparse.Namespace) -> int:
