@@ -106,9 +106,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
                 f"give {' '.join(f'--size {s}=...' for s in missing)}"
             )
-        tile = build_tile_kernel(program, name, {}, given)
         for tname in targets:
             target = resolve_target(tname)
+            tile = build_tile_kernel(program, name, {}, given, target.constants())
             folder = None
             if out_root is not None:
                 folder = out_root / name / ("cuda" if target.is_cuda else "cpu")

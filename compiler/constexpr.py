@@ -84,7 +84,9 @@ FOLD_BINARY: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 # The functions a constant expression may call, with their arity.
-FUNCTIONS: Mapping[str, int] = {"min": 2, "max": 2, "cdiv": 2, "pow2ceil": 1, "pow2floor": 1}
+FUNCTIONS: Mapping[str, int] = {
+    "min": 2, "max": 2, "cdiv": 2, "pow2ceil": 1, "pow2floor": 1, "select": 3,
+}
 
 
 def fold_binary(op: str, a: Scalar, b: Scalar) -> Scalar:
@@ -118,6 +120,10 @@ def fold_call(func: str, args: tuple[Scalar, ...]) -> Scalar:
     """``func(*args)`` for a function of :data:`FUNCTIONS` (arity already checked)."""
     if func in ("min", "max"):
         return min(args) if func == "min" else max(args)
+    if func == "select":
+        if not isinstance(args[0], bool):
+            raise ConstEvalError(f"select expects a bool condition; got {args[0]!r}")
+        return args[1] if args[0] else args[2]
     if not all(is_int(a) for a in args):
         raise ConstEvalError(f"{func} expects integers; got {', '.join(map(repr, args))}")
     if func == "cdiv":

@@ -267,7 +267,7 @@ def compile_kernel(
     resolved = program() if callable(program) else program
     timings.append(("parse", time.perf_counter() - t0))
     t0 = time.perf_counter()
-    tile = build_tile_kernel(resolved, name, constants)
+    tile = build_tile_kernel(resolved, name, constants, target=target.constants())
     timings.append(("frontend", time.perf_counter() - t0))
     loop, ctx = lower_kernel(tile, target, dump_dir=dump_dir)
     timings.extend(ctx.timings)

@@ -27,6 +27,7 @@ from typing import Any
 from tegula.ir import dtypes
 from tegula.ir import tile as ir
 from tegula.ir.dtypes import DType
+from tegula.ir.target import cpu_target
 from tegula.passes.lowbit_codes import is_code_type
 
 from . import builtins as bi
@@ -217,11 +218,14 @@ def _defaults(
     kernel: ast.KernelDef,
     overrides: Mapping[str, Scalar],
     symbols: Mapping[str, int] | None = None,
+    target: Mapping[str, Scalar] | None = None,
 ) -> tuple[dict[str, Scalar], dict[str, tuple[Scalar, ...]]]:
     """Each compile-time param's value (the caller's, else its default) and candidates.
 
-    Defaults may name the header's size symbols; ``symbols`` gives their values.
+    Defaults may name the header's size symbols (``symbols`` gives their values) and the
+    target's constants ``CUDA`` and ``SM`` (``target``; the CPU's when not given).
     """
+    target = dict(target) if target is not None else cpu_target().constants()
     header_symbols = size_symbols(kernel)
     given = dict(symbols or {})
     if stray := [n for n in given if n not in header_symbols]:
@@ -241,7 +245,7 @@ def _defaults(
             raise error_at(
                 kernel.source, decl.span, f"compile-time parameter '{decl.name}' is declared twice"
             )
-        env = {**given, **values}
+        env = {**target, **given, **values}
         if decl.name in overrides and _names_of(decl) & unbound:
             # Set by the caller, so its default is never needed; only its kind is checked.
             kind = _default_kind(decl, env, unbound)
@@ -358,6 +362,7 @@ class _KernelBuilder:
         kernel: ast.KernelDef,
         constants: Mapping[str, Scalar],
         symbols: Mapping[str, int] | None = None,
+        target: Mapping[str, Scalar] | None = None,
     ) -> None:
         self.kdef = kernel
         self.source = kernel.source
@@ -366,7 +371,7 @@ class _KernelBuilder:
         self.env: dict[str, Binding] = {}
         self.readonly: dict[str, str] = {}
         self.writes: set[str] = set()
-        self.consts, _ = _defaults(kernel, constants, symbols)
+        self.consts, _ = _defaults(kernel, constants, symbols, target)
         self.const_eval = _ConstEvaluator(self.source)
         self.num_warps = 4
         self.loop_vars: frozenset[str] = frozenset()
@@ -1664,6 +1669,7 @@ def build_tile_kernel(
     kernel_name: str,
     constants: Mapping[str, Scalar] | None = None,
     symbols: Mapping[str, int] | None = None,
+    target: Mapping[str, Scalar] | None = None,
 ) -> ir.TileKernel:
     """Type-check kernel ``kernel_name`` of ``program`` and build its Tile IR.
 
@@ -1681,4 +1687,4 @@ def build_tile_kernel(
             f"{did_you_mean(kernel_name, names) or f' (kernels: {listed})'}",
             file=program.source.filename,
         )
-    return _KernelBuilder(kernel, dict(constants or {}), symbols).build()
+    return _KernelBuilder(kernel, dict(constants or {}), symbols, target).build()

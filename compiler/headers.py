@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tegula.ir import dtypes
+from tegula.ir.target import cpu_target
 
 from . import constexpr as cx
 from . import syntax as ast
@@ -96,17 +97,22 @@ class KernelHeader:
         return tuple(s for s in self.size_symbols if s in used)
 
     def constants_for(
-        self, symbols: Mapping[str, int], pinned: Mapping[str, Scalar]
+        self,
+        symbols: Mapping[str, int],
+        pinned: Mapping[str, Scalar],
+        target: Mapping[str, Scalar] | None = None,
     ) -> dict[str, Scalar]:
         """Every compile-time param's value: ``pinned`` ones as given, the others from
-        their defaults over ``symbols``. Raises :class:`ConstEvalError` where a default has
-        no value (the front end then says why, at the source)."""
+        their defaults over ``symbols`` and the ``target``'s constants (``CUDA``, ``SM``).
+        Raises :class:`ConstEvalError` where a default has no value (the front end then
+        says why, at the source)."""
         values: dict[str, Scalar] = {}
+        base = dict(target) if target is not None else cpu_target().constants()
         for p in self.const_params:
             if p.name in pinned:
                 values[p.name] = pinned[p.name]
                 continue
-            env = {**symbols, **values}
+            env = {**base, **symbols, **values}
             if any(c is None for c in p.candidates) or (p.default is None and not p.candidates):
                 raise ConstEvalError(f"{p.name} has a candidate that is not constant")
             cands = tuple(cx.evaluate_json(c, env) for c in p.candidates)

@@ -161,13 +161,13 @@ class SpecializedKernel:
             declared = set(self.header.declared)
             pinned.update({k: v for k, v in best.items() if k in declared and k not in self.pinned})
         try:
-            return self.header.constants_for(symbols, pinned)
+            return self.header.constants_for(symbols, pinned, self.target.constants())
         except ConstEvalError as exc:
             # The front end says what is wrong, at the source; parse to let it.
             from .frontend import build_tile_kernel
 
             program = self._program() if callable(self._program) else self._program
-            build_tile_kernel(program, self.name, self.pinned, symbols)
+            build_tile_kernel(program, self.name, self.pinned, symbols, self.target.constants())
             raise TypeError(f"kernel {self.name}: {exc}") from None
 
     # -- arguments -----------------------------------------------------------------------

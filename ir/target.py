@@ -42,6 +42,11 @@ class Target:
     def __str__(self) -> str:
         return f"cuda:{self.arch}" if self.is_cuda else "cpu"
 
+    def constants(self) -> dict[str, bool | int]:
+        """The compile-time names a kernel's params may use to choose per target: ``CUDA``
+        (whether it builds for a GPU) and ``SM`` (the compute capability, 0 on the CPU)."""
+        return {"CUDA": self.is_cuda, "SM": self.compute_capability}
+
 
 # Shared memory a block may opt into, by compute capability (bytes).
 _SMEM_OPT_IN = {

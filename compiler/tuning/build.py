@@ -63,7 +63,8 @@ def build_candidate(job: BuildJob) -> BuildOutcome:
     target = resolve_target(job.target)
     try:
         program = _program(job.source_text, job.filename)
-        tile = build_tile_kernel(program, job.kernel, job.constants, job.shapes)
+        tile = build_tile_kernel(program, job.kernel, job.constants, job.shapes,
+                                 target.constants())
         loop, _ = lower_kernel(tile, target)
     except DSLError as exc:
         return BuildOutcome("compile_error", str(exc))
