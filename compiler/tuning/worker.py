@@ -107,6 +107,7 @@ class _Session:
         else:
             self.inputs = _random_inputs(spec, shapes, rng)
         self.outputs = [p.name for p in spec.params if p.writes]
+        self._args: dict[str, Any] | None = None  # the inputs, moved to the device once
         self.reference: dict[str, np.ndarray] | None = None
         if reference_fn is not None:
             self.reference = {k: np.asarray(v) for k, v in reference_fn(**self.inputs).items()}
@@ -125,18 +126,25 @@ class _Session:
         return make_kernel(spec, binary, self.target, "")
 
     def _fresh_args(self) -> dict[str, Any]:
-        args = {}
-        for name, value in self.inputs.items():
-            if isinstance(value, np.ndarray):
-                value = value.copy()
-                if name in self.outputs:
-                    _poison(value)
-                if self.target.is_cuda:
-                    import cupy
+        """The arguments with every output poisoned. Inputs are copied (and moved to the
+        device) once per workload; only the outputs are refilled per call, in place, so a
+        candidate costs its own run and not a copy of the whole problem."""
+        if self._args is None:
+            args = {}
+            for name, value in self.inputs.items():
+                if isinstance(value, np.ndarray):
+                    value = value.copy()
+                    if self.target.is_cuda:
+                        import cupy
 
-                    value = cupy.asarray(value)
-            args[name] = value
-        return args
+                        value = cupy.asarray(value)
+                args[name] = value
+            self._args = args
+        for name in self.outputs:
+            value = self._args.get(name)
+            if value is not None and hasattr(value, "fill"):
+                _poison(value)
+        return self._args
 
     def _run(self, kernel: Any) -> dict[str, np.ndarray] | str:
         """One checked call: the outputs, or the error's text."""
@@ -245,17 +253,20 @@ def _random_inputs(spec: Any, shapes: dict[str, int], rng: np.random.Generator
     return inputs
 
 
-def _poison(array: np.ndarray) -> None:
-    if np.issubdtype(array.dtype, np.integer):
-        array.fill(np.iinfo(array.dtype).min)
-    elif array.dtype == np.bool_:
+def _poison(array: Any) -> None:
+    """Fill a NumPy or CuPy array with a value no correct kernel leaves behind."""
+    dtype = np.dtype(array.dtype)
+    if np.issubdtype(dtype, np.integer):
+        array.fill(np.iinfo(dtype).min)
+    elif dtype == np.bool_:
         array.fill(True)
     else:
         array.fill(np.nan)
 
 
 def _host(value: Any) -> np.ndarray:
-    return value.get() if hasattr(value, "get") else np.asarray(value)
+    """A host copy (never a view: the arguments are reused by the next call)."""
+    return value.get() if hasattr(value, "get") else np.array(value, copy=True)
 
 
 def _default_tolerance(spec: Any, outputs: list[str]) -> dict[str, float]:
