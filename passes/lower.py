@@ -1466,6 +1466,10 @@ class _Lowering:
         self.for_positions(
             lay, lambda pos: self.emit(L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt)))
         )
+        if not self.gpu and lay.spt == (m, n) and lay.order == (1, 0):
+            self.dot_cpu(op, self.materialize(op.a.name, a), self.materialize(op.b.name, b), out)
+            self.vals[r.name] = RegTile(dt, lay, buffer=out)
+            return
         if self.gpu:
             smem_a = self.scratch(dt, m * k + k * n)
             self.emit(L.Barrier())
@@ -1500,6 +1504,52 @@ class _Lowering:
 
         self.loop("k", k, step, L.LoopKind.SERIAL)
         self.vals[r.name] = RegTile(dt, lay, buffer=out)
+
+    def dot_cpu(self, op: DotOp, a: RegTile, b: RegTile, out: L.Buffer) -> None:
+        """``out += a @ b`` on the CPU as a register-blocked micro-kernel.
+
+        The output tile (row-major in ``out``) is cut into MR x NR blocks; each block's sums
+        live in a small local array across the whole ``k`` loop, and every loop inside it is
+        fully unrolled, so the array becomes registers (LLVM's SROA) and the MR x NR
+        multiply-adds become vector FMAs (its SLP vectorizer): one load of ``a`` broadcast
+        against NR/vector lanes of ``b`` per row, as a BLAS micro-kernel does.
+        """
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        dt = out.dtype
+        vector = max(1, self.target.vector_bytes // dt.itemsize)
+        mr = next(d for d in (8, 6, 4, 3, 2, 1) if m % d == 0)
+        nr = next(d for d in (2 * vector, vector, 8, 4, 2, 1) if n % d == 0)
+        unroll = L.LoopKind.UNROLL
+
+        def block(mb: L.Expr, nb: L.Expr) -> None:
+            sums = self.local(f"{op.result.name}_block", dt, mr * nr)
+            row0, col0 = mul(mb, c64(mr)), mul(nb, c64(nr))
+
+            def cell(i: L.Expr, j: L.Expr) -> L.Expr:
+                return add(mul(add(row0, i), c64(n)), add(col0, j))
+
+            self.loop("i", mr, lambda i: self.loop("j", nr, lambda j: self.emit(
+                L.Store(sums, add(mul(i, c64(nr)), j), L.Load(out, cell(i, j)))), unroll), unroll)
+
+            def step(kk: L.Expr) -> None:
+                def row(i: L.Expr) -> None:
+                    a_ik = self.let("a_ik", cast(self._elem_by_coords_2d(a, add(row0, i), kk), dt))
+
+                    def column(j: L.Expr) -> None:
+                        slot = add(mul(i, c64(nr)), j)
+                        b_kj = cast(self._elem_by_coords_2d(b, kk, add(col0, j)), dt)
+                        self.emit(L.Store(sums, slot, add(L.Load(sums, slot), mul(a_ik, b_kj))))
+
+                    self.loop("j", nr, column, unroll)
+
+                self.loop("i", mr, row, unroll)
+
+            self.loop("k", k, step, L.LoopKind.SERIAL)
+            self.loop("i", mr, lambda i: self.loop("j", nr, lambda j: self.emit(
+                L.Store(out, cell(i, j), L.Load(sums, add(mul(i, c64(nr)), j)))), unroll), unroll)
+
+        self.loop("mb", m // mr, lambda mb: self.loop("nb", n // nr, lambda nb: block(mb, nb),
+                                                      L.LoopKind.SERIAL), L.LoopKind.SERIAL)
 
     def operand_tile(self, v: Value) -> RegTile:
         return self.materialize(v.name, self.tile(v))
