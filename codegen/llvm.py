@@ -23,10 +23,12 @@ from functools import cache
 
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
-from tegula.ir.dtypes import DType, f64, i64
+from tegula.ir.dtypes import DType, f32, f64, i64
 from tegula.ir.loop import (
     AtomicAdd,
     Barrier,
+    Binary,
+    BinaryOp,
     Buffer,
     Comment,
     Const,
@@ -41,7 +43,11 @@ from tegula.ir.loop import (
     Seq,
     Stmt,
     Store,
+    Unary,
+    UnaryOp,
     Var,
+    stmt_exprs,
+    walk_exprs,
     walk_stmts,
 )
 from tegula.ir.verify_loop import LoopIRError
@@ -99,11 +105,37 @@ class _FunctionAttributes(ir.values.FunctionAttributes):
 
 
 def _straight_line(body: Stmt) -> bool:
-    """No branches inside: no nested loop, no if, no predicated copy."""
-    return not any(
-        isinstance(s, For | If) or (isinstance(s, Copy) and s.predicate is not None)
-        for s in walk_stmts(body)
-    )
+    """No branches and no library calls inside: no nested loop, no if, no predicated copy,
+    no math function that becomes a scalar C library call."""
+    for s in walk_stmts(body):
+        if isinstance(s, For | If) or (isinstance(s, Copy) and s.predicate is not None):
+            return False
+        for root in stmt_exprs(s):
+            for e in walk_exprs(root):
+                if (
+                    isinstance(e, Unary)
+                    and e.op in _LIBRARY_CALLS
+                    and not (e.op in (UnaryOp.EXP, UnaryOp.EXP2) and e.dtype is f32)
+                ):
+                    return False
+                if isinstance(e, Binary) and e.op is BinaryOp.POW:
+                    return False
+    return True
+
+
+# Math that LLVM turns into calls (f32 exp/exp2 are emitted inline, see llvm_math.py).
+_LIBRARY_CALLS = frozenset(
+    {
+        UnaryOp.EXP,
+        UnaryOp.EXP2,
+        UnaryOp.LOG,
+        UnaryOp.LOG2,
+        UnaryOp.TANH,
+        UnaryOp.ERF,
+        UnaryOp.SIN,
+        UnaryOp.COS,
+    }
+)
 
 
 class _LoopID(ir.values.MDValue):

@@ -1,0 +1,293 @@
+"""The lowering's state and the machinery every part shares: emitting statements, naming,
+local and shared buffers, loops over a layout's value positions, and thread coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tegula.ir import loop as L
+from tegula.ir.distributed import BlockedLayout
+from tegula.ir.dtypes import DType, i64
+from tegula.ir.target import Target
+from tegula.ir.tile import (
+    Block,
+    ForOp,
+    Op,
+    TileKernel,
+    Value,
+    walk_ops,
+)
+
+from ..lowbit_codes import (
+    storage_dtype,
+)
+from .values import (
+    BIN,
+    Lowered,
+    Pos,
+    RegTile,
+    Scalar,
+    add,
+    c64,
+    land,
+    mul,
+    value_index,
+)
+
+
+@dataclass
+class _Frame:
+    stmts: list[L.Stmt] = field(default_factory=list)
+    last_comment: str = ""
+
+
+class LoweringBase:
+    def __init__(self, kernel: TileKernel, target: Target) -> None:
+        self.kernel = kernel
+        self.target = target
+        self.gpu = target.is_cuda
+        self.threads = kernel.num_warps * target.warp_size if self.gpu else 1
+        self.vals: dict[str, Lowered] = {}
+        self.buffers: list[L.Buffer] = []
+        self.names: set[str] = set()
+        self.frames: list[_Frame] = [_Frame()]
+        self.scratch_bytes = 0
+        self.shared_tiles_bytes = 0
+        self.shared_allocs: list[tuple[str, int, DType]] = []
+        self.thread_offsets: dict[tuple, dict[int, L.Expr]] = {}
+        self.uses = _use_counts(kernel.body)
+        self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE
+        self.tid = L.Var("tid", i64)
+
+    # ------------------------------------------------------------------ emission helpers
+
+    def emit(self, *stmts: L.Stmt) -> None:
+        self.frames[-1].stmts.extend(stmts)
+
+    def unique(self, base: str) -> str:
+        base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base) or "v"
+        if base[0].isdigit():
+            base = "v" + base
+        name, n = base, 0
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def let(self, base: str, expr: L.Expr) -> L.Var:
+        if isinstance(expr, L.Var | L.Const):
+            return expr  # type: ignore[return-value]
+        var = L.Var(self.unique(base), expr.dtype)
+        self.emit(L.Let(var, expr))
+        return var
+
+    def local(self, base: str, dtype: DType, size: int) -> L.Buffer:
+        buf = L.Buffer(self.unique(base), storage_dtype(dtype), L.Scope.LOCAL, size)
+        self.buffers.append(buf)
+        return buf
+
+    def scratch(self, dtype: DType, elements: int) -> L.Buffer:
+        """The shared scratch area viewed as ``elements`` of ``dtype`` (offset 0)."""
+        dtype = storage_dtype(dtype)
+        nbytes = elements * dtype.itemsize
+        self.scratch_bytes = max(self.scratch_bytes, nbytes)
+        buf = L.Buffer(self.unique(f"scratch_{dtype}"), dtype, L.Scope.SHARED, elements, 0)
+        self.buffers.append(buf)
+        return buf
+
+    def nest(self) -> None:
+        self.frames.append(_Frame())
+
+    def unnest(self) -> L.Stmt:
+        return L.seq(*self.frames.pop().stmts)
+
+    def loop(
+        self, name: str, extent: int, body: Callable[[L.Expr], None], kind: L.LoopKind | None = None
+    ) -> None:
+        """Emit ``for name in range(extent)`` (nothing for 0, the body alone for 1)."""
+        if extent <= 0:
+            return
+        if extent == 1:
+            body(c64(0))
+            return
+        var = L.Var(self.unique(name), i64)
+        self.nest()
+        body(var)
+        inner = self.unnest()
+        self.emit(L.For(var, c64(0), c64(extent), c64(1), inner, kind or self.loop_kind))
+
+    def comment(self, op: Op) -> None:
+        """Carry the op's source line into the code, once per run of ops from that line."""
+        if op.loc is None or not op.loc.text:
+            return
+        text = f"{op.loc.file.rsplit('/', 1)[-1]}:{op.loc.line}: {op.loc.text.strip()}"
+        frame = self.frames[-1]
+        if frame.last_comment != text:
+            frame.last_comment = text
+            self.emit(L.Comment(text))
+
+    # ------------------------------------------------------------------ layouts → expressions
+
+    def thread_offset(self, lay: BlockedLayout) -> dict[int, L.Expr]:
+        key = (lay.base_shape, lay.spt, lay.tpw, lay.wpc, lay.order)
+        return self.thread_offsets[key]
+
+    def prepare_thread_offsets(self, layouts: list[BlockedLayout]) -> None:
+        if self.gpu:
+            self.emit(L.Let(self.tid, L.Cast(i64, L.ThreadIdx())))
+            lane = self.let("lane", L.Binary(BIN.MOD, self.tid, c64(self.target.warp_size)))
+            warp = self.let("warp", L.Binary(BIN.FLOORDIV, self.tid, c64(self.target.warp_size)))
+        for lay in layouts:
+            key = (lay.base_shape, lay.spt, lay.tpw, lay.wpc, lay.order)
+            if key in self.thread_offsets:
+                continue
+            offs: dict[int, L.Expr] = {}
+            tag = len(self.thread_offsets)
+            for d in range(len(lay.base_shape)):
+                if not self.gpu or (lay.tpw[d] == 1 and lay.wpc[d] == 1):
+                    offs[d] = c64(0)
+                    continue
+                parts: L.Expr = c64(0)
+                if lay.wpc[d] > 1:
+                    w = L.Binary(
+                        BIN.MOD,
+                        L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(d))),
+                        c64(lay.wpc[d]),
+                    )
+                    parts = mul(w, c64(lay.tpw[d]))
+                if lay.tpw[d] > 1:
+                    ln = L.Binary(
+                        BIN.MOD,
+                        L.Binary(BIN.FLOORDIV, lane, c64(lay.lane_stride(d))),
+                        c64(lay.tpw[d]),
+                    )
+                    parts = add(parts, ln)
+                offs[d] = self.let(f"t{tag}_d{d}", mul(parts, c64(lay.spt[d])))
+            self.thread_offsets[key] = offs
+
+    def coords(self, lay: BlockedLayout, pos: Pos) -> list[L.Expr]:
+        """Tile coordinates (one per tile dim) of the value at ``pos``."""
+        to = self.thread_offset(lay)
+        out = []
+        for d in lay.tile_dims:
+            if d in lay.unit:
+                out.append(c64(0))
+                continue
+            rep, s = pos[d]
+            c = add(add(to[d], mul(rep, c64(lay.coverage(d)))), s)
+            if lay.replicated(d) or lay.base_shape[d] % lay.coverage(d):
+                c = L.Binary(BIN.MOD, c, c64(lay.base_shape[d]))
+            out.append(c)
+        return out
+
+    def owner(self, lay: BlockedLayout, pos: Pos) -> L.Expr | None:
+        """True on exactly one of the threads/values holding each element (for stores)."""
+        if not self.gpu:
+            return None
+        to = self.thread_offset(lay)
+        pred: L.Expr | None = None
+        for d in range(len(lay.base_shape)):
+            if d in lay.live_dims:
+                if lay.replicated(d) or lay.base_shape[d] % lay.coverage(d):
+                    rep, s = pos[d]
+                    raw = add(add(to[d], mul(rep, c64(lay.coverage(d)))), s)
+                    pred = land(pred, L.Binary(BIN.LT, raw, c64(lay.base_shape[d])))
+            elif lay.tpw[d] > 1 or lay.wpc[d] > 1:
+                pred = land(pred, L.Binary(BIN.EQ, to[d], c64(0)))
+        return pred
+
+    def for_positions(
+        self, lay: BlockedLayout, body: Callable[[Pos], None], innermost_run: bool = False
+    ) -> None:
+        """Nested loops over every value position of ``lay``; with ``innermost_run`` the
+        fastest live dim's ``s`` is left at 0 for the caller to handle as a run."""
+        live = [d for d in lay.order if d in lay.live_dims]
+        plan: list[tuple[int, str]] = []
+        for d in reversed(live):
+            plan.append((d, "rep"))
+        for d in reversed(live):
+            plan.append((d, "s"))
+        if innermost_run and live:
+            plan = [p for p in plan if p != (live[0], "s")]
+        pos: Pos = {d: (c64(0), c64(0)) for d in live}
+
+        def go(i: int) -> None:
+            if i == len(plan):
+                body(dict(pos))
+                return
+            d, part = plan[i]
+            extent = lay.reps(d) if part == "rep" else lay.spt[d]
+
+            def inner(var: L.Expr, d=d, part=part) -> None:
+                rep, s = pos[d]
+                pos[d] = (var, s) if part == "rep" else (rep, var)
+                go(i + 1)
+
+            kind = (
+                self.loop_kind
+                if part == "s"
+                else (L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL)
+            )
+            self.loop(f"{part}{d}", extent, inner, kind)
+
+        go(0)
+
+    # ------------------------------------------------------------------ value access
+
+    def scalar(self, v: Value) -> L.Expr:
+        lv = self.vals[v.name]
+        assert isinstance(lv, Scalar), f"{v} is not a scalar"
+        return lv.expr
+
+    def tile(self, v: Value) -> RegTile:
+        lv = self.vals[v.name]
+        if isinstance(lv, Scalar):  # a scalar used where a tile is wanted
+            return RegTile(
+                lv.expr.dtype,
+                BlockedLayout((1,), (1,), (1,), (1,), (0,)),
+                element=lambda pos, e=lv.expr: e,
+            )
+        assert isinstance(lv, RegTile), f"{v} is not a register tile"
+        return lv
+
+    def materialize(self, name: str, t: RegTile) -> RegTile:
+        if t.buffer is not None and t.element is None:
+            return t
+        buf = self.local(name, t.dtype, t.layout.num_values)
+        self.for_positions(
+            t.layout, lambda pos: self.emit(L.Store(buf, value_index(t.layout, pos), t.at(pos)))
+        )
+        return RegTile(t.dtype, t.layout, buffer=buf)
+
+    def define(self, v: Value, t: RegTile, lazy_ok: bool = True) -> None:
+        """Bind a tile result; keep it as an expression if it is used at most once."""
+        if t.element is not None and (not lazy_ok or self.uses.get(v.name, 0) > 1):
+            t = self.materialize(v.name, t)
+        self.vals[v.name] = t
+
+
+def _use_counts(block: Block) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in walk_ops(block):
+        for v in op.operands():
+            counts[v.name] = counts.get(v.name, 0) + 1
+
+    # A value used inside a loop body but defined outside is used once per iteration:
+    # keep it in a buffer rather than recomputing it.
+    def visit(b: Block, defined_outside: set[str]) -> None:
+        for op in b.ops:
+            if isinstance(op, ForOp):
+                inner_defs = {v.name for o in walk_ops(op.body) for v in o.results} | {
+                    a.name for a in op.body.args
+                }
+                for o in walk_ops(op.body):
+                    for v in o.operands():
+                        if v.name not in inner_defs:
+                            counts[v.name] = counts.get(v.name, 0) + 2
+            for inner in op.blocks():
+                visit(inner, defined_outside)
+
+    visit(block, set())
+    return counts

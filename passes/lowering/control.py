@@ -1,0 +1,392 @@
+"""Control flow: loops with carried values, branches, and the software pipelining of
+``pipeline(...)`` loops (cp.async rings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tegula.ir import loop as L
+from tegula.ir.atoms import (
+    CP_ASYNC_COMMIT,
+    CpAsyncAtom,
+    cp_async_wait,
+)
+from tegula.ir.distributed import BlockedLayout
+from tegula.ir.dtypes import i64, u32
+from tegula.ir.tile import (
+    CastOp,
+    DotOp,
+    ElementwiseOp,
+    ForOp,
+    FullOp,
+    IfOp,
+    LoadOp,
+    Op,
+    Value,
+    YieldOp,
+)
+
+from .base import LoweringBase
+from .values import (
+    BIN,
+    Lowered,
+    Pos,
+    RegTile,
+    Scalar,
+    StagedTile,
+    Tensor,
+    _operand_swizzle,
+    add,
+    c64,
+    cast,
+    land,
+    mul,
+    value_index,
+)
+
+
+class ControlFlow(LoweringBase):
+    # ------------------------------------------------------------------ control flow
+
+    def carried_storage(self, name: str, v: Value) -> Lowered:
+        lv = self.vals[v.name]
+        if isinstance(lv, Scalar):
+            buf = self.local(f"{name}_carry", lv.expr.dtype, 1)
+            return Scalar(L.Load(buf, c64(0)))  # the read; writes go through store_carried
+        t = self.tile(v)
+        buf = self.local(f"{name}_carry", t.dtype, t.layout.num_values)
+        return RegTile(t.dtype, t.layout, buffer=buf)
+
+    def store_carried(self, dst: Lowered, src_value: Value) -> None:
+        src = self.vals[src_value.name]
+        if isinstance(dst, Scalar):
+            assert isinstance(dst.expr, L.Load) and isinstance(src, Scalar)
+            self.emit(L.Store(dst.expr.buffer, c64(0), cast(src.expr, dst.expr.dtype)))
+            return
+        assert isinstance(dst, RegTile) and dst.buffer is not None
+        s = self.tile(src_value)
+        if s.buffer is dst.buffer and s.element is None:
+            return
+        self.for_positions(
+            dst.layout,
+            lambda pos: self.emit(
+                L.Store(dst.buffer, value_index(dst.layout, pos), cast(s.at(pos), dst.dtype))
+            ),
+        )  # type: ignore[arg-type]
+
+    def read_carried(self, name: str, carried: Lowered) -> Lowered:
+        if isinstance(carried, Scalar):
+            return Scalar(self.let(name, carried.expr))
+        return carried
+
+    def for_op(self, op: ForOp) -> None:
+        plan = self.pipeline_plan(op) if op.pipeline_stages > 1 else None
+        if plan is None:
+            self.serial_for(op)
+            return
+        carried = [
+            self.carried_storage(a.name, init)
+            for a, init in zip(op.body.args[1:], op.inits, strict=True)
+        ]
+        for c, init in zip(carried, op.inits, strict=True):
+            self.store_carried(c, init)
+        guard = self.pipeline_guard(plan)
+        self.nest()
+        self.pipelined_loop(op, plan, carried)
+        fast = self.unnest()
+        self.nest()
+        self.serial_for(op, carried)
+        slow = self.unnest()
+        self.emit(L.If(guard, fast, slow))
+        for r, c in zip(op.results, carried, strict=True):
+            self.vals[r.name] = self.read_carried(r.name, c)
+
+    # ------------------------------------------------------------------ software pipelining
+
+    def pipeline_plan(self, op: ForOp) -> list[_PipelinedLoad] | None:
+        """The loads of this loop that can be pipelined: their only use is as a tensor-core
+        operand, and their window depends on scalars only. None if there are none."""
+        if not self.gpu:
+            return None
+        body = op.body
+        uses: dict[str, list[Op]] = {}
+        producers: dict[str, Op] = {}
+        for o in body.ops:
+            for v in o.operands():
+                uses.setdefault(v.name, []).append(o)
+            for v in o.results:
+                producers[v.name] = o
+        plan: list[_PipelinedLoad] = []
+        for o in body.ops:
+            if not isinstance(o, DotOp) or self.mma_atom(o) is None:
+                continue
+            for operand, rows_cols in ((o.a, "a"), (o.b, "b")):
+                load = producers.get(operand.name)
+                if not isinstance(load, LoadOp) or load.mask is not None or load.other is not None:
+                    continue
+                if len(uses.get(operand.name, [])) != 1 or load.result.tile.rank != 2:
+                    continue
+                tensor = self.vals[load.tensor.name]
+                if not isinstance(tensor, Tensor) or not tensor.contiguous_last:
+                    continue
+                lay = load.result.tile.layout
+                chunk = 16 // load.result.tile.dtype.itemsize
+                if not isinstance(lay, BlockedLayout) or lay.contiguous_run() % chunk:
+                    continue
+                # Leading dims may be indexed (a batch); the tile is the last two dims.
+                if any(load.window.squeeze[-2:]):
+                    continue
+                chain = _scalar_chain(load.window.starts, producers)
+                if chain is None:
+                    continue
+                del rows_cols
+                plan.append(_PipelinedLoad(load, chain, chunk))
+        return plan or None
+
+    def pipeline_guard(self, plan: list[_PipelinedLoad]) -> L.Expr:
+        """``cp.async`` moves 16-byte chunks: rows and base pointers must be 16-byte aligned."""
+        cond: L.Expr | None = None
+        for p in plan:
+            tensor = self.vals[p.load.tensor.name]
+            assert isinstance(tensor, Tensor)
+            aligned_rows: L.Expr | None = None
+            for stride in tensor.strides[:-1]:  # every row of every batch starts aligned
+                ok = L.Binary(BIN.EQ, L.Binary(BIN.MOD, stride, c64(p.chunk)), c64(0))
+                aligned_rows = land(aligned_rows, ok)
+            base = L.Address(tensor.buffer, c64(0))
+            aligned_base = L.Binary(
+                BIN.EQ, L.Binary(BIN.MOD, base, L.Const(16, base.dtype)), L.Const(0, base.dtype)
+            )
+            cond = land(cond, land(aligned_rows, aligned_base))
+        assert cond is not None
+        return cond
+
+    def pipelined_loop(self, op: ForOp, plan: list[_PipelinedLoad], carried: list[Lowered]) -> None:
+        """The loop with its operand loads ``stages - 1`` iterations ahead, through a ring of
+        shared-memory buffers filled by ``cp.async``:
+
+            prologue: issue iterations 0 .. S-2
+            for each iteration i:  wait for i's copies; barrier;
+                                   issue iteration i + S - 1 into the buffer i - 1 used;
+                                   compute on buffer i % S
+            drain:    wait for everything; barrier
+
+        The barrier after the wait both publishes iteration ``i``'s data and tells every
+        thread that iteration ``i - 1``'s buffer is no longer read, so it may be refilled.
+        """
+        stages = op.pipeline_stages
+        loop_var = op.body.args[0]
+        start = cast(self.scalar(op.start), i64)
+        stop = cast(self.scalar(op.stop), i64)
+        step = cast(self.scalar(op.step), i64)
+        rings = []
+        for p in plan:
+            shape = p.load.result.tile.shape
+            numel = shape[0] * shape[1]
+            name = self.unique(f"{p.load.result.name}_ring")
+            dtype = p.load.result.tile.dtype
+            buf = L.Buffer(name, dtype, L.Scope.SHARED, numel * stages, 0)
+            self.buffers.append(buf)
+            self.shared_allocs.append((name, numel * stages * dtype.itemsize, dtype))
+            rings.append((buf, numel, _operand_swizzle(shape[1], dtype)))
+
+        def issue(iteration: L.Expr) -> None:
+            k_value = add(start, mul(iteration, step))
+            live = L.Binary(BIN.LT, k_value, stop)
+            stage = L.Binary(BIN.MOD, iteration, c64(stages))
+            for p, (buf, numel, swz) in zip(plan, rings, strict=True):
+                self.issue_async_load(
+                    p,
+                    loop_var,
+                    k_value,
+                    live,
+                    StagedTile(
+                        buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
+                    ),
+                )  # type: ignore[arg-type]
+            self.emit(L.Asm(CP_ASYNC_COMMIT, memory=True))
+
+        for s in range(stages - 1):
+            issue(c64(s))
+        var = L.Var(self.unique(loop_var.name), i64)
+        self.nest()
+        it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
+        self.emit(L.Asm(cp_async_wait(stages - 2), memory=True))
+        self.emit(L.Barrier())
+        issue(add(it, c64(stages - 1)))
+        stage = self.let("stage", L.Binary(BIN.MOD, it, c64(stages)))
+        self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
+        for a, c in zip(op.body.args[1:], carried, strict=True):
+            self.vals[a.name] = self.read_carried(a.name, c)
+        skip = {id(p.load) for p in plan}
+        for p, (buf, numel, swz) in zip(plan, rings, strict=True):
+            self.vals[p.load.result.name] = StagedTile(
+                buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
+            )  # type: ignore[arg-type]
+        for o in op.body.ops:
+            if isinstance(o, YieldOp) or id(o) in skip:
+                continue
+            self.comment(o)
+            self.op(o)
+        if op.body.terminator is not None:
+            self.yield_into(carried, op.body.terminator.values)
+        body = self.unnest()
+        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        self.emit(L.Asm(cp_async_wait(0), memory=True))
+        self.emit(L.Barrier())
+
+    def issue_async_load(
+        self, p: _PipelinedLoad, loop_var: Value, k_value: L.Expr, live: L.Expr, dst: StagedTile
+    ) -> None:
+        """``cp.async`` this thread's 16-byte chunks of ``p.load``'s window, with the loop
+        variable at ``k_value``, into ``dst``; chunks outside the tensor (or past the loop's
+        end, when ``live`` is false) copy zero bytes and are zero-filled."""
+        saved = dict(self.vals)
+        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+        for dep in p.chain:
+            self.op(dep)
+        tensor = self.vals[p.load.tensor.name]
+        assert isinstance(tensor, Tensor)
+        starts, axes = self.window_geometry(tensor, p.load, None)
+        lay: BlockedLayout = p.load.result.tile.layout
+        fast = lay.tile_dims[-1]
+        atom = CpAsyncAtom(16)
+
+        def chunks(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+
+            def one(chunk: L.Expr) -> None:
+                first = dict(pos)
+                first[fast] = (rep_f, mul(chunk, c64(p.chunk)))
+                last = dict(pos)
+                last[fast] = (rep_f, add(mul(chunk, c64(p.chunk)), c64(p.chunk - 1)))
+                coords = self.coords(lay, first)
+                offset, ok_first = self.element_address(tensor, starts, axes, coords)
+                _, ok_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
+                ok = self.let("chunk_ok", land(land(ok_first, ok_last), live))  # type: ignore[arg-type]
+                src = L.Address(tensor.buffer, L.Select(ok, offset, c64(0)))
+                nbytes = L.Select(ok, L.Const(16, u32), L.Const(0, u32))
+                self.emit(
+                    L.Asm(
+                        atom.ptx,
+                        (),
+                        (),
+                        (L.Address(dst.buffer, dst.offset(coords)), src, nbytes),
+                        ("r", "l", "r"),
+                        memory=True,
+                    )
+                )
+
+            self.loop(f"c{fast}", lay.spt[fast] // p.chunk, one, L.LoopKind.UNROLL)
+
+        self.for_positions(lay, chunks, innermost_run=True)
+        self.vals = saved
+
+    def serial_for(self, op: ForOp, carried: list[Lowered] | None = None) -> None:
+        own = carried is None
+        carried = (
+            carried
+            if carried is not None
+            else [
+                self.carried_storage(a.name, init)
+                for a, init in zip(op.body.args[1:], op.inits, strict=True)
+            ]
+        )
+        if own:
+            for c, init in zip(carried, op.inits, strict=True):
+                self.store_carried(c, init)
+        start = cast(self.scalar(op.start), i64)
+        stop = cast(self.scalar(op.stop), i64)
+        step = cast(self.scalar(op.step), i64)
+        var = L.Var(self.unique(op.body.args[0].name), i64)
+        self.nest()
+        self.vals[op.body.args[0].name] = Scalar(
+            cast(var, op.body.args[0].tile.dtype) if op.body.args[0].tile.dtype is not i64 else var
+        )
+        for a, c in zip(op.body.args[1:], carried, strict=True):
+            self.vals[a.name] = self.read_carried(a.name, c)
+        self.block(op.body)
+        term = op.body.terminator
+        if term is not None:
+            self.yield_into(carried, term.values)
+        body = self.unnest()
+        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        if own:
+            for r, c in zip(op.results, carried, strict=True):
+                self.vals[r.name] = self.read_carried(r.name, c)
+
+    def yield_into(self, carried: list[Lowered], values: tuple[Value, ...]) -> None:
+        # Materialize everything first: a yielded expression may read a carried buffer that
+        # an earlier copy in this same yield overwrites.
+        staged: list[Value] = []
+        for c, v in zip(carried, values, strict=True):
+            lv = self.vals[v.name]
+            if isinstance(lv, RegTile) and (
+                lv.element is not None
+                or any(
+                    isinstance(o, RegTile) and o.buffer is lv.buffer and o is not c for o in carried
+                )
+            ):
+                tmp = self.local(f"{v.name}_next", lv.dtype, lv.layout.num_values)
+                self.for_positions(
+                    lv.layout,
+                    lambda pos, lv=lv, tmp=tmp: self.emit(
+                        L.Store(tmp, value_index(lv.layout, pos), lv.at(pos))
+                    ),
+                )
+                self.vals[v.name] = RegTile(lv.dtype, lv.layout, buffer=tmp)
+            elif isinstance(lv, Scalar) and isinstance(c, Scalar):
+                self.vals[v.name] = Scalar(self.let(f"{v.name}_next", lv.expr))
+            staged.append(v)
+        for c, v in zip(carried, staged, strict=True):
+            self.store_carried(c, v)
+
+    def if_op(self, op: IfOp) -> None:
+        cond = self.scalar(op.cond)
+        carried = [
+            self.carried_storage(r.name, y)
+            for r, y in zip(
+                op.results, op.then.terminator.values if op.then.terminator else (), strict=True
+            )
+        ]
+        branches = []
+        for blk in (op.then, op.otherwise):
+            self.nest()
+            self.block(blk)
+            if blk.terminator is not None:
+                self.yield_into(carried, blk.terminator.values)
+            branches.append(self.unnest())
+        self.emit(L.If(cond, branches[0], branches[1]))
+        for r, c in zip(op.results, carried, strict=True):
+            self.vals[r.name] = self.read_carried(r.name, c)
+
+
+@dataclass(frozen=True)
+class _PipelinedLoad:
+    load: LoadOp
+    chain: list[Op]  # the scalar ops in the loop body its window starts depend on
+    chunk: int  # elements per 16-byte cp.async
+
+
+def _scalar_chain(starts: tuple[Value, ...], producers: dict[str, Op]) -> list[Op] | None:
+    """The body ops (in order) computing ``starts``, if all are scalar arithmetic."""
+    needed: list[Op] = []
+    seen: set[int] = set()
+
+    def visit(v: Value) -> bool:
+        o = producers.get(v.name)
+        if o is None:
+            return True  # defined outside the body, or the loop variable
+        if id(o) in seen:
+            return True
+        if not isinstance(o, ElementwiseOp | CastOp | FullOp) or not v.tile.is_scalar:
+            return False
+        seen.add(id(o))
+        if not all(visit(a) for a in o.operands()):
+            return False
+        needed.append(o)
+        return True
+
+    if not all(visit(s) for s in starts):
+        return None
+    return needed

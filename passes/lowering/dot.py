@@ -1,0 +1,310 @@
+"""``dot``: on tensor cores (mma.sync from swizzled shared memory), on CUDA cores, and as a
+register-blocked micro-kernel on the CPU."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from tegula.ir import loop as L
+from tegula.ir.atoms import (
+    LdMatrixAtom,
+    MmaAtom,
+    find_mma,
+)
+from tegula.ir.distributed import BlockedLayout
+from tegula.ir.dtypes import u32
+from tegula.ir.tile import (
+    DotOp,
+    Value,
+)
+
+from .base import LoweringBase
+from .values import (
+    BIN,
+    Pos,
+    RegTile,
+    StagedTile,
+    _operand_swizzle,
+    add,
+    c64,
+    cast,
+    mul,
+    value_index,
+)
+
+
+class Dots(LoweringBase):
+    # ------------------------------------------------------------------ dot
+
+    def dot(self, op: DotOp) -> None:
+        r = op.result
+        acc = self.tile(op.acc)
+        dt = r.tile.dtype
+        lay: BlockedLayout = r.tile.layout
+        atom = self.mma_atom(op)
+        if atom is not None:
+            a_val, b_val = self.vals[op.a.name], self.vals[op.b.name]
+            # An operand computed in registers (a dequantized weight tile: a cast-and-scale
+            # chain) is made once, so it reaches shared memory in 16-byte stores.
+            a_op = a_val if isinstance(a_val, StagedTile) else self.operand_tile(op.a)
+            b_op = b_val if isinstance(b_val, StagedTile) else self.operand_tile(op.b)
+            self.dot_mma(op, atom, a_op, b_op, acc)
+            return
+        a, b = self.tile(op.a), self.tile(op.b)
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        out = self.local(r.name, dt, lay.num_values)
+        self.for_positions(
+            lay, lambda pos: self.emit(L.Store(out, value_index(lay, pos), cast(acc.at(pos), dt)))
+        )
+        if not self.gpu and lay.spt == (m, n) and lay.order == (1, 0):
+            self.dot_cpu(op, self.materialize(op.a.name, a), self.materialize(op.b.name, b), out)
+            self.vals[r.name] = RegTile(dt, lay, buffer=out)
+            return
+        if self.gpu:
+            smem_a = self.scratch(dt, m * k + k * n)
+            self.emit(L.Barrier())
+            self.write_tile_to(a, smem_a, lambda c: add(mul(c[0], c64(k)), c[1]))
+            self.write_tile_to(b, smem_a, lambda c: add(c64(m * k), add(mul(c[0], c64(n)), c[1])))
+            self.emit(L.Barrier())
+
+            def a_at(row: L.Expr, kk: L.Expr) -> L.Expr:
+                return cast(L.Load(smem_a, add(mul(row, c64(k)), kk)), dt)
+
+            def b_at(kk: L.Expr, col: L.Expr) -> L.Expr:
+                return cast(L.Load(smem_a, add(c64(m * k), add(mul(kk, c64(n)), col))), dt)
+        else:
+            a_m = self.materialize(op.a.name, a)
+            b_m = self.materialize(op.b.name, b)
+
+            def a_at(row: L.Expr, kk: L.Expr) -> L.Expr:
+                return cast(self._elem_by_coords_2d(a_m, row, kk), dt)
+
+            def b_at(kk: L.Expr, col: L.Expr) -> L.Expr:
+                return cast(self._elem_by_coords_2d(b_m, kk, col), dt)
+
+        def step(kk: L.Expr) -> None:
+            def fma(pos: Pos) -> None:
+                row, col = self.coords(lay, pos)
+                vidx = value_index(lay, pos)
+                self.emit(
+                    L.Store(out, vidx, add(L.Load(out, vidx), mul(a_at(row, kk), b_at(kk, col))))
+                )
+
+            self.for_positions(lay, fma)
+
+        self.loop("k", k, step, L.LoopKind.SERIAL)
+        self.vals[r.name] = RegTile(dt, lay, buffer=out)
+
+    def dot_cpu(self, op: DotOp, a: RegTile, b: RegTile, out: L.Buffer) -> None:
+        """``out += a @ b`` on the CPU as a register-blocked micro-kernel.
+
+        The output tile (row-major in ``out``) is cut into MR x NR blocks; each block's sums
+        live in a small local array across the whole ``k`` loop, and every loop inside it is
+        fully unrolled, so the array becomes registers (LLVM's SROA) and the MR x NR
+        multiply-adds become vector FMAs (its SLP vectorizer): one load of ``a`` broadcast
+        against NR/vector lanes of ``b`` per row, as a BLAS micro-kernel does.
+        """
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        dt = out.dtype
+        vector = max(1, self.target.vector_bytes // dt.itemsize)
+        mr = next(d for d in (8, 6, 4, 3, 2, 1) if m % d == 0)
+        nr = next(d for d in (2 * vector, vector, 8, 4, 2, 1) if n % d == 0)
+        unroll = L.LoopKind.UNROLL
+
+        def block(mb: L.Expr, nb: L.Expr) -> None:
+            sums = self.local(f"{op.result.name}_block", dt, mr * nr)
+            row0, col0 = mul(mb, c64(mr)), mul(nb, c64(nr))
+
+            def cell(i: L.Expr, j: L.Expr) -> L.Expr:
+                return add(mul(add(row0, i), c64(n)), add(col0, j))
+
+            self.loop(
+                "i",
+                mr,
+                lambda i: self.loop(
+                    "j",
+                    nr,
+                    lambda j: self.emit(
+                        L.Store(sums, add(mul(i, c64(nr)), j), L.Load(out, cell(i, j)))
+                    ),
+                    unroll,
+                ),
+                unroll,
+            )
+
+            def step(kk: L.Expr) -> None:
+                def row(i: L.Expr) -> None:
+                    a_ik = self.let("a_ik", cast(self._elem_by_coords_2d(a, add(row0, i), kk), dt))
+
+                    def column(j: L.Expr) -> None:
+                        slot = add(mul(i, c64(nr)), j)
+                        b_kj = cast(self._elem_by_coords_2d(b, kk, add(col0, j)), dt)
+                        self.emit(L.Store(sums, slot, add(L.Load(sums, slot), mul(a_ik, b_kj))))
+
+                    self.loop("j", nr, column, unroll)
+
+                self.loop("i", mr, row, unroll)
+
+            self.loop("k", k, step, L.LoopKind.SERIAL)
+            self.loop(
+                "i",
+                mr,
+                lambda i: self.loop(
+                    "j",
+                    nr,
+                    lambda j: self.emit(
+                        L.Store(out, cell(i, j), L.Load(sums, add(mul(i, c64(nr)), j)))
+                    ),
+                    unroll,
+                ),
+                unroll,
+            )
+
+        self.loop(
+            "mb",
+            m // mr,
+            lambda mb: self.loop("nb", n // nr, lambda nb: block(mb, nb), L.LoopKind.SERIAL),
+            L.LoopKind.SERIAL,
+        )
+
+    def operand_tile(self, v: Value) -> RegTile:
+        return self.materialize(v.name, self.tile(v))
+
+    def mma_atom(self, op: DotOp) -> MmaAtom | None:
+        """The tensor-core atom this dot runs on (its accumulator has the atom's layout)."""
+        if not self.gpu:
+            return None
+        lay = op.result.tile.layout
+        atom = find_mma(
+            op.a.tile.dtype, op.b.tile.dtype, op.result.tile.dtype, self.target.compute_capability
+        )
+        ok = isinstance(lay, BlockedLayout) and (lay.spt, lay.tpw, lay.order) == (
+            (1, 2),
+            (8, 4),
+            (1, 0),
+        )
+        return atom if ok else None
+
+    def dot_mma(
+        self,
+        op: DotOp,
+        atom: MmaAtom,
+        a: RegTile | StagedTile,
+        b: RegTile | StagedTile,
+        acc: RegTile,
+    ) -> None:
+        """``dot`` on tensor cores: operands through swizzled shared memory, fragments loaded
+        with ``ldmatrix``, one ``mma.sync`` per (row atom, column atom, k step).
+
+        The accumulator is in the atom's C layout repeated over the tile
+        (``mma_accumulator_layout``): warp ``(wm, wn)`` and lane group ``g`` hold rows
+        ``wm*8 + g + 8*WM*rep``; two consecutive row repeats form one m16 atom, so the A
+        fragment of atom ``i`` gathers those two 8-row groups — ``ldmatrix`` takes a row
+        address per lane, so the rows need not be adjacent in memory.
+        """
+        r = op.result
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        lay: BlockedLayout = r.tile.layout
+        wm, wn = lay.wpc
+        row_atoms = lay.reps(0) // 2
+        col_atoms = lay.reps(1)
+        out = self.local(r.name, r.tile.dtype, lay.num_values)
+        self.for_positions(
+            lay,
+            lambda pos: self.emit(
+                L.Store(out, value_index(lay, pos), cast(acc.at(pos), r.tile.dtype))
+            ),
+        )
+        if isinstance(a, RegTile) or isinstance(b, RegTile):
+            # Operands in registers go through the scratch area, swizzled for ldmatrix.
+            smem = self.scratch(a.dtype, m * k + k * n)
+            staged_a = StagedTile(smem, c64(0), _operand_swizzle(k, a.dtype), (m, k), a.dtype)
+            staged_b = StagedTile(smem, c64(m * k), _operand_swizzle(n, b.dtype), (k, n), b.dtype)
+            self.emit(L.Barrier())
+            if isinstance(a, RegTile):
+                self.write_tile_vectorized(a, smem, staged_a.offset)
+            if isinstance(b, RegTile):
+                self.write_tile_vectorized(b, smem, staged_b.offset)
+            self.emit(L.Barrier())
+            a = a if isinstance(a, StagedTile) else staged_a
+            b = b if isinstance(b, StagedTile) else staged_b
+        a_smem, b_smem = a.buffer, b.buffer
+        a_offset, b_offset = a.offset, b.offset
+
+        lane = L.Binary(BIN.MOD, self.tid, c64(32))
+        warp = L.Binary(BIN.FLOORDIV, self.tid, c64(32))
+        warp_m = self.let(
+            "warp_m",
+            L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(0))), c64(wm)),
+        )
+        warp_n = self.let(
+            "warp_n",
+            L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, warp, c64(lay.warp_stride(1))), c64(wn)),
+        )
+        # ldmatrix: lane l addresses row l % 8 of matrix l // 8.
+        mat = self.let("ld_matrix", L.Binary(BIN.FLOORDIV, lane, c64(8)))
+        mat_row = self.let("ld_row", L.Binary(BIN.MOD, lane, c64(8)))
+        a_frag = self.local(f"{op.a.name}_frag", u32, row_atoms * atom.a_regs)
+        b_frag = self.local(f"{op.b.name}_frag", u32, col_atoms * atom.b_regs)
+        ld_a, ld_b = LdMatrixAtom(4, trans=False), LdMatrixAtom(2, trans=True)
+        for kk in range(0, k, atom.k):
+            # A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
+            for i in range(row_atoms):
+                rep = add(c64(2 * i), L.Binary(BIN.MOD, mat, c64(2)))
+                row = add(add(mul(warp_m, c64(8)), mat_row), mul(rep, c64(8 * wm)))
+                col = add(c64(kk), mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8)))
+                self.emit(ld_a.load(a_frag, i * 4, L.Address(a_smem, a_offset([row, col]))))
+            # B (k x n, row-major): transposed loads give the column-major B fragment.
+            for j in range(col_atoms):
+                krow = add(add(c64(kk), mat_row), mul(L.Binary(BIN.MOD, mat, c64(2)), c64(8)))
+                col = add(mul(warp_n, c64(8)), c64(j * 8 * wn))
+                self.emit(ld_b.load(b_frag, j * 2, L.Address(b_smem, b_offset([krow, col]))))
+            for i in range(row_atoms):
+                for j in range(col_atoms):
+                    c_idx = [
+                        value_index(lay, {0: (c64(2 * i + h), c64(0)), 1: (c64(j), c64(s))})
+                        for h in (0, 1)
+                        for s in (0, 1)
+                    ]
+                    self.emit(
+                        atom.multiply(out, c_idx, a_frag, i * atom.a_regs, b_frag, j * atom.b_regs)
+                    )
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
+
+    def write_tile_vectorized(
+        self, t: RegTile, smem: L.Buffer, offset_of: Callable[[list[L.Expr]], L.Expr]
+    ) -> None:
+        """Write a register tile to shared memory, 16 bytes at a time where the layout holds
+        runs that long (the operand swizzles keep 16-byte chunks whole)."""
+        lay = t.layout
+        run = math.gcd(lay.contiguous_run(), max(1, 16 // smem.dtype.itemsize))
+        fast = lay.tile_dims[-1]
+        if run <= 1 or t.buffer is None or lay.replicated(fast):
+            self.write_tile_to(t, smem, offset_of)
+            return
+
+        def chunks(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+
+            def one(chunk: L.Expr) -> None:
+                p = dict(pos)
+                p[fast] = (rep_f, mul(chunk, c64(run)))
+                self.emit(
+                    L.Copy(
+                        smem,
+                        offset_of(self.coords(lay, p)),
+                        t.buffer,  # type: ignore[arg-type]
+                        value_index(lay, p),
+                        run,
+                        aligned=True,
+                    )
+                )
+
+            self.loop(f"c{fast}", lay.spt[fast] // run, one, L.LoopKind.UNROLL)
+
+        self.for_positions(lay, chunks, innermost_run=True)
+
+    def _elem_by_coords_2d(self, t: RegTile, row: L.Expr, col: L.Expr) -> L.Expr:
+        d0, d1 = t.layout.tile_dims
+        return t.at({d0: (c64(0), row), d1: (c64(0), col)})

@@ -1,0 +1,545 @@
+"""Global memory: windows of tensors loaded into and stored from register tiles, vectorized
+where runs are contiguous and aligned, bounds-split on the CPU, packed for low-bit types."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from tegula.ir import loop as L
+from tegula.ir.distributed import BlockedLayout
+from tegula.ir.dtypes import DType, i64
+from tegula.ir.tile import (
+    AtomicAddOp,
+    LoadOp,
+    StoreOp,
+)
+
+from ..lowbit_codes import (
+    code_of,
+    extract_constant,
+    extract_dynamic,
+    is_code_type,
+    storage_dtype,
+    unit_of,
+)
+from .base import LoweringBase
+from .values import (
+    BIN,
+    LoweringError,
+    Pos,
+    RegTile,
+    Scalar,
+    Tensor,
+    _clamp,
+    _packed_pitch,
+    add,
+    c64,
+    cast,
+    land,
+    mul,
+    value_index,
+)
+
+
+class GlobalMemory(LoweringBase):
+    # ------------------------------------------------------------------ global memory
+
+    def window_geometry(
+        self, tensor: Tensor, op: LoadOp | StoreOp | AtomicAddOp, lay: BlockedLayout | None
+    ):
+        """Per tensor dim: (start expr, tile axis or None)."""
+        w = op.window
+        starts = [cast(self.scalar(s), i64) for s in w.starts]
+        axes: list[int | None] = []
+        axis = 0
+        for q in w.squeeze:
+            if q:
+                axes.append(None)
+            else:
+                axes.append(axis)
+                axis += 1
+        return starts, axes
+
+    def cpu_run(
+        self,
+        tensor: Tensor,
+        starts,
+        axes,
+        lay: BlockedLayout,
+        pos: Pos,
+        fast: int,
+        rep_f: L.Expr,
+        run: int,
+        buf: L.Buffer | None,
+        *,
+        is_load: bool,
+        fill: L.Expr | None,
+        atomic: bool,
+        src_tile: RegTile | None,
+    ) -> None:
+        """One contiguous run on the CPU, split by bounds instead of tested element by element.
+
+        The elements of the run that lie inside the tensor form one range ``[lo, hi)`` along
+        its contiguous dim, so the copy is a branch-free loop LLVM vectorizes; the rest of a
+        loaded run is filled. The other dims are one test for the whole run.
+        """
+        first = dict(pos)
+        first[fast] = (rep_f, c64(0))
+        coords = self.coords(lay, first)
+        fast_axis = lay.tile_dims.index(fast)
+        offset0: L.Expr = c64(0)
+        others: L.Expr | None = None
+        idx_fast: L.Expr = c64(0)
+        extent_fast: L.Expr = c64(0)
+        for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
+            idx = start if ax is None else add(start, coords[ax])
+            offset0 = add(offset0, mul(idx, tensor.strides[d]))
+            if ax == fast_axis:
+                idx_fast, extent_fast = idx, tensor.shape[d]
+                continue
+            others = land(
+                others, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
+            )
+        base = self.let("run_start", idx_fast)
+        lo = self.let(
+            "run_lo",
+            _clamp(
+                L.Unary(L.UnaryOp.NEG, base) if not isinstance(base, L.Const) else c64(-base.value),
+                run,
+            ),
+        )
+        hi = self.let("run_hi", _clamp(L.Binary(BIN.SUB, extent_fast, base), run))
+        vidx0 = value_index(lay, first)
+        at = self.let("run_at", offset0)
+
+        def body() -> None:
+            var = L.Var(self.unique("e"), i64)
+            if is_load:
+                assert buf is not None
+                inner: L.Stmt = L.Store(buf, add(vidx0, var), L.Load(tensor.buffer, add(at, var)))
+            else:
+                p = dict(pos)
+                p[fast] = (rep_f, var)
+                value = src_tile.at(p) if src_tile is not None else L.Load(buf, add(vidx0, var))  # type: ignore[arg-type]
+                target = add(at, var)
+                inner = (
+                    L.AtomicAdd(tensor.buffer, target, value)
+                    if atomic
+                    else L.Store(tensor.buffer, target, value)
+                )
+            self.emit(L.For(var, lo, hi, c64(1), inner, L.LoopKind.VECTORIZE))
+
+        def fill_range(start: L.Expr, stop: L.Expr) -> None:
+            assert buf is not None and fill is not None
+            var = L.Var(self.unique("e"), i64)
+            self.emit(
+                L.For(
+                    var,
+                    start,
+                    stop,
+                    c64(1),
+                    L.Store(buf, add(vidx0, var), fill),
+                    L.LoopKind.VECTORIZE,
+                )
+            )
+
+        self.nest()
+        if is_load:
+            fill_range(c64(0), lo)
+        body()
+        if is_load:
+            fill_range(L.Binary(BIN.MAX, lo, hi), c64(run))
+        inside = self.unnest()
+        if others is None:
+            self.emit(inside)
+            return
+        outside = None
+        if is_load:
+            self.nest()
+            fill_range(c64(0), c64(run))
+            outside = self.unnest()
+        self.emit(L.If(others, inside, outside))
+
+    def element_address(
+        self, tensor: Tensor, starts, axes, coords: list[L.Expr]
+    ) -> tuple[L.Expr, L.Expr | None]:
+        """Flattened element offset and the in-bounds predicate for tile coordinates."""
+        offset: L.Expr = c64(0)
+        pred: L.Expr | None = None
+        for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
+            idx = start if ax is None else add(start, coords[ax])
+            offset = add(offset, mul(idx, tensor.strides[d]))
+            pred = land(
+                pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
+            )
+        return offset, pred
+
+    def run_width(
+        self, tensor: Tensor, axes, lay: BlockedLayout, dtype: DType, has_mask: bool
+    ) -> int:
+        """Elements per vector access: a thread's contiguous run along the tensor's last dim."""
+        if has_mask or axes[-1] is None or not tensor.contiguous_last or lay.rank == 0:
+            return 1
+        if axes[-1] != lay.rank - 1:
+            return 1
+        run = lay.contiguous_run()
+        if self.gpu:
+            run = math.gcd(run, max(1, self.target.vector_bytes // dtype.itemsize))
+        return run
+
+    def load(self, op: LoadOp) -> None:
+        r = op.result
+        tensor = self.vals[op.tensor.name]
+        assert isinstance(tensor, Tensor)
+        dt = r.tile.dtype
+        starts, axes = self.window_geometry(tensor, op, None)
+        if is_code_type(dt):
+            other = self.fill_code(op, dt)
+            dt = storage_dtype(dt)
+        else:
+            other = L.Const(0.0 if dt.is_float else 0, dt)
+            if op.other is not None:
+                other = cast(self.scalar(op.other), dt)
+        if tensor.packed_bits:
+            self.packed_load(op, tensor, starts, axes, other)
+            return
+        if r.tile.is_scalar:
+            offset, pred = self.element_address(tensor, starts, axes, [])
+            val: L.Expr = L.Load(tensor.buffer, offset)
+            if pred is not None:
+                tmp = self.local(r.name, dt, 1)
+                self.emit(L.Copy(tmp, c64(0), tensor.buffer, offset, 1, pred, other))
+                val = L.Load(tmp, c64(0))
+            self.vals[r.name] = Scalar(self.let(r.name, val))
+            return
+        lay: BlockedLayout = r.tile.layout
+        buf = self.local(r.name, dt, lay.num_values)
+        mask = self.tile(op.mask) if op.mask is not None else None
+        run = self.run_width(tensor, axes, lay, dt, mask is not None)
+        self.global_access(
+            tensor, starts, axes, lay, run, buf, dt, is_load=True, fill=other, mask=mask
+        )
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
+
+    def fill_code(self, op: LoadOp, dt: DType) -> L.Const:
+        """The code a low-bit load gives elements it does not read: ``other`` (a
+        compile-time constant) encoded in ``dt``, by default the code of 0."""
+        value: float = 0.0
+        if op.other is not None:
+            other = self.scalar(op.other)
+            if not isinstance(other, L.Const):
+                raise LoweringError(f"the 'other' of a {dt} load must be a constant")
+            value = float(other.value)
+        return L.Const(code_of(value, dt), storage_dtype(dt))
+
+    def packed_load(self, op: LoadOp, tensor: Tensor, starts, axes, fill: L.Const) -> None:
+        """A window of a packed tensor into a tile of codes, one per ``u8`` register.
+
+        A thread's run of contiguous elements that starts on a byte boundary, lies inside
+        the tensor and covers whole bytes is read as those bytes (on CUDA with one vector
+        load when their count is 1, 2, 4, 8 or 16 and aligned) and split with constant
+        shifts, unit by unit (``unit_of``); anything else is read element by element, each
+        code from the byte (or two) that holds it, under its bounds test.
+        """
+        r = op.result
+        bits = tensor.packed_bits
+        if r.tile.is_scalar:
+            tmp = self.local(r.name, r.tile.dtype, 1)
+            self.packed_element(tensor, starts, axes, [], None, tmp, c64(0), fill)
+            self.vals[r.name] = Scalar(self.let(r.name, L.Load(tmp, c64(0))))
+            return
+        lay: BlockedLayout = r.tile.layout
+        buf = self.local(r.name, r.tile.dtype, lay.num_values)
+        mask = self.tile(op.mask) if op.mask is not None else None
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
+        live = [d for d in lay.order if d in lay.live_dims]
+        fast = live[0] if live else None
+        unit, unit_bytes = unit_of(bits)
+        run = 1
+        if mask is None and fast is not None and axes[-1] == lay.rank - 1:
+            run = lay.contiguous_run()
+            if self.gpu:  # at most one 16-byte access per run
+                run = math.gcd(run, 1 << ((128 // bits).bit_length() - 1))
+        if run % unit:
+            run = 1
+
+        def element(pos: Pos) -> None:
+            pred = None if mask is None else mask.at(pos)
+            self.packed_element(
+                tensor, starts, axes, self.coords(lay, pos), pred, buf, value_index(lay, pos), fill
+            )
+
+        if run == 1 or fast is None:
+            self.for_positions(lay, element)
+            return
+        run_bytes = run * bits // 8
+
+        def runs(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+            self.loop(f"v{fast}", lay.spt[fast] // run, lambda chunk: one_run(pos, rep_f, chunk))
+
+        def one_run(pos: Pos, rep_f: L.Expr, chunk: L.Expr) -> None:
+            first = dict(pos)
+            first[fast] = (rep_f, mul(chunk, c64(run)))
+            last = dict(pos)
+            last[fast] = (rep_f, add(mul(chunk, c64(run)), c64(run - 1)))
+            coords = self.coords(lay, first)
+            row, col, ok_first = self.packed_address(tensor, starts, axes, coords)
+            _, _, ok_last = self.packed_address(tensor, starts, axes, self.coords(lay, last))
+            whole_bytes = L.Binary(BIN.EQ, L.Binary(BIN.MOD, col, c64(unit)), c64(0))
+            start = self.let(
+                "run_byte", add(row, mul(L.Binary(BIN.FLOORDIV, col, c64(unit)), c64(unit_bytes)))
+            )
+            vidx0 = value_index(lay, first)
+            self.nest()
+            byte_at = self.run_bytes(tensor, start, run_bytes)
+
+            def split_unit(u: L.Expr) -> None:
+                for e in range(unit):
+                    code = extract_constant(
+                        lambda i: byte_at(add(mul(u, c64(unit_bytes)), c64(i))), bits, e
+                    )
+                    self.emit(L.Store(buf, add(vidx0, add(mul(u, c64(unit)), c64(e))), code))
+
+            self.loop("unit", run // unit, split_unit, self.loop_kind)
+            fast_path = self.unnest()
+            self.nest()
+            self.loop(
+                "e",
+                run,
+                lambda e: element_at(pos, rep_f, chunk, e),
+                L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL,
+            )
+            slow_path = self.unnest()
+            cond = land(land(ok_first, ok_last), whole_bytes)
+            self.emit(L.If(cond, fast_path, slow_path) if cond is not None else fast_path)
+
+        def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
+            p = dict(pos)
+            p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
+            element(p)
+
+        self.for_positions(lay, runs, innermost_run=True)
+
+    def run_bytes(self, tensor: Tensor, start: L.Expr, count: int) -> Callable[[L.Expr], L.Expr]:
+        """Byte ``i`` of the ``count`` bytes at ``start``: on CUDA first copied to registers
+        in one access where ``count`` is a vector width and ``start`` is aligned to it."""
+        if not self.gpu:
+            return lambda i: L.Load(tensor.buffer, add(start, i))
+        raw = self.local("packed_bytes", storage_dtype(tensor.buffer.dtype), count)
+        if count in (1, 2, 4, 8, 16):
+            aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, start, c64(count)), c64(0))
+            vector = L.Copy(raw, c64(0), tensor.buffer, start, count, aligned=True)
+            self.nest()
+            for i in range(count):
+                self.emit(L.Store(raw, c64(i), L.Load(tensor.buffer, add(start, c64(i)))))
+            self.emit(L.If(aligned, vector, self.unnest()))
+        else:
+            for i in range(count):
+                self.emit(L.Store(raw, c64(i), L.Load(tensor.buffer, add(start, c64(i)))))
+        return lambda i: L.Load(raw, i)
+
+    def packed_address(
+        self, tensor: Tensor, starts, axes, coords: list[L.Expr]
+    ) -> tuple[L.Expr, L.Expr, L.Expr | None]:
+        """The byte offset of an element's row, its index in the row, and the in-bounds
+        predicate, for tile coordinates in a packed tensor."""
+        row: L.Expr = c64(0)
+        pred: L.Expr | None = None
+        col: L.Expr = c64(0)
+        last = len(starts) - 1
+        for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
+            idx = start if ax is None else add(start, coords[ax])
+            if d == last:
+                col = idx
+            else:
+                row = add(row, mul(idx, tensor.strides[d]))
+            pred = land(
+                pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
+            )
+        return row, col, pred
+
+    def packed_element(
+        self,
+        tensor: Tensor,
+        starts,
+        axes,
+        coords: list[L.Expr],
+        pred: L.Expr | None,
+        buf: L.Buffer,
+        vidx: L.Expr,
+        fill: L.Const,
+    ) -> None:
+        """One code of a packed tensor into ``buf[vidx]`` (``fill`` outside the bounds or
+        the mask). A code that may straddle two bytes reads the next byte too, clamped to
+        the row's last byte (where no straddling code can start)."""
+        bits = tensor.packed_bits
+        row, col, inside = self.packed_address(tensor, starts, axes, coords)
+        pred = land(inside, pred)
+        bit = mul(col, c64(bits))
+        byte = add(row, L.Binary(BIN.SHR, bit, c64(3)))
+        shift = L.Binary(BIN.BITAND, bit, c64(7))
+        high = None
+        if 8 % bits:
+            pitch = (
+                tensor.strides[-2]
+                if len(tensor.shape) > 1
+                else _packed_pitch(tensor.shape[-1], bits)
+            )
+            row_end = add(row, L.Binary(BIN.SUB, pitch, c64(1)))
+            high = L.Load(tensor.buffer, L.Binary(BIN.MIN, add(byte, c64(1)), row_end))
+        code = extract_dynamic(L.Load(tensor.buffer, byte), high, shift, bits)
+        read = L.Store(buf, vidx, code)
+        self.emit(read if pred is None else L.If(pred, read, L.Store(buf, vidx, fill)))
+
+    def store(self, op: StoreOp | AtomicAddOp) -> None:
+        tensor = self.vals[op.tensor.name]
+        assert isinstance(tensor, Tensor)
+        dt = tensor.buffer.dtype
+        starts, axes = self.window_geometry(tensor, op, None)
+        src = self.vals[op.value.name]
+        atomic = isinstance(op, AtomicAddOp)
+        if isinstance(src, Scalar):
+            offset, pred = self.element_address(tensor, starts, axes, [])
+            if self.gpu:
+                pred = land(pred, L.Binary(BIN.EQ, self.tid, c64(0)))
+            value = cast(src.expr, dt)
+            stmt: L.Stmt = (
+                L.AtomicAdd(tensor.buffer, offset, value)
+                if atomic
+                else L.Store(tensor.buffer, offset, value)
+            )
+            self.emit(stmt if pred is None else L.If(pred, stmt))
+            return
+        t = self.tile(op.value)
+        lay = t.layout
+        value_dt = t.dtype
+        if not self.gpu and not atomic:
+            conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
+            mask = self.tile(op.mask) if op.mask is not None else None
+            run = self.run_width(tensor, axes, lay, dt, mask is not None)
+            self.global_access(
+                tensor,
+                starts,
+                axes,
+                lay,
+                run,
+                t.buffer,
+                dt,
+                is_load=False,
+                mask=mask,
+                src_tile=conv,
+            )
+            return
+        if atomic or t.buffer is None or value_dt is not dt:
+            # Stores read the value element by element (fused producers run here).
+            conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
+            t = self.materialize(op.value.name, conv) if not atomic else conv
+        mask = self.tile(op.mask) if op.mask is not None else None
+        run = 1 if atomic else self.run_width(tensor, axes, lay, dt, mask is not None)
+        self.global_access(
+            tensor,
+            starts,
+            axes,
+            lay,
+            run,
+            t.buffer,
+            dt,
+            is_load=False,
+            mask=mask,
+            atomic=atomic,
+            src_tile=t,
+        )
+
+    def global_access(
+        self,
+        tensor: Tensor,
+        starts,
+        axes,
+        lay: BlockedLayout,
+        run: int,
+        buf: L.Buffer | None,
+        dt: DType,
+        *,
+        is_load: bool,
+        fill: L.Expr | None = None,
+        mask: RegTile | None = None,
+        atomic: bool = False,
+        src_tile: RegTile | None = None,
+    ) -> None:
+        live = [d for d in lay.order if d in lay.live_dims]
+        fast = live[0] if live else None
+        spt_fast = lay.spt[fast] if fast is not None else 1
+
+        def element(pos: Pos) -> None:
+            coords = self.coords(lay, pos)
+            offset, pred = self.element_address(tensor, starts, axes, coords)
+            if mask is not None:
+                pred = land(pred, mask.at(pos))
+            vidx = value_index(lay, pos)
+            if is_load:
+                assert buf is not None
+                self.emit(L.Copy(buf, vidx, tensor.buffer, offset, 1, pred, fill))
+                return
+            pred = land(pred, self.owner(lay, pos))
+            value = src_tile.at(pos) if src_tile is not None else L.Load(buf, vidx)  # type: ignore[arg-type]
+            stmt: L.Stmt = (
+                L.AtomicAdd(tensor.buffer, offset, value)
+                if atomic
+                else L.Store(tensor.buffer, offset, value)
+            )
+            self.emit(stmt if pred is None else L.If(pred, stmt))
+
+        if run <= 1 or fast is None:
+            self.for_positions(lay, element)
+            return
+
+        def vector_runs(pos: Pos) -> None:
+            rep_f, _ = pos[fast]
+            self.loop(f"v{fast}", spt_fast // run, lambda chunk: vector(pos, rep_f, chunk))
+
+        def vector(pos: Pos, rep_f: L.Expr, chunk: L.Expr) -> None:
+            first = dict(pos)
+            first[fast] = (rep_f, mul(chunk, c64(run)))
+            last = dict(pos)
+            last[fast] = (rep_f, add(mul(chunk, c64(run)), c64(run - 1)))
+            offset, pred_first = self.element_address(tensor, starts, axes, self.coords(lay, first))
+            _, pred_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
+            vidx = value_index(lay, first)
+            owner = None if is_load else self.owner(lay, first)
+            whole = land(land(pred_first, pred_last), owner)
+            if self.gpu:
+                aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, offset, c64(run)), c64(0))
+                fast_cond = land(whole, aligned)
+                if is_load:
+                    fast_copy: L.Stmt = L.Copy(buf, vidx, tensor.buffer, offset, run, aligned=True)  # type: ignore[arg-type]
+                else:
+                    fast_copy = L.Copy(tensor.buffer, offset, buf, vidx, run, aligned=True)  # type: ignore[arg-type]
+                self.nest()
+                self.loop("e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.UNROLL)
+                slow = self.unnest()
+                self.emit(L.If(fast_cond, fast_copy, slow) if fast_cond is not None else fast_copy)
+            else:
+                self.cpu_run(
+                    tensor,
+                    starts,
+                    axes,
+                    lay,
+                    pos,
+                    fast,
+                    rep_f,
+                    run,
+                    buf,
+                    is_load=is_load,
+                    fill=fill,
+                    atomic=atomic,
+                    src_tile=src_tile,
+                )
+
+        def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
+            p = dict(pos)
+            p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
+            element(p)
+
+        self.for_positions(lay, vector_runs, innermost_run=True)

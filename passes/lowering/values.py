@@ -1,0 +1,331 @@
+"""The values lowering works with: Loop IR expression builders, the lowered forms of Tile IR
+values (scalars, tensors, register tiles, shared tiles), and small index helpers."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tegula.ir import loop as L
+from tegula.ir.distributed import BlockedLayout
+from tegula.ir.dtypes import DType, i64
+from tegula.ir.tile import (
+    ReduceKind,
+)
+
+
+class LoweringError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- expression helpers
+
+BIN = L.BinaryOp
+_BINARY_FNS = {
+    "add": BIN.ADD,
+    "sub": BIN.SUB,
+    "mul": BIN.MUL,
+    "div": BIN.DIV,
+    "floordiv": BIN.FLOORDIV,
+    "mod": BIN.MOD,
+    "min": BIN.MIN,
+    "max": BIN.MAX,
+    "pow": BIN.POW,
+    "lt": BIN.LT,
+    "le": BIN.LE,
+    "gt": BIN.GT,
+    "ge": BIN.GE,
+    "eq": BIN.EQ,
+    "ne": BIN.NE,
+    "and": BIN.AND,
+    "or": BIN.OR,
+    "bitand": BIN.BITAND,
+    "bitor": BIN.BITOR,
+    "bitxor": BIN.BITXOR,
+    "shl": BIN.SHL,
+    "shr": BIN.SHR,
+}
+_UNARY_FNS = {u.value: u for u in L.UnaryOp}
+
+
+def c64(v: int) -> L.Const:
+    return L.Const(int(v), i64)
+
+
+def cast(e: L.Expr, dt: DType) -> L.Expr:
+    if e.dtype is dt:
+        return e
+    if isinstance(e, L.Const):
+        if dt.is_float:
+            return L.Const(float(e.value), dt)
+        if dt.is_bool:
+            return L.Const(bool(e.value), dt)
+        return L.Const(int(e.value), dt)
+    return L.Cast(dt, e)
+
+
+def add(a: L.Expr, b: L.Expr) -> L.Expr:
+    if isinstance(b, L.Const) and b.value == 0:
+        return a
+    if isinstance(a, L.Const) and a.value == 0:
+        return b
+    if isinstance(a, L.Const) and isinstance(b, L.Const):
+        return L.Const(a.value + b.value, a.dtype)
+    return L.Binary(BIN.ADD, a, b)
+
+
+def mul(a: L.Expr, b: L.Expr) -> L.Expr:
+    if isinstance(b, L.Const) and b.value == 1:
+        return a
+    if isinstance(a, L.Const) and a.value == 1:
+        return b
+    if (isinstance(a, L.Const) and a.value == 0) or (isinstance(b, L.Const) and b.value == 0):
+        return c64(0)
+    if isinstance(a, L.Const) and isinstance(b, L.Const):
+        return L.Const(a.value * b.value, a.dtype)
+    return L.Binary(BIN.MUL, a, b)
+
+
+def land(a: L.Expr | None, b: L.Expr | None) -> L.Expr | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return L.Binary(BIN.AND, a, b)
+
+
+def identity(kind: ReduceKind, dt: DType) -> L.Const:
+    if kind is ReduceKind.SUM:
+        return L.Const(0.0 if dt.is_float else 0, dt)
+    if dt.is_float:
+        return L.Const(-math.inf if kind is ReduceKind.MAX else math.inf, dt)
+    lo, hi = (
+        (-(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1)
+        if dt.is_signed
+        else (0, (1 << dt.bits) - 1)
+    )
+    return L.Const(lo if kind is ReduceKind.MAX else hi, dt)
+
+
+def combine(kind: ReduceKind, a: L.Expr, b: L.Expr) -> L.Expr:
+    op = {ReduceKind.SUM: BIN.ADD, ReduceKind.MAX: BIN.MAX, ReduceKind.MIN: BIN.MIN}[kind]
+    return L.Binary(op, a, b)
+
+
+def parse_grid_expr(text: str, symbols: dict[str, L.Var]) -> L.Expr:
+    """A grid expression (runtime grammar) as a Loop IR expression, for printing."""
+
+    def conv(n: ast.AST) -> L.Expr:
+        if isinstance(n, ast.Constant):
+            return c64(n.value)
+        if isinstance(n, ast.Name):
+            return symbols.get(n.id, L.Var(n.id, i64))
+        if isinstance(n, ast.BinOp):
+            ops = {
+                ast.Add: BIN.ADD,
+                ast.Sub: BIN.SUB,
+                ast.Mult: BIN.MUL,
+                ast.FloorDiv: BIN.FLOORDIV,
+                ast.Mod: BIN.MOD,
+            }
+            return L.Binary(ops[type(n.op)], conv(n.left), conv(n.right))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            a, b = (conv(x) for x in n.args)
+            if n.func.id == "cdiv":
+                return L.Binary(BIN.FLOORDIV, L.Binary(BIN.ADD, a, L.Binary(BIN.SUB, b, c64(1))), b)
+            return L.Binary(BIN.MIN if n.func.id == "min" else BIN.MAX, a, b)
+        raise LoweringError(f"unsupported grid expression {text!r}")
+
+    return conv(ast.parse(text, mode="eval").body)
+
+
+# A CPU reduction across rows of at most this many is unrolled into one expression per result.
+_UNROLLED_REDUCTION = 64
+
+# ----------------------------------------------------------------------------- lowered values
+
+Pos = dict[int, tuple[L.Expr, L.Expr]]  # base dim -> (rep, s)
+
+
+@dataclass
+class Scalar:
+    expr: L.Expr
+
+
+@dataclass
+class Tensor:
+    """A global tensor. A packed one (``packed_bits`` > 0) is a buffer of bytes: its
+    ``strides`` count bytes for every dim but the last, whose elements are ``packed_bits``
+    wide in each row's bitstream."""
+
+    buffer: L.Buffer
+    shape: tuple[L.Expr, ...]
+    strides: tuple[L.Expr, ...]
+    contiguous_last: bool
+    packed_bits: int = 0
+
+
+@dataclass
+class RegTile:
+    """A register tile: values in ``buffer``, or an element function (fused, recomputed)."""
+
+    dtype: DType
+    layout: BlockedLayout
+    buffer: L.Buffer | None = None
+    element: Callable[[Pos], L.Expr] | None = None
+
+    def at(self, pos: Pos) -> L.Expr:
+        if self.element is not None:
+            return self.element(pos)
+        assert self.buffer is not None
+        return L.Load(self.buffer, value_index(self.layout, pos))
+
+
+@dataclass
+class SharedTile:
+    buffer: L.Buffer
+    layout: object  # Layout or SwizzledLayout, coordinates -> element offset
+    shape: tuple[int, ...]
+
+
+@dataclass
+class StagedTile:
+    """A tile already in shared memory, row-major under an operand swizzle, at ``base`` (one
+    stage of a software pipeline's ring of buffers)."""
+
+    buffer: L.Buffer
+    base: L.Expr
+    swizzle: tuple[int, int, int] | None
+    shape: tuple[int, int]
+    dtype: DType
+
+    def offset(self, coords: list[L.Expr]) -> L.Expr:
+        within = _swizzled(add(mul(coords[0], c64(self.shape[1])), coords[1]), self.swizzle)
+        return add(self.base, within)
+
+
+Lowered = Scalar | Tensor | RegTile | SharedTile | StagedTile
+
+
+def value_index(lay: BlockedLayout, pos: Pos) -> L.Expr:
+    """The buffer index of the value at ``pos`` (inverse of the position loops)."""
+    live = [d for d in lay.order if d in lay.live_dims]
+    terms: L.Expr = c64(0)
+    scale = 1
+    for d in live:
+        terms = add(terms, mul(pos[d][1], c64(scale)))
+        scale *= lay.spt[d]
+    for d in live:
+        terms = add(terms, mul(pos[d][0], c64(scale)))
+        scale *= lay.reps(d)
+    return terms
+
+
+def _operand_swizzle(row_elements: int, dtype: DType) -> tuple[int, int, int] | None:
+    """The ``Swizzle<B, M, S>`` that makes ``ldmatrix`` on a row-major operand tile with rows of
+    ``row_elements`` conflict-free: 16-byte chunks (``M``) stay whole, and the chunk index is
+    XORed with the index of the 128-byte line (``S``), so the eight rows one ``ldmatrix``
+    phase reads land in eight different bank groups."""
+    chunk = 16 // dtype.itemsize
+    chunks_per_row = row_elements // chunk
+    if chunks_per_row < 2:
+        return None
+    base = chunk.bit_length() - 1
+    bits = min(3, chunks_per_row.bit_length() - 1)
+    line = max(row_elements, 128 // dtype.itemsize).bit_length() - 1
+    return bits, base, line - base
+
+
+def _swizzled(offset: L.Expr, swz: tuple[int, int, int] | None) -> L.Expr:
+    if swz is None:
+        return offset
+    bits, base, shift = swz
+    mask = ((1 << bits) - 1) << (base + shift)
+    moved = L.Binary(BIN.SHR, L.Binary(BIN.BITAND, offset, c64(mask)), c64(shift))
+    return L.Binary(BIN.BITXOR, offset, moved)
+
+
+def _pairwise(kind: ReduceKind, terms: list[L.Expr]) -> L.Expr:
+    """``terms`` combined as a balanced tree."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    return combine(kind, _pairwise(kind, terms[:half]), _pairwise(kind, terms[half:]))
+
+
+def _packed_pitch(extent: L.Expr, bits: int) -> L.Expr:
+    """Bytes a packed row of ``extent`` elements takes: ``ceil(extent * bits / 8)``."""
+    if isinstance(extent, L.Const):
+        return c64(-(-int(extent.value) * bits // 8))
+    return L.Binary(BIN.FLOORDIV, add(mul(extent, c64(bits)), c64(7)), c64(8))
+
+
+def _packed_byte_strides(shape: tuple[L.Expr, ...], bits: int) -> list[L.Expr]:
+    """Byte strides of a C-contiguous packed tensor (the last entry, 1, is not used)."""
+    strides: list[L.Expr] = [c64(1)]
+    acc = _packed_pitch(shape[-1], bits)
+    for d in reversed(shape[:-1]):
+        strides.append(acc)
+        acc = mul(acc, d)
+    strides.reverse()
+    return strides
+
+
+def _clamp(e: L.Expr, hi: int) -> L.Expr:
+    """``min(max(e, 0), hi)``."""
+    return L.Binary(BIN.MIN, L.Binary(BIN.MAX, e, c64(0)), c64(hi))
+
+
+def _row_major(coords: list[L.Expr], shape: tuple[int, ...]) -> L.Expr:
+    e: L.Expr = c64(0)
+    stride = 1
+    for c, n in zip(reversed(coords), reversed(shape), strict=True):
+        e = add(e, mul(c, c64(stride)))
+        stride *= n
+    return e
+
+
+def shared_offset(layout: object, coords: list[L.Expr]) -> L.Expr:
+    """Evaluate a shared-memory layout (optionally swizzled) on symbolic coordinates."""
+    from tegula.ir.layout import Layout
+    from tegula.ir.swizzle import SwizzledLayout
+
+    swz = None
+    if isinstance(layout, SwizzledLayout):
+        swz, layout = layout.swizzle, layout.layout
+    assert isinstance(layout, Layout)
+    shape = layout.shape if isinstance(layout.shape, tuple) else (layout.shape,)
+    stride = layout.stride if isinstance(layout.stride, tuple) else (layout.stride,)
+    off: L.Expr = c64(0)
+    for c, sh, st in zip(coords, shape, stride, strict=True):
+        flat_sh, flat_st = _flatten(sh), _flatten(st)
+        rest = c
+        for i, (s_i, d_i) in enumerate(zip(flat_sh, flat_st, strict=True)):
+            part = rest if i == len(flat_sh) - 1 else L.Binary(BIN.MOD, rest, c64(s_i))
+            off = add(off, mul(part, c64(d_i)))
+            rest = L.Binary(BIN.FLOORDIV, rest, c64(s_i))
+    if swz is not None:
+        mask = ((1 << swz.bits) - 1) << (swz.base + max(0, swz.shift))
+        picked = L.Binary(BIN.BITAND, off, c64(mask))
+        moved = (
+            L.Binary(BIN.SHR, picked, c64(swz.shift))
+            if swz.shift >= 0
+            else L.Binary(BIN.SHL, picked, c64(-swz.shift))
+        )
+        off = L.Binary(BIN.BITXOR, off, moved)
+    return off
+
+
+def _flatten(t: object) -> list[int]:
+    if isinstance(t, tuple):
+        out: list[int] = []
+        for x in t:
+            out.extend(_flatten(x))
+        return out
+    return [int(t)]  # type: ignore[call-overload]
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
