@@ -247,7 +247,8 @@ class Dots(LoweringBase):
         mat_row = self.let("ld_row", L.Binary(BIN.MOD, lane, c64(8)))
         a_frag = self.local(f"{op.a.name}_frag", u32, row_atoms * atom.a_regs)
         b_frag = self.local(f"{op.b.name}_frag", u32, col_atoms * atom.b_regs)
-        ld_a, ld_b = LdMatrixAtom(4, trans=False), LdMatrixAtom(2, trans=True)
+        ld_a = LdMatrixAtom(4, trans=False)
+        ld_b_pair, ld_b_one = LdMatrixAtom(4, trans=True), LdMatrixAtom(2, trans=True)
         for kk in range(0, k, atom.k):
             # A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
             for i in range(row_atoms):
@@ -255,10 +256,15 @@ class Dots(LoweringBase):
                 row = add(add(mul(warp_m, c64(8)), mat_row), mul(rep, c64(8 * wm)))
                 col = add(c64(kk), mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8)))
                 self.emit(ld_a.load(a_frag, i * 4, L.Address(a_smem, a_offset([row, col]))))
-            # B (k x n, row-major): transposed loads give the column-major B fragment.
-            for j in range(col_atoms):
-                krow = add(add(c64(kk), mat_row), mul(L.Binary(BIN.MOD, mat, c64(2)), c64(8)))
+            # B (k x n, row-major): transposed loads give the column-major B fragment; one
+            # x4 load fetches two column atoms (matrices 2 and 3 are the next atom's).
+            krow = add(add(c64(kk), mat_row), mul(L.Binary(BIN.MOD, mat, c64(2)), c64(8)))
+            for j in range(0, col_atoms, 2):
+                pair = j + 1 < col_atoms
                 col = add(mul(warp_n, c64(8)), c64(j * 8 * wn))
+                if pair:
+                    col = add(col, mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8 * wn)))
+                ld_b = ld_b_pair if pair else ld_b_one
                 self.emit(ld_b.load(b_frag, j * 2, L.Address(b_smem, b_offset([krow, col]))))
             for i in range(row_atoms):
                 for j in range(col_atoms):
