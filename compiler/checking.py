@@ -149,6 +149,85 @@ def check_kernel(
     )
 
 
+def random_inputs(spec: Any, sizes: Mapping[str, int], rng: np.random.Generator) -> dict[str, Any]:
+    """Arguments for a kernel with no companion: fresh random values of the header's shapes
+    (never zeros), the outputs poisoned, sub-byte tensors as random packed bytes."""
+    from tegula.ir.packing import packed_extent
+
+    inputs: dict[str, Any] = {}
+    for p in spec.params:
+        dt = p.element_type
+        if not p.is_tensor:
+            inputs[p.name] = (
+                float(rng.uniform(0.5, 1.5)) if dt.is_float else int(rng.integers(1, 8))
+            )
+            continue
+        missing = [d for d in p.shape if isinstance(d, str) and d not in sizes]
+        if missing:
+            raise ValueError(
+                f"parameter {p.name!r} needs size {missing[0]}: give --size {missing[0]}=<value>"
+            )
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in p.shape)
+        if dt.is_subbyte or dt.numpy is None:
+            packed = (*shape[:-1], packed_extent(shape[-1], dt.bits))
+            inputs[p.name] = rng.integers(0, 256, size=packed, dtype=np.uint8)
+        elif p.writes and dt.is_float:
+            inputs[p.name] = np.full(shape, np.nan, dtype=dt.to_numpy())
+        elif dt.is_float:
+            inputs[p.name] = rng.standard_normal(shape).astype(dt.to_numpy())
+        elif dt.is_bool:
+            inputs[p.name] = rng.random(shape) < 0.5
+        else:
+            inputs[p.name] = rng.integers(1, 16, size=shape).astype(dt.to_numpy())
+    return inputs
+
+
+def run_unchecked(
+    tg_path: Path,
+    target: Target,
+    sizes: Mapping[str, int],
+    *,
+    repeats: int = 5,
+    seed: int | None = None,
+) -> list[CheckResult]:
+    """Every kernel of a file without a companion: random inputs of the given sizes, run
+    and timed, nothing to compare with."""
+    from .specialize import SpecializedKernel
+
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    module = compile_source(tg_path, target)
+    compile_s = time.perf_counter() - start
+    results = []
+    for name in module:
+        kernel = module[name]
+        if isinstance(kernel, SpecializedKernel):
+            missing = [s for s in kernel.symbols if s not in sizes]
+            if missing:
+                raise ValueError(
+                    f"kernel {name} needs size {missing[0]}: give --size {missing[0]}=<value>"
+                )
+            kernel = kernel.compile_for(**{s: sizes[s] for s in kernel.symbols})
+        inputs = random_inputs(kernel.spec, sizes, rng)
+        args = {n: _to_device(v, target) for n, v in inputs.items()}
+        kernel(**args)
+        used = {s: sizes[s] for s in kernel.spec.symbols if s in sizes}
+        results.append(
+            CheckResult(
+                str(tg_path),
+                name,
+                str(target),
+                used,
+                None,
+                None,
+                None,
+                _time_call(lambda k=kernel, a=args: k(**a), target, repeats),
+                compile_s,
+            )
+        )
+    return results
+
+
 def check_file(
     tg_path: str | Path,
     target: str | Target = "auto",
@@ -157,15 +236,13 @@ def check_file(
     repeats: int = 5,
     seed: int | None = None,
 ) -> list[CheckResult]:
-    """Compile and run every kernel a ``.tg`` file's companion describes; check each."""
+    """Compile and run every kernel a ``.tg`` file's companion describes, checking each
+    against its reference; a file without a companion runs on random inputs of ``sizes``."""
     path = Path(tg_path)
     tgt = resolve_target(target)
     companion = load_companion(path)
     if companion is None or not hasattr(companion, "KERNELS"):
-        raise FileNotFoundError(
-            f"{path} has no companion {path.with_suffix('.py').name} with KERNELS "
-            "to make inputs from"
-        )
+        return run_unchecked(path, tgt, dict(sizes or {}), repeats=repeats, seed=seed)
     return [
         check_kernel(path, name, cfg, tgt, sizes, repeats=repeats, seed=seed)
         for name, cfg in companion.KERNELS.items()
@@ -173,6 +250,7 @@ def check_file(
 
 
 def example_files(root: str | Path) -> list[Path]:
+    """A ``.tg`` file itself, or the ``.tg`` files of a folder that have companions."""
     root = Path(root)
     if root.is_file():
         return [root]

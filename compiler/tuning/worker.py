@@ -105,7 +105,9 @@ class _Session:
             reference_fn = companion.get("reference")
             tolerance = companion.get("tolerance")
         else:
-            self.inputs = _random_inputs(spec, shapes, rng)
+            from tegula.compiler.checking import random_inputs
+
+            self.inputs = random_inputs(spec, shapes, rng)
         self.outputs = [p.name for p in spec.params if p.writes]
         self._args: dict[str, Any] | None = None  # the inputs, moved to the device once
         self.reference: dict[str, np.ndarray] | None = None
@@ -228,29 +230,6 @@ def _companion_entry(filename: str, kernel: str) -> dict[str, Any] | None:
     kernels = getattr(module, "KERNELS", None) if module is not None else None
     entry = kernels.get(kernel) if isinstance(kernels, dict) else None
     return entry if isinstance(entry, dict) else None
-
-
-def _random_inputs(spec: Any, shapes: dict[str, int], rng: np.random.Generator
-                   ) -> dict[str, Any]:
-    """Random arrays of the header's shapes (outputs too: they are poisoned per call)."""
-    inputs: dict[str, Any] = {}
-    for p in spec.params:
-        dt = p.element_type
-        if not p.is_tensor:
-            inputs[p.name] = float(rng.uniform(0.5, 1.5)) if dt.is_float else int(
-                rng.integers(1, 8))
-            continue
-        missing = [d for d in p.shape if isinstance(d, str) and d not in shapes]
-        if missing:
-            raise ValueError(f"parameter {p.name!r}: no value for size symbol {missing[0]}")
-        shape = tuple(shapes[d] if isinstance(d, str) else d for d in p.shape)
-        if dt.is_float:
-            inputs[p.name] = rng.standard_normal(shape).astype(dt.to_numpy())
-        elif dt.is_bool:
-            inputs[p.name] = rng.random(shape) < 0.5
-        else:
-            inputs[p.name] = rng.integers(0, 16, size=shape).astype(dt.to_numpy())
-    return inputs
 
 
 def _poison(array: Any) -> None:

@@ -77,3 +77,19 @@ def test_example_on_gpu(path: Path) -> None:
     for sizes in _odd_sizes(path):
         for r in check_file(path, "cuda", sizes, repeats=1):
             assert r.passed, f"{r.kernel} at {sizes}: max abs error {r.max_abs_error}"
+
+
+def test_a_file_without_companion_runs_on_random_inputs(tmp_path: Path) -> None:
+    source = tmp_path / "saxpy.tg"
+    source.write_text(
+        "kernel saxpy(x: f32[N], y: f32[N], out: f32[N], a: f32)\n"
+        "    grid (cdiv(N, 256))\n"
+        "{\n"
+        "    i = bid.x * 256\n"
+        "    store(out[i : +256], load(x[i : +256]) * a + load(y[i : +256]))\n"
+        "}\n"
+    )
+    (result,) = check_file(source, "cpu", {"N": 1000}, repeats=1)
+    assert result.passed is None and result.sizes == {"N": 1000}
+    with pytest.raises(ValueError, match="--size N="):
+        check_file(source, "cpu", {}, repeats=1)
