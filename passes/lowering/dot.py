@@ -119,19 +119,19 @@ class Dots(LoweringBase):
             def cell(i: L.Expr, j: L.Expr) -> L.Expr:
                 return add(mul(add(row0, i), c64(n)), add(col0, j))
 
-            self.loop(
-                "i",
-                mr,
-                lambda i: self.loop(
-                    "j",
-                    nr,
-                    lambda j: self.emit(
-                        L.Store(sums, add(mul(i, c64(nr)), j), L.Load(out, cell(i, j)))
-                    ),
-                    unroll,
-                ),
-                unroll,
-            )
+            def move(into_sums: bool) -> None:
+                def one(i: L.Expr, j: L.Expr) -> None:
+                    slot, at = add(mul(i, c64(nr)), j), cell(i, j)
+                    if into_sums:
+                        self.emit(L.Store(sums, slot, L.Load(out, at)))
+                    else:
+                        self.emit(L.Store(out, at, L.Load(sums, slot)))
+
+                self.loop(
+                    "i", mr, lambda i: self.loop("j", nr, lambda j: one(i, j), unroll), unroll
+                )
+
+            move(into_sums=True)
 
             def step(kk: L.Expr) -> None:
                 def row(i: L.Expr) -> None:
@@ -147,19 +147,7 @@ class Dots(LoweringBase):
                 self.loop("i", mr, row, unroll)
 
             self.loop("k", k, step, L.LoopKind.SERIAL)
-            self.loop(
-                "i",
-                mr,
-                lambda i: self.loop(
-                    "j",
-                    nr,
-                    lambda j: self.emit(
-                        L.Store(out, cell(i, j), L.Load(sums, add(mul(i, c64(nr)), j)))
-                    ),
-                    unroll,
-                ),
-                unroll,
-            )
+            move(into_sums=False)
 
         self.loop(
             "mb",

@@ -414,28 +414,16 @@ class GlobalMemory(LoweringBase):
             return
         t = self.tile(op.value)
         lay = t.layout
-        value_dt = t.dtype
-        if not self.gpu and not atomic:
-            conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
-            mask = self.tile(op.mask) if op.mask is not None else None
-            run = self.run_width(tensor, axes, lay, dt, mask is not None)
-            self.global_access(
-                tensor,
-                starts,
-                axes,
-                lay,
-                run,
-                t.buffer,
-                dt,
-                is_load=False,
-                mask=mask,
-                src_tile=conv,
+        converted = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
+        if self.gpu and not atomic:
+            # A vector store copies from a buffer: computed producers run here, once.
+            src = (
+                t
+                if t.buffer is not None and t.dtype is dt
+                else self.materialize(op.value.name, converted)
             )
-            return
-        if atomic or t.buffer is None or value_dt is not dt:
-            # Stores read the value element by element (fused producers run here).
-            conv = RegTile(dt, lay, element=lambda pos: cast(t.at(pos), dt))
-            t = self.materialize(op.value.name, conv) if not atomic else conv
+        else:
+            src = converted  # the CPU and atomics read the producers element by element
         mask = self.tile(op.mask) if op.mask is not None else None
         run = 1 if atomic else self.run_width(tensor, axes, lay, dt, mask is not None)
         self.global_access(
@@ -444,12 +432,12 @@ class GlobalMemory(LoweringBase):
             axes,
             lay,
             run,
-            t.buffer,
+            src.buffer,
             dt,
             is_load=False,
             mask=mask,
             atomic=atomic,
-            src_tile=t,
+            src_tile=src,
         )
 
     def global_access(
