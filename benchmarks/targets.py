@@ -92,6 +92,8 @@ class PeerTarget:
     def describe(self) -> str:
         if self.factor == 1.0:
             return f"{self.case}: at least as fast as {self.peer}"
+        if self.factor < 1.0:
+            return f"{self.case}: at least {1 / self.factor:.3g}x as fast as {self.peer}"
         return f"{self.case}: within {self.factor:g}x of {self.peer}'s time"
 
     def evaluate(self, row: Row) -> Verdict:
@@ -179,9 +181,13 @@ TARGETS: tuple[Target, ...] = (
     # At least 80% of NumPy's (OpenBLAS's) GFLOP/s: at most 1 / 0.8 = 1.25x its time.
     PeerTarget("cpu", "f32/square/medium", "NumPy", 1.25),
     PeerTarget("cpu", "f32/square/large", "NumPy", 1.25),
+    # The W4A16 GEMV at least 3x faster than NumPy's f32 GEMV on the dequantized weights.
+    PeerTarget("cpu", "w4a16/M=1", "NumPy", 1 / 3),
     LimitTarget("compile", "cold/overhead", 200.0, "ms"),
     LimitTarget("compile", "cache-hit", 5.0, "ms"),
     LimitTarget("compile", "launch", 15.0, "us"),
     *_gemm_targets(),
+    # Decode GEMV at the bandwidth limit: 80% of the device copy rate on the packed bytes.
+    CeilingTarget("quant", "w4a16/M=1", "copy", 0.8),
     *_tuning_targets(),
 )

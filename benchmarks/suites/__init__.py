@@ -20,13 +20,14 @@ class Suite:
 
 def all_suites() -> dict[str, Suite]:
     from . import compile as compile_suite
-    from . import cpu, gemm, memory, tuning
+    from . import cpu, gemm, memory, quant, tuning
 
     return {suite.name: suite
-            for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE, gemm.SUITE, tuning.SUITE)}
+            for suite in (memory.SUITE, cpu.SUITE, compile_suite.SUITE, gemm.SUITE,
+                          quant.SUITE, tuning.SUITE)}
 
 
-SUITE_NAMES = ("memory", "cpu", "compile", "gemm", "tuning")
+SUITE_NAMES = ("memory", "cpu", "compile", "gemm", "quant", "tuning")
 # Run when no suite is named. `tuning` is left out: its first run measures whole search
 # spaces (about one config a second on an H200 host) to build the ground truth it replays.
-DEFAULT_SUITES = ("memory", "cpu", "compile", "gemm")
+DEFAULT_SUITES = ("memory", "cpu", "compile", "gemm", "quant")

@@ -21,7 +21,7 @@ from ..harness import Call, Settings, bench_host, gbps
 from ..kernels import tegula_impl
 from ..report import summary_line
 from ..schema import Row
-from . import Suite, formulas, gemm
+from . import Suite, formulas, gemm, quant
 
 EPS = 1e-5
 F32 = 4  # bytes
@@ -186,6 +186,9 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     for gemm_case in gemm_cases(quick):
         rows.append(measure_gemm_case(gemm_case, settings, [threads]))
         print(summary_line(rows[-1]), flush=True)
+    rows += quant.measure(quant.cpu_cases(quick), quant.cpu_placement(), host_timer(settings),
+                          cache_bytes=devices.cpu_cache_bytes(), ceiling=ceiling,
+                          notes=(threads,))
     return rows
 
 

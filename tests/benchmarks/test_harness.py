@@ -393,7 +393,7 @@ def test_unknown_suite_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 def test_suites_register_without_gpu_packages() -> None:
     suites = all_suites()
     assert list(suites) == list(SUITE_NAMES)
-    assert [s.needs_gpu for s in suites.values()] == [True, False, True, True, True]
+    assert [s.needs_gpu for s in suites.values()] == [True, False, True, True, True, True]
 
 
 def test_missing_peer_packages_are_left_out() -> None:
@@ -422,7 +422,7 @@ def test_memory_cases_check_out_with_numpy_standing_in_for_cupy(
 
 
 def test_cpu_cases_numpy_implementations_pass_their_checks() -> None:
-    from benchmarks.suites import cpu
+    from benchmarks.suites import cpu, quant
 
     for case, impls in cpu.cases(cpu.Sizes(square=(16, 24), wide=(4, 128), vector=512)):
         row = measure_case(case, {"NumPy": impls["NumPy"]}, _timer, cache_bytes=0, ceiling={})
@@ -432,7 +432,7 @@ def test_cpu_cases_numpy_implementations_pass_their_checks() -> None:
         assert case.nbytes == moved
     measured = {case.case for case, _ in cpu.cases(cpu.QUICK)} | {
         c.case for c in cpu.gemm_cases(quick=True)
-    }
+    } | {c.case for c in quant.cpu_cases(quick=True)}
     assert {t.case for t in TARGETS if t.suite == "cpu"} <= measured
 
 

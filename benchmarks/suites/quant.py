@@ -1,0 +1,194 @@
+"""Weight-only quantized GEMV (`examples/quant_gemv.tg`) beside a GEMV on the dequantized
+weights, in GB/s of the quantized problem's bytes, against the copy ceiling.
+
+Bytes counted: the packed weight codes, their f16 group scales, the f16 activations read once
+and the f16 output written once: what a kernel at the bandwidth limit must move. Every
+implementation in a row is divided into the same bytes, so a row's GB/s ratio is the inverse of
+its time ratio. The peers multiply by weights already dequantized (f16 through cuBLAS on a GPU,
+f32 through NumPy's BLAS on the CPU): the cost a user pays for not quantizing.
+
+Weights are quantized with `tegula.runtime.quant.quantize`; the reference multiplies in float64
+by the weights decoded from the packed codes the kernel reads (`examples/quant_gemv.py`), so a
+row checks decoding as well as arithmetic. Each buffer set has its own weights, so rotating the
+sets past the cache keeps the weights cold.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from tegula.compiler.checking import load_companion
+from tegula.ir import dtypes
+from tegula.ir.packing import packed_extent
+
+from .. import devices
+from ..compare import TEGULA, Buffers, Case, Impl, Timer, gpu_timer, measure_case
+from ..harness import Call, Settings
+from ..kernels import EXAMPLES, tegula_impl
+from ..report import summary_line
+from ..schema import Row
+from . import Suite
+
+F16 = 2  # bytes
+GROUP = 128  # the group size the example kernels are written for
+# f32 accumulation over K <= 8192 with one rounding to f16: ~5e-4 relative.
+TOLERANCE = 2e-3
+
+
+@dataclass(frozen=True)
+class GemvCase:
+    dtype: str  # the weights' code type, e.g. "i4"
+    m: int  # activation rows: 1 for decode
+    k: int
+    n: int
+
+    @property
+    def label(self) -> str:
+        """`w4a16`: weight bits, activation bits, as the field names these kernels."""
+        bits = int("".join(ch for ch in self.dtype if ch.isdigit()))
+        return f"w{bits}a16"
+
+    @property
+    def case(self) -> str:
+        return f"{self.label}/M={self.m}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} g{GROUP} M={self.m} {self.k}x{self.n}"
+
+    @property
+    def kernel(self) -> str:
+        return f"quant_gemv_{self.dtype}"
+
+    def nbytes(self, packed_weight_bytes: int) -> int:
+        scales = -(-self.k // GROUP) * self.n * F16
+        return packed_weight_bytes + scales + (self.m * self.k + self.m * self.n) * F16
+
+
+# Decode at M=1 for every width the example has, and M=16 for W4 (the batched-decode target).
+GPU_SHAPE = {False: (8192, 8192), True: (1024, 1024)}  # by `quick`: (K, N)
+CPU_SHAPE = {False: (4096, 4096), True: (512, 512)}
+GPU_WIDTHS = ("i4", "i2", "i3", "i8")
+
+
+def gpu_cases(quick: bool) -> list[GemvCase]:
+    k, n = GPU_SHAPE[quick]
+    return [GemvCase(dtype, 1, k, n) for dtype in GPU_WIDTHS] + [GemvCase("i4", 16, k, n)]
+
+
+def cpu_cases(quick: bool) -> list[GemvCase]:
+    k, n = CPU_SHAPE[quick]
+    return [GemvCase("i4", 1, k, n)]
+
+
+@functools.cache
+def _companion() -> ModuleType:
+    module = load_companion(EXAMPLES / "quant_gemv.tg")
+    assert module is not None, "examples/quant_gemv.py is missing"
+    return module
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a row's buffers live: NumPy arrays for the CPU target, CuPy arrays for CUDA."""
+
+    target: str  # "cpu" or "cuda"
+    xp: Any  # numpy or cupy
+    peer: str  # the dequantized GEMV's name in the row
+    peer_dtype: Any  # the dtype the peer multiplies in
+
+    @property
+    def peer_note(self) -> str:
+        return f"{self.peer} multiplies by the dequantized weights in {np.dtype(self.peer_dtype)}"
+
+    def to_device(self, array: np.ndarray) -> Any:
+        return self.xp.asarray(array)
+
+
+def cpu_placement() -> Placement:
+    return Placement("cpu", np, "NumPy", np.float32)
+
+
+def gpu_placement() -> Placement:
+    import cupy
+
+    return Placement("cuda", cupy, "cuBLAS", cupy.float16)
+
+
+def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
+    """One row: tegula's quantized GEMV and the peer's GEMV on the dequantized weights."""
+    companion = _companion()
+    packed_bytes = gemv.k * packed_extent(gemv.n, dtypes.dtype(gemv.dtype).bits)
+
+    def make_buffers(seed: int) -> Buffers:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((gemv.m, gemv.k)).astype(np.float16)
+        weight = companion.quantized_weight(rng, gemv.dtype, gemv.k, gemv.n)
+        dequantized = companion.dequantized(weight["w"], weight["s"], gemv.dtype, gemv.n)
+        arrays = {
+            "x": x, "w": weight["w"], "s": weight["s"],
+            # The peer's operands, in its own dtype; never read by tegula's kernel.
+            "x_peer": x.astype(place.peer_dtype), "w_peer": dequantized.astype(place.peer_dtype),
+        }
+        inputs = {name: place.to_device(array) for name, array in arrays.items()}
+        return Buffers(inputs, {"y": place.xp.empty((gemv.m, gemv.n), dtype=place.xp.float16)})
+
+    def reference(b: Buffers) -> Any:
+        host = {name: np.asarray(b[name]) if place.xp is np else b[name].get()
+                for name in ("x", "w", "s")}
+        weights = companion.dequantized(host["w"], host["s"], gemv.dtype, gemv.n)
+        return place.to_device(host["x"].astype(np.float64) @ weights)
+
+    case = Case(gemv.case, gemv.name, gemv.nbytes(packed_bytes), make_buffers, reference,
+                TOLERANCE)
+    return case, {
+        TEGULA: tegula_impl(place.target, "quant_gemv.tg", gemv.kernel, ("x", "w", "s", "y"),
+                            "y"),
+        place.peer: _peer_gemv(place),
+    }
+
+
+def _peer_gemv(place: Placement) -> Impl:
+    def bind(b: Buffers) -> Call:
+        x, w = b["x_peer"], b["w_peer"]
+        out = place.xp.empty((x.shape[0], w.shape[1]), dtype=place.peer_dtype)
+
+        def call() -> Any:
+            place.xp.matmul(x, w, out=out)
+            return out
+
+        return call
+
+    return Impl(bind, "cupy" if place.target == "cuda" else None)
+
+
+def measure(cases: list[GemvCase], place: Placement, timer: Timer, *, cache_bytes: int,
+            ceiling: dict[str, float], notes: tuple[str, ...] = (),
+            after_each: Callable[[], None] = lambda: None) -> list[Row]:
+    rows = []
+    for gemv in cases:
+        case, impls = make_case(gemv, place)
+        rows.append(measure_case(case, impls, timer, cache_bytes=cache_bytes, ceiling=ceiling,
+                                 extra_notes=(place.peer_note, *notes)))
+        print(summary_line(rows[-1]), flush=True)
+        after_each()
+    return rows
+
+
+def run(settings: Settings, quick: bool) -> list[Row]:
+    from . import memory
+
+    ceiling = {"copy": memory.copy_ceiling(memory.COPY_BYTES[quick], settings)}
+    memory.release_memory()
+    return measure(gpu_cases(quick), gpu_placement(), gpu_timer(settings),
+                   cache_bytes=devices.gpu_l2_bytes(), ceiling=ceiling,
+                   notes=("PyTorch's int4 weight-only kernel not measured",),
+                   after_each=memory.release_memory)
+
+
+SUITE = Suite("quant", needs_gpu=True, describe_device=devices.describe_gpu, run=run)

@@ -1,0 +1,71 @@
+"""The quant suite's rows: names, bytes counted, targets, and one CPU row measured end to end
+(real kernels, real checks; a fixed timer stands in for the clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import harness
+from benchmarks.compare import TEGULA, Buffers, Impl, measure_case
+from benchmarks.suites import SUITE_NAMES, all_suites, quant
+from benchmarks.targets import TARGETS
+
+
+def _fixed_timer(seconds: float = 1e-3) -> Any:
+    return lambda calls, capture, verify: harness.summarize([seconds])
+
+
+def test_rows_are_named_as_the_field_names_them() -> None:
+    assert [c.name for c in quant.gpu_cases(quick=False)] == [
+        "w4a16 g128 M=1 8192x8192", "w2a16 g128 M=1 8192x8192", "w3a16 g128 M=1 8192x8192",
+        "w8a16 g128 M=1 8192x8192", "w4a16 g128 M=16 8192x8192"]
+    # Targets read the case key, which a quick run keeps.
+    assert [c.case for c in quant.gpu_cases(quick=True)] == [
+        c.case for c in quant.gpu_cases(quick=False)]
+    assert [c.case for c in quant.cpu_cases(quick=True)] == ["w4a16/M=1"]
+
+
+def test_bytes_are_the_packed_codes_scales_activations_and_output() -> None:
+    gemv = quant.GemvCase("i3", 2, 256, 100)
+    packed = 256 * 38  # 100 three-bit codes: 300 bits, 38 bytes a row
+    scales = 2 * 100 * 2
+    assert gemv.nbytes(packed) == packed + scales + (2 * 256 + 2 * 100) * 2
+
+
+def test_targets_name_rows_the_suites_make() -> None:
+    by_suite = {(t.suite, t.case) for t in TARGETS}
+    assert ("quant", "w4a16/M=1") in by_suite and ("cpu", "w4a16/M=1") in by_suite
+    assert "quant" in SUITE_NAMES and all_suites()["quant"].needs_gpu
+
+
+def test_cpu_row_checks_and_measures_tegula_and_numpy() -> None:
+    (gemv,) = quant.cpu_cases(quick=True)
+    rows = quant.measure([gemv], quant.cpu_placement(), _fixed_timer(), cache_bytes=2**20,
+                         ceiling={"copy": 10.0})
+    (row,) = rows
+    assert row.name == "w4a16 g128 M=1 512x512" and row.extra["case"] == "w4a16/M=1"
+    assert row.tegula is not None and set(row.peers) == {"NumPy"}
+    # Same bytes for both, same (fixed) time: the same GB/s, which is bytes / 1 ms.
+    assert row.tegula == pytest.approx(row.extra["bytes"] / 1e-3 / 1e9)
+    assert row.peers["NumPy"] == pytest.approx(row.tegula)
+    assert row.extra["buffer_sets"] > 1  # weights rotate past the given cache
+    for implementation in (TEGULA, "NumPy"):
+        relative = float(row.extra["check"][implementation].split()[2].rstrip(","))
+        assert 0 < relative <= quant.TOLERANCE
+
+
+def test_a_wrong_implementation_is_left_out_of_the_row() -> None:
+    (gemv,) = quant.cpu_cases(quick=True)
+    case, impls = quant.make_case(gemv, quant.cpu_placement())
+
+    def bind(b: Buffers) -> Any:
+        out = b["y"]
+        return lambda: (np.copyto(out, np.float16(1.0)), out)[1]  # ignores the weights
+
+    impls["constant"] = Impl(bind, destination=True)
+    row = measure_case(case, impls, _fixed_timer(), cache_bytes=2**20, ceiling={})
+    assert "constant" not in row.peers and row.tegula is not None
+    assert "constant left out: CheckFailed" in row.extra["notes"]
