@@ -355,6 +355,10 @@ def test_results_md_is_generated_from_json(tmp_path: Path) -> None:
     assert "**not met** — transpose/large" in md  # a target with no row is not met
     assert "**met** — launch: < 15 us" in md
     assert "tegula left out: ImportError: not built" in md
+    # Suites with targets but no JSON are listed, not silently passed over.
+    unmeasured = md[md.index("## Not yet measured"):]
+    assert "**unchecked** — `quant`: w4a16/M=1" in unmeasured
+    assert "`memory`" not in unmeasured and "`compile`" not in unmeasured
 
 
 def test_results_md_names_a_malformed_file(tmp_path: Path) -> None:
