@@ -69,3 +69,18 @@ def test_a_wrong_implementation_is_left_out_of_the_row() -> None:
     row = measure_case(case, impls, _fixed_timer(), cache_bytes=2**20, ceiling={})
     assert "constant" not in row.peers and row.tegula is not None
     assert "constant left out: CheckFailed" in row.extra["notes"]
+
+
+def test_gpu_rows_check_out_with_numpy_standing_in_for_cupy() -> None:
+    # The GPU rows' buffers, references and peer, checked on the host: a placement with the
+    # GPU's peer dtype (f16) and NumPy in CuPy's place. tegula's CUDA kernel is not run here.
+    stand_in = quant.Placement("cpu", np, "cuBLAS", np.float16)
+    for gemv in quant.gpu_cases(quick=True):
+        case, impls = quant.make_case(gemv, stand_in)
+        row = measure_case(case, {"cuBLAS": impls["cuBLAS"]}, _fixed_timer(), cache_bytes=0,
+                           ceiling={})
+        assert "cuBLAS" in row.peers, row.extra.get("notes")
+        assert row.extra["case"] == gemv.case
+        buffers = case.make_buffers(0)
+        read = sum(buffers[name].nbytes for name in ("w", "s", "x"))
+        assert case.nbytes == read + buffers["y"].nbytes
