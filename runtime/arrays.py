@@ -222,6 +222,53 @@ class CudaArrayInterfaceReader(ArrayReader):
         return _cuda_device(attributes.device)
 
 
+_DLPACK_CPU = 1  # DLDeviceType kDLCPU
+
+
+class HostDLPackReader(ArrayReader):
+    """Host arrays of any other library, through DLPack (``__dlpack__``): each question is
+    asked of the zero-copy NumPy view ``np.from_dlpack`` makes, so memory, strides and the
+    read-only flag are the producer's own. Device memory offered only through DLPack is
+    refused by name: which stream to synchronize with is the producer's to say, and CuPy's
+    ``cupy.from_dlpack`` or ``torch.from_dlpack`` already asks it."""
+
+    library = "dlpack"
+
+    @staticmethod
+    def _view(a: Any) -> np.ndarray:
+        device_type, device_id = a.__dlpack_device__()
+        if device_type != _DLPACK_CPU:
+            raise TypeError(
+                f"{type(a).__qualname__} offers device memory only through DLPack (device "
+                f"type {device_type}, id {device_id}); wrap it with cupy.from_dlpack or "
+                f"torch.from_dlpack before the call")
+        return np.from_dlpack(a)
+
+    def pointer(self, a: Any) -> int:
+        return _NUMPY_READER.pointer(self._view(a))
+
+    def shape(self, a: Any) -> tuple[int, ...]:
+        return self._view(a).shape
+
+    def strides(self, a: Any) -> tuple[int, ...]:
+        return _NUMPY_READER.strides(self._view(a))
+
+    def is_c_contiguous(self, a: Any) -> bool:
+        return self._view(a).flags.c_contiguous
+
+    def dtype(self, a: Any) -> DType | None:
+        return dtype_from_numpy(self._view(a).dtype)
+
+    def dtype_name(self, a: Any) -> str:
+        return str(self._view(a).dtype)
+
+    def device(self, a: Any) -> str:
+        return CPU
+
+    def is_readonly(self, a: Any) -> bool:
+        return not self._view(a).flags.writeable
+
+
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, step = [], 1
     for extent in reversed(shape):
@@ -248,6 +295,8 @@ def _find_reader(cls: type) -> ArrayReader | None:
             return TorchReader()
     if hasattr(cls, "__cuda_array_interface__"):
         return CudaArrayInterfaceReader()
+    if hasattr(cls, "__dlpack__") and hasattr(cls, "__dlpack_device__"):
+        return HostDLPackReader()
     return None
 
 

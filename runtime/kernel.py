@@ -172,7 +172,10 @@ class Kernel:
             reader = readers.get(type(arg)) or reader_for(type(arg))
             if reader is None:
                 raise self._expected_tensor(plan, arg)
-            shape = reader.shape(arg)
+            try:
+                shape = reader.shape(arg)
+            except TypeError as unreadable:  # e.g. device memory offered only through DLPack
+                raise ArgumentError(f"parameter {plan.name!r}: {unreadable}") from None
             if len(shape) != plan.rank or reader.dtype(arg) is not plan.storage:
                 raise self._type_mismatch(plan, reader, arg)
             where = reader.device(arg)

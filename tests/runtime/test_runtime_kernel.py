@@ -295,3 +295,41 @@ def test_call_overhead_is_a_few_microseconds() -> None:
             kernel(x, y, out, 1.0)
         best = min(best, (time.perf_counter() - start) / 2000)
     assert best < 50e-6, f"{best * 1e6:.1f} µs per call"
+
+
+class HostDLPackOnly:
+    """An array of a library the runtime does not know, offering only DLPack."""
+
+    def __init__(self, array: np.ndarray, device: tuple[int, int] = (1, 0)) -> None:
+        self._array = array
+        self._device = device
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._device
+
+
+def test_host_arrays_offering_only_dlpack_are_read_without_a_copy() -> None:
+    kernel, launcher = make()
+    x, y, out = arrays()
+    kernel(HostDLPackOnly(x), HostDLPackOnly(y), HostDLPackOnly(out), 0.5)
+    (grid, args, device, library), = launcher.calls
+    assert args == [x.ctypes.data, y.ctypes.data, out.ctypes.data, 0.5, 5, 130]
+    assert (grid, device, library) == ((3, 5, 1), "cpu", "dlpack")
+    with pytest.raises(ArgumentError, match=r"'x' expects element type f32.*float64 dlpack"):
+        kernel(HostDLPackOnly(x.astype(np.float64)), y, out, 0.5)
+    with pytest.raises(ArgumentError, match=r"'y'.*C-contiguous|'y'.*strides"):
+        kernel(x, HostDLPackOnly(np.asfortranarray(y)), out, 0.5)
+    out.flags.writeable = False
+    with pytest.raises(ArgumentError, match=r"'out' is written.*read-only"):
+        kernel(x, y, HostDLPackOnly(out), 0.5)
+
+
+def test_device_memory_offered_only_through_dlpack_is_refused_by_name() -> None:
+    kernel, _ = make()
+    x, y, out = arrays()
+    with pytest.raises(ArgumentError, match=r"parameter 'x':.*device memory only through "
+                                            r"DLPack.*cupy.from_dlpack"):
+        kernel(HostDLPackOnly(x, device=(2, 0)), y, out, 0.5)
