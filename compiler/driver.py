@@ -140,8 +140,9 @@ def lower_kernel(
     dump_dir: Path | None = None,
     keep_dumps: bool = False,
     pipeline: tuple[str, ...] = DEFAULT_PIPELINE,
+    verify: bool = True,
 ) -> tuple[LoopKernel, PassContext]:
-    ctx = PassContext(target=target, dump_dir=dump_dir, keep_dumps=keep_dumps)
+    ctx = PassContext(target=target, dump_dir=dump_dir, keep_dumps=keep_dumps, verify=verify)
     loop = run_pipeline(tile, pipeline, ctx)
     assert isinstance(loop, LoopKernel)
     return loop, ctx

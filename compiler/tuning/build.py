@@ -65,7 +65,9 @@ def build_candidate(job: BuildJob) -> BuildOutcome:
         program = _program(job.source_text, job.filename)
         tile = build_tile_kernel(program, job.kernel, job.constants, job.shapes,
                                  target.constants())
-        loop, _ = lower_kernel(tile, target)
+        # A point that is only scored skips the verifier after each pass (about a sixth of
+        # its lowering time); every point that is built to be timed is verified.
+        loop, _ = lower_kernel(tile, target, verify=job.emit_binary)
     except DSLError as exc:
         return BuildOutcome("compile_error", str(exc))
     except Exception as exc:  # a compiler bug a config provokes is that config's failure

@@ -48,3 +48,25 @@ def test_features_on_the_cpu_target() -> None:
                                           cpu_target()), strict=True))
     assert f["log_block_threads"] == 1.0  # one thread per block on the CPU
     assert f["log_smem_bytes"] == 0.0
+
+
+def test_scored_points_skip_the_verifier_and_built_points_do_not(monkeypatch) -> None:
+    # Scoring a point needs only its features; the point that is built to be timed must
+    # still pass the verifier after every pass. A verifier that always fails tells the two
+    # apart (and the features of a scored point match those of a verified lowering).
+    from tegula.compiler.tuning.build import BuildJob, build_candidate
+    from tegula.passes import manager
+
+    config, shapes = {"BM": 2, "BN": 64}, {"M": 100, "N": 1000}
+    expected = _features(config, shapes)
+
+    def refuse(ir) -> None:
+        raise ValueError("planted verifier failure")
+
+    monkeypatch.setattr(manager, "verify_ir", refuse)
+    job = BuildJob(ROWSUM, "rowsum.tg", "rowsum", config, "cuda:sm_90a", shapes,
+                   emit_binary=False)
+    scored = build_candidate(job)
+    assert scored.ok and scored.features == expected
+    built = build_candidate(BuildJob(**{**job.__dict__, "emit_binary": True}))
+    assert built.status == "compile_error" and "planted verifier failure" in built.message
