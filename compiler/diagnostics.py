@@ -89,6 +89,17 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def name_hint(word: str, candidates: Iterable[str], label: str, listed: str | None = None
+              ) -> str:
+    """What to tell a user who named ``word``: ``"; did you mean 'x'?"`` for a close
+    candidate, else the candidates themselves, ``" (<label>: <listed>)"`` (``listed``
+    defaults to the candidates joined by commas; ``none`` when there are none)."""
+    names = list(candidates)
+    if hint := did_you_mean(word, names):
+        return hint
+    return f" ({label}: {listed if listed is not None else ', '.join(names) or 'none'})"
+
+
 def one_of(words: Iterable[str]) -> str:
     """``"a"``, ``"a or b"``, ``"a, b or c"``."""
     items = list(words)

@@ -36,7 +36,7 @@ from . import syntax as ast
 from .constexpr import ConstEvalError
 from .constexpr import cdiv as _cdiv
 from .constexpr import is_int as _is_int
-from .diagnostics import DSLError, did_you_mean, error_at, one_of
+from .diagnostics import DSLError, did_you_mean, error_at, name_hint, one_of
 from .headers import kernel_header
 
 __all__ = [
@@ -229,12 +229,11 @@ def _defaults(
     header_symbols = size_symbols(kernel)
     given = dict(symbols or {})
     if stray := [n for n in given if n not in header_symbols]:
-        known = ", ".join(header_symbols) or "none"
         raise error_at(
             kernel.source,
             kernel.span,
             f"kernel {kernel.name} has no size symbol '{stray[0]}'"
-            f"{did_you_mean(stray[0], header_symbols) or f' (it has: {known})'}",
+            f"{name_hint(stray[0], header_symbols, 'it has')}",
         )
     unbound = frozenset(header_symbols) - given.keys()
     ev = _ConstEvaluator(kernel.source, unbound)
@@ -271,12 +270,11 @@ def _defaults(
             choices[decl.name] = cands
     unknown = [n for n in overrides if n not in values]
     if unknown:
-        declared = ", ".join(values) or "none"
         raise error_at(
             kernel.source,
             kernel.span,
             f"kernel {kernel.name} has no compile-time parameter '{unknown[0]}'"
-            f"{did_you_mean(unknown[0], values) or f' (it has: {declared})'}",
+            f"{name_hint(unknown[0], values, 'it has')}",
         )
     return values, choices
 
@@ -1684,7 +1682,7 @@ def build_tile_kernel(
         listed = one_of(f"'{n}'" for n in names) if names else "none"
         raise DSLError(
             f"no kernel named '{kernel_name}' in {program.source.filename}"
-            f"{did_you_mean(kernel_name, names) or f' (kernels: {listed})'}",
+            f"{name_hint(kernel_name, names, 'kernels', listed)}",
             file=program.source.filename,
         )
     return _KernelBuilder(kernel, dict(constants or {}), symbols, target).build()

@@ -109,6 +109,9 @@ class Placement:
     def to_device(self, array: np.ndarray) -> Any:
         return self.xp.asarray(array)
 
+    def to_host(self, array: Any) -> np.ndarray:
+        return array if self.xp is np else array.get()
+
 
 def cpu_placement() -> Placement:
     return Placement("cpu", np, "NumPy", np.float32)
@@ -139,8 +142,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
         return Buffers(inputs, {"y": place.xp.empty((gemv.m, gemv.n), dtype=place.xp.float16)})
 
     def reference(b: Buffers) -> Any:
-        host = {name: np.asarray(b[name]) if place.xp is np else b[name].get()
-                for name in ("x", "w", "s")}
+        host = {name: place.to_host(b[name]) for name in ("x", "w", "s")}
         weights = companion.dequantized(host["w"], host["s"], gemv.dtype, gemv.n)
         return place.to_device(host["x"].astype(np.float64) @ weights)
 

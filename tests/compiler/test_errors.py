@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from tegula.compiler.diagnostics import DSLError
+from tegula.compiler.diagnostics import DSLError, name_hint
 from tegula.compiler.frontend import build_tile_kernel
 from tegula.compiler.parser import parse
 
@@ -25,3 +25,10 @@ def test_error_message(case: Path) -> None:
             build_tile_kernel(program, kernel.name)
     assert str(info.value) + "\n" == expected
     assert info.value.__cause__ is None or isinstance(info.value.__cause__, DSLError)
+
+
+def test_a_wrong_name_gets_the_closest_one_or_the_list() -> None:
+    assert name_hint("BNN", ["BM", "BN"], "it has") == "; did you mean 'BN'?"
+    assert name_hint("zzz", ["BM", "BN"], "it has") == " (it has: BM, BN)"
+    assert name_hint("zzz", [], "it has") == " (it has: none)"
+    assert name_hint("zzz", ["a", "b"], "kernels", "'a' or 'b'") == " (kernels: 'a' or 'b')"
