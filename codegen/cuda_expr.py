@@ -26,6 +26,7 @@ from tegula.ir.loop import (
     Address,
     Binary,
     BinaryOp,
+    Bitcast,
     BlockIdx,
     Buffer,
     Cast,
@@ -78,6 +79,18 @@ _BINARY_MATH: dict[BinaryOp, tuple[str, str]] = {
 }
 _TO_FLOAT = {"f16": "__half2float", "bf16": "__bfloat162float"}
 _FROM_FLOAT = {"f16": "__float2half_rn", "bf16": "__float2bfloat16_rn"}
+_BITS_TO_FLOAT = {  # (float, integer signed?, integer bits) -> intrinsic
+    ("f32", False, 32): "__uint_as_float", ("f32", True, 32): "__int_as_float",
+    ("f64", False, 64): "__longlong_as_double", ("f64", True, 64): "__longlong_as_double",
+    ("f16", False, 16): "__ushort_as_half", ("f16", True, 16): "__short_as_half",
+    ("bf16", False, 16): "__ushort_as_bfloat16", ("bf16", True, 16): "__short_as_bfloat16",
+}  # fmt: skip
+_FLOAT_TO_BITS = {  # (float, integer signed?) -> intrinsic
+    ("f32", False): "__float_as_uint", ("f32", True): "__float_as_int",
+    ("f64", False): "__double_as_longlong", ("f64", True): "__double_as_longlong",
+    ("f16", False): "__half_as_ushort", ("f16", True): "__half_as_short",
+    ("bf16", False): "__bfloat16_as_ushort", ("bf16", True): "__bfloat16_as_short",
+}  # fmt: skip
 _FROM_DOUBLE = {"f16": "__double2half", "bf16": "__double2bfloat16"}
 _FROM_INT = {  # (low-precision float, integer kind, 64-bit?) -> intrinsic
     ("f16", Kind.SIGNED, False): "__int2half_rn",
@@ -185,6 +198,8 @@ class CudaExprPrinter:
                 return text, CONDITIONAL
             case Cast(type=dt, operand=operand):
                 return self.cast(dt, operand)
+            case Bitcast(type=dt, operand=operand):
+                return self.bitcast(dt, operand)
             case Load(buffer=buf, index=index):
                 return f"{self.buffer_name(buf)}[{self(index)}]", ATOM
             case Address(buffer=buf, index=index) if buf.scope is Scope.SHARED:
@@ -294,6 +309,18 @@ class CudaExprPrinter:
                 return self.expr(x)
             return f"{'llabs' if dt.bits == 64 else 'abs'}({self(x)})", ATOM
         return f"{_MATH[op][dt is f64]}({self(x)})", ATOM
+
+    def bitcast(self, dt: DType, x: Expr) -> tuple[str, int]:
+        """Reinterpreted bits, through CUDA's intrinsics for each pair of types."""
+        src = x.dtype
+        if dt.is_float:
+            name = _BITS_TO_FLOAT.get((dt.name, src.is_signed, src.bits))
+        else:
+            name = _FLOAT_TO_BITS.get((src.name, dt.is_signed))
+            name = name if name is not None and dt.bits == src.bits else None
+        if name is None:
+            raise LoopIRError(f"no CUDA bitcast from {src} to {dt}")
+        return f"{name}({self(x)})", ATOM
 
     def cast(self, dt: DType, x: Expr) -> tuple[str, int]:
         src = x.dtype

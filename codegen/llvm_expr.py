@@ -18,6 +18,7 @@ from tegula.ir.dtypes import DType, Kind, f32, f64
 from tegula.ir.loop import (
     Binary,
     BinaryOp,
+    Bitcast,
     BlockIdx,
     Buffer,
     Cast,
@@ -153,6 +154,8 @@ class LlvmExprLowering:
                 return self.unary(e, name)
             case Select(cond=c, if_true=t, if_false=f):
                 return b.select(self(c), self(t), self(f), name=name or "select")
+            case Bitcast(type=dt, operand=x):
+                return b.bitcast(self(x), value_type(dt), name=name or "bits")
             case Cast(type=dt, operand=x):
                 value = convert(b, self(x), x.dtype, dt)
                 if isinstance(value, ir.Instruction) and value.name.startswith("."):

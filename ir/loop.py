@@ -205,6 +205,23 @@ class Cast(Expr):
 
 
 @dataclass(frozen=True)
+class Bitcast(Expr):
+    """The bits of ``operand`` read as ``type``, a number type of the same width (no
+    conversion): how exact bit-level decodings (an integer code ORed into a float's
+    mantissa) reach a float without a conversion instruction."""
+
+    type: DType
+    operand: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True)
 class Load(Expr):
     """One element of ``buffer`` at flattened element ``index``."""
 

@@ -25,6 +25,7 @@ from .loop import (
     Barrier,
     Binary,
     BinaryOp,
+    Bitcast,
     BlockIdx,
     Buffer,
     Cast,
@@ -115,6 +116,8 @@ def _expr(e: Expr) -> tuple[str, int]:
             return f"select({format_expr(c)}, {format_expr(a)}, {format_expr(b)})", _ATOM
         case Cast(type=dt, operand=operand):
             return f"{dt}({format_expr(operand)})", _ATOM
+        case Bitcast(type=dt, operand=operand):
+            return f"bitcast<{dt}>({format_expr(operand)})", _ATOM
         case Load(buffer=buf, index=index):
             return f"{buf.name}[{format_expr(index)}]", _ATOM
         case ShuffleXor(value=value, lane_mask=mask):

@@ -35,6 +35,7 @@ from .loop import (
     Barrier,
     Binary,
     BinaryOp,
+    Bitcast,
     BlockIdx,
     Buffer,
     Cast,
@@ -324,6 +325,11 @@ class _Verifier:
             case Cast(type=dt, operand=operand):
                 self.check_storable(self.expr(operand), "cast operand")
                 self.check_storable(dt, "cast")
+            case Bitcast(type=dt, operand=operand):
+                source = self.expr(operand)
+                if source.is_bool or dt.is_bool or source.bits != dt.bits:
+                    raise self.fail(f"bitcast from {source} to {dt}: needs two number types "
+                                    "of the same width")
             case Load(buffer=buf, index=index):
                 self.buffer(buf, "load from")
                 self.expect_int(self.expr(index), f"index of load from {buf.name!r}")

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from tegula.ir import loop as L
 from tegula.ir import lowbit
-from tegula.ir.dtypes import DType, NanEncoding, f32, i8, i32, i64, u8
+from tegula.ir.dtypes import DType, NanEncoding, f32, i8, i32, i64, u8, u32
 
 BIN = L.BinaryOp
 
@@ -83,6 +83,26 @@ def decode_int(code: L.Expr, dt: DType) -> L.Expr:
     half = _u8(1 << (dt.bits - 1))
     byte = L.Binary(BIN.SUB, L.Binary(BIN.BITXOR, code, half), half)
     return L.Cast(i32, L.Cast(i8, byte))
+
+
+# A float whose exponent field makes its mantissa's units ones: ``2^23 + m`` has the bits
+# ``0x4B000000 | m`` for every ``m < 2^23``.
+_F32_UNITS_EXPONENT = 0x4B000000
+_F32_UNITS_BASE = float(1 << 23)
+
+
+def int_to_f32_exactly(code: L.Expr, dt: DType) -> L.Expr:
+    """The value (``f32``) of an integer of at most 8 bits given as its bit pattern ``code``
+    (``u8``), with integer and float adds instead of an int→float conversion.
+
+    The code, offset to be non-negative (``c ^ h`` with ``h = 2^(b-1)`` for a signed width
+    ``b``: the value plus ``h``), goes into the mantissa of ``2^23``; subtracting ``2^23 + h``
+    leaves the value, exactly. GPUs convert integers to floats at a quarter of the rate (or
+    less) they or and add, which is what bounds a dequantizing GEMV's arithmetic."""
+    offset = 1 << (dt.bits - 1) if dt.is_signed else 0
+    biased = code if offset == 0 else L.Binary(BIN.BITXOR, code, _u8(offset))
+    word = L.Binary(BIN.BITOR, L.Cast(u32, biased), L.Const(_F32_UNITS_EXPONENT, u32))
+    return L.Binary(BIN.SUB, L.Bitcast(f32, word), _f32(_F32_UNITS_BASE + offset))
 
 
 def decode_float(code: L.Expr, dt: DType) -> L.Expr:
@@ -157,10 +177,11 @@ def _exponent_mantissa(code: L.Expr, dt: DType) -> L.Expr:
     return L.Select(negative, L.Unary(L.UnaryOp.NEG, magnitude), magnitude)
 
 
-def decode(code: L.Expr, dt: DType) -> L.Expr:
-    """The value of a ``u8`` code of ``dt``: ``i32`` for integer types, else ``f32``."""
+def decode(code: L.Expr, dt: DType, result: DType) -> L.Expr:
+    """The value of a ``u8`` code of ``dt`` for a cast to ``result``: ``f32`` when
+    ``result`` is, else ``i32`` for integer types and ``f32`` for the rest."""
     if dt.is_int:
-        return decode_int(code, dt)
+        return int_to_f32_exactly(code, dt) if result is f32 else decode_int(code, dt)
     return decode_float(code, dt)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from tegula.ir import loop as L
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import DType, boolean, f32, i64, promote
+from tegula.ir.dtypes import DType, boolean, f32, i64, promote, u8
 from tegula.ir.tile import (
     ArangeOp,
     AtomicAddOp,
@@ -55,6 +55,7 @@ from tegula.ir.tile import (
 
 from .lowbit_codes import (
     decode,
+    int_to_f32_exactly,
     is_code_type,
     is_packed,
     storage_dtype,
@@ -274,9 +275,13 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
         for a low-bit source the exact decoding of its code (``lowbit_codes``)."""
         if is_code_type(result) and result is not source:
             raise LoweringError(f"cast to {result}: kernels decode low-bit codes, never encode")
-        if not is_code_type(source) or result is source:
+        if result is source:
+            return lambda e: e
+        if not is_code_type(source):
+            if source.is_int and source.bits <= 8 and result is f32:  # i8/u8 → f32
+                return lambda e: int_to_f32_exactly(cast(e, u8), source)
             return lambda e: cast(e, result)
-        return lambda e: cast(decode(e, source), result)
+        return lambda e: cast(decode(e, source, result), result)
 
     def elementwise(self, op: ElementwiseOp) -> None:
         r = op.result

@@ -39,6 +39,7 @@ from tegula.ir.loop import (
     Barrier,
     Binary,
     BinaryOp,
+    Bitcast,
     BlockIdx,
     Cast,
     Comment,
@@ -603,6 +604,8 @@ class _ExprSimplifier:
                 return self._select(cond, if_true, if_false)
             case Cast(type=dt, operand=x):
                 return _cast(dt, self.simplify(x))
+            case Bitcast(type=dt, operand=x):
+                return Bitcast(dt, self.simplify(x))
             case Load(buffer=buf, index=index):
                 return Load(buf, self.simplify(index))
             case ShuffleXor(value=value, lane_mask=mask):

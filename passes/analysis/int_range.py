@@ -26,6 +26,7 @@ from tegula.ir.loop import (
     Address,
     Binary,
     BinaryOp,
+    Bitcast,
     BlockIdx,
     Cast,
     Const,
@@ -290,7 +291,7 @@ class IntRangeAnalysis:
             case Cast(operand=x) if x.dtype.is_int or x.dtype.is_bool:
                 r = self(x)
                 return r if r.within(IntRange.of_dtype(e.dtype)) else IntRange.of_dtype(e.dtype)
-            case Load() | ShuffleXor() | Cast() | Unary() | Address():
+            case Load() | ShuffleXor() | Cast() | Bitcast() | Unary() | Address():
                 # A loaded value, another lane's value, a converted float: only the type
                 # bounds it (a shuffled value may come from a lane outside a refined range).
                 return IntRange.of_dtype(e.dtype)

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tegula.ir.dtypes import boolean, f16, f32, i32
+from tegula.ir.dtypes import boolean, f16, f32, i16, i32, u32
 from tegula.ir.loop import (
     Binary,
     BinaryOp,
+    Bitcast,
     Buffer,
     Cast,
     Const,
@@ -101,6 +102,15 @@ def test_binary_operands_must_agree():
     bad = Store(X, Const(0), Binary(BinaryOp.ADD, Const(1.0, f32), Cast(i32, Const(1.0, f32))))
     with pytest.raises(LoopIRError, match=r"operands of '\+' have dtypes f32 and i32"):
         verify_loop_kernel(kernel(bad))
+
+
+def test_bitcast_keeps_the_width():
+    word = Const(0x4B000000, u32)
+    assert format_expr(Bitcast(f32, word)) == "bitcast<f32>(u32(1258291200))"
+    verify_loop_kernel(kernel(Store(X, Const(0), Bitcast(f32, word))))
+    narrow = Bitcast(f32, Const(1, i16))
+    with pytest.raises(LoopIRError, match="bitcast from i16 to f32: needs two number types"):
+        verify_loop_kernel(kernel(Store(X, Const(0), narrow)))
 
 
 def test_select_and_store_types():
