@@ -253,7 +253,7 @@ class LoweringBase:
         return lv
 
     def materialize(self, name: str, t: RegTile) -> RegTile:
-        if t.buffer is not None and t.element is None:
+        if t.in_buffer:
             return t
         buf = self.local(name, t.dtype, t.layout.num_values)
         self.for_positions(

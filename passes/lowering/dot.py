@@ -274,7 +274,7 @@ class Dots(LoweringBase):
         lay = t.layout
         run = math.gcd(lay.contiguous_run(), max(1, 16 // smem.dtype.itemsize))
         fast = lay.tile_dims[-1]
-        if run <= 1 or t.buffer is None or lay.replicated(fast):
+        if run <= 1 or not t.in_buffer or lay.replicated(fast):
             self.write_tile_to(t, smem, offset_of)
             return
 

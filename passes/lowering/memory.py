@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from tegula.ir import loop as L
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import DType, i64
+from tegula.ir.dtypes import DType, i64, u8, u32, u64
 from tegula.ir.tile import (
     AtomicAddOp,
     LoadOp,
@@ -234,13 +234,19 @@ class GlobalMemory(LoweringBase):
         return L.Const(code_of(value, dt), storage_dtype(dt))
 
     def packed_load(self, op: LoadOp, tensor: Tensor, starts, axes, fill: L.Const) -> None:
-        """A window of a packed tensor into a tile of codes, one per ``u8`` register.
+        """A window of a packed tensor into a tile of codes.
 
         A thread's run of contiguous elements that starts on a byte boundary, lies inside
-        the tensor and covers whole bytes is read as those bytes (on CUDA with one vector
-        load when their count is 1, 2, 4, 8 or 16 and aligned) and split with constant
-        shifts, unit by unit (``unit_of``); anything else is read element by element, each
-        code from the byte (or two) that holds it, under its bounds test.
+        the tensor and covers whole bytes is read as those bytes; anything else element by
+        element, each code from the byte (or two) that holds it, under its bounds test.
+
+        On the CPU the runs' bytes are split into codes with constant shifts, unit by unit
+        (``unit_of``), one code per ``u8`` register. On CUDA the tile stays packed: each
+        run's bytes land in registers in one vector access where aligned (the element
+        path packs its codes into the same bytes), every run's access issued before any
+        code is used, and each use extracts its code where it needs it. A thread then has
+        all its accesses in flight at once, and holds a 4-bit tile in an eighth of the
+        registers that one code per register takes.
         """
         r = op.result
         bits = tensor.packed_bits
@@ -250,9 +256,7 @@ class GlobalMemory(LoweringBase):
             self.vals[r.name] = Scalar(self.let(r.name, L.Load(tmp, c64(0))))
             return
         lay: BlockedLayout = r.tile.layout
-        buf = self.local(r.name, r.tile.dtype, lay.num_values)
         mask = self.tile(op.mask) if op.mask is not None else None
-        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
         live = [d for d in lay.order if d in lay.live_dims]
         fast = live[0] if live else None
         unit, unit_bytes = unit_of(bits)
@@ -264,16 +268,27 @@ class GlobalMemory(LoweringBase):
         if run % unit:
             run = 1
 
-        def element(pos: Pos) -> None:
+        def element(pos: Pos, dst: L.Buffer, vidx: L.Expr) -> None:
             pred = None if mask is None else mask.at(pos)
-            self.packed_element(
-                tensor, starts, axes, self.coords(lay, pos), pred, buf, value_index(lay, pos), fill
-            )
+            self.packed_element(tensor, starts, axes, self.coords(lay, pos), pred, dst, vidx, fill)
 
         if run == 1 or fast is None:
-            self.for_positions(lay, element)
+            buf = self.local(r.name, r.tile.dtype, lay.num_values)
+            self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
+            self.for_positions(lay, lambda pos: element(pos, buf, value_index(lay, pos)))
             return
         run_bytes = run * bits // 8
+        if self.gpu:
+            staged = self.local(f"{r.name}_packed", u8, -(-lay.num_values // run) * run_bytes)
+            self.vals[r.name] = RegTile(
+                r.tile.dtype,
+                lay,
+                buffer=staged,
+                element=lambda pos: _packed_code(staged, value_index(lay, pos), run, bits),
+            )
+        else:
+            codes = self.local(r.name, r.tile.dtype, lay.num_values)
+            self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=codes)
 
         def runs(pos: Pos) -> None:
             rep_f, _ = pos[fast]
@@ -284,61 +299,106 @@ class GlobalMemory(LoweringBase):
             first[fast] = (rep_f, mul(chunk, c64(run)))
             last = dict(pos)
             last[fast] = (rep_f, add(mul(chunk, c64(run)), c64(run - 1)))
-            coords = self.coords(lay, first)
-            row, col, ok_first = self.packed_address(tensor, starts, axes, coords)
+            row, col, ok_first = self.packed_address(tensor, starts, axes, self.coords(lay, first))
             _, _, ok_last = self.packed_address(tensor, starts, axes, self.coords(lay, last))
             whole_bytes = L.Binary(BIN.EQ, L.Binary(BIN.MOD, col, c64(unit)), c64(0))
+            vidx0 = value_index(lay, first)
             start = self.let(
                 "run_byte", add(row, mul(L.Binary(BIN.FLOORDIV, col, c64(unit)), c64(unit_bytes)))
             )
-            vidx0 = value_index(lay, first)
-            self.nest()
-            byte_at = self.run_bytes(tensor, start, run_bytes)
 
-            def split_unit(u: L.Expr) -> None:
-                for e in range(unit):
-                    code = extract_constant(
-                        lambda i: byte_at(add(mul(u, c64(unit_bytes)), c64(i))), bits, e
-                    )
-                    self.emit(L.Store(buf, add(vidx0, add(mul(u, c64(unit)), c64(e))), code))
+            def at(e: L.Expr) -> Pos:
+                p = dict(pos)
+                p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
+                return p
 
-            self.loop("unit", run // unit, split_unit, self.loop_kind)
-            fast_path = self.unnest()
             self.nest()
-            self.loop(
-                "e",
-                run,
-                lambda e: element_at(pos, rep_f, chunk, e),
-                L.LoopKind.UNROLL if self.gpu else L.LoopKind.SERIAL,
-            )
+            if self.gpu:
+                slot = mul(L.Binary(BIN.FLOORDIV, vidx0, c64(run)), c64(run_bytes))
+                self.stage_bytes(tensor, start, run_bytes, staged, slot)
+                fast_path = self.unnest()
+                self.nest()
+                self.loop(
+                    "unit",
+                    run // unit,
+                    lambda u: self.pack_unit(staged, slot, u, at, element, bits),
+                )
+            else:
+                def split_unit(u: L.Expr) -> None:
+                    for e in range(unit):
+                        code = extract_constant(
+                            lambda i: L.Load(
+                                tensor.buffer, add(start, add(mul(u, c64(unit_bytes)), c64(i)))
+                            ),
+                            bits,
+                            e,
+                        )
+                        vidx = add(vidx0, add(mul(u, c64(unit)), c64(e)))
+                        self.emit(L.Store(codes, vidx, code))
+
+                self.loop("unit", run // unit, split_unit, self.loop_kind)
+                fast_path = self.unnest()
+                self.nest()
+                self.loop(
+                    "e",
+                    run,
+                    lambda e: element(at(e), codes, add(vidx0, e)),
+                    L.LoopKind.SERIAL,
+                )
             slow_path = self.unnest()
             cond = land(land(ok_first, ok_last), whole_bytes)
             self.emit(L.If(cond, fast_path, slow_path) if cond is not None else fast_path)
 
-        def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
-            p = dict(pos)
-            p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
-            element(p)
-
         self.for_positions(lay, runs, innermost_run=True)
 
-    def run_bytes(self, tensor: Tensor, start: L.Expr, count: int) -> Callable[[L.Expr], L.Expr]:
-        """Byte ``i`` of the ``count`` bytes at ``start``: on CUDA first copied to registers
-        in one access where ``count`` is a vector width and ``start`` is aligned to it."""
-        if not self.gpu:
-            return lambda i: L.Load(tensor.buffer, add(start, i))
-        raw = self.local("packed_bytes", storage_dtype(tensor.buffer.dtype), count)
-        if count in (1, 2, 4, 8, 16):
-            aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, start, c64(count)), c64(0))
-            vector = L.Copy(raw, c64(0), tensor.buffer, start, count, aligned=True)
-            self.nest()
+    def pack_unit(
+        self,
+        staged: L.Buffer,
+        slot: L.Expr,
+        u: L.Expr,
+        at: Callable[[L.Expr], Pos],
+        element: Callable[[Pos, L.Buffer, L.Expr], None],
+        bits: int,
+    ) -> None:
+        """Read the codes of unit ``u`` of a run element by element and pack them into its
+        bytes of ``staged``, as the tensor packs them (the first code in the low bits)."""
+        unit, unit_bytes = unit_of(bits)
+        codes = self.local("codes", u8, unit)
+        word_type = u32 if unit * bits <= 32 else u64
+        word: L.Expr | None = None
+        for e in range(unit):
+            element(at(add(mul(u, c64(unit)), c64(e))), codes, c64(e))
+            code = L.Cast(word_type, L.Load(codes, c64(e)))
+            if e:
+                code = L.Binary(BIN.SHL, code, L.Const(e * bits, word_type))
+            word = code if word is None else L.Binary(BIN.BITOR, word, code)
+        assert word is not None
+        packed = self.let("packed_unit", word)
+        base = add(slot, mul(u, c64(unit_bytes)))
+        for i in range(unit_bytes):
+            byte = packed if i == 0 else L.Binary(BIN.SHR, packed, L.Const(8 * i, word_type))
+            self.emit(L.Store(staged, add(base, c64(i)), L.Cast(u8, byte)))
+
+    def stage_bytes(
+        self, tensor: Tensor, start: L.Expr, count: int, staged: L.Buffer, slot: L.Expr
+    ) -> None:
+        """Copy the ``count`` bytes at ``start`` to ``staged[slot:]``: in one access where
+        ``count`` is a vector width and ``start`` is aligned to it, else byte by byte."""
+
+        def bytewise() -> None:
             for i in range(count):
-                self.emit(L.Store(raw, c64(i), L.Load(tensor.buffer, add(start, c64(i)))))
-            self.emit(L.If(aligned, vector, self.unnest()))
-        else:
-            for i in range(count):
-                self.emit(L.Store(raw, c64(i), L.Load(tensor.buffer, add(start, c64(i)))))
-        return lambda i: L.Load(raw, i)
+                self.emit(
+                    L.Store(staged, add(slot, c64(i)), L.Load(tensor.buffer, add(start, c64(i))))
+                )
+
+        if count not in (1, 2, 4, 8, 16):
+            bytewise()
+            return
+        aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, start, c64(count)), c64(0))
+        vector = L.Copy(staged, slot, tensor.buffer, start, count, aligned=True)
+        self.nest()
+        bytewise()
+        self.emit(L.If(aligned, vector, self.unnest()))
 
     def packed_address(
         self, tensor: Tensor, starts, axes, coords: list[L.Expr]
@@ -419,7 +479,7 @@ class GlobalMemory(LoweringBase):
             # A vector store copies from a buffer: computed producers run here, once.
             src = (
                 t
-                if t.buffer is not None and t.dtype is dt
+                if t.in_buffer and t.dtype is dt
                 else self.materialize(op.value.name, converted)
             )
         else:
@@ -531,3 +591,19 @@ class GlobalMemory(LoweringBase):
             element(p)
 
         self.for_positions(lay, vector_runs, innermost_run=True)
+
+
+def _packed_code(staged: L.Buffer, vidx: L.Expr, run: int, bits: int) -> L.Expr:
+    """The code of value ``vidx`` of a packed register tile: runs of ``run`` codes, each in
+    its own whole bytes, the first code of a run in the low bits of its first byte."""
+    run_bytes = run * bits // 8
+    bit = mul(L.Binary(BIN.MOD, vidx, c64(run)), c64(bits))
+    byte = add(
+        mul(L.Binary(BIN.FLOORDIV, vidx, c64(run)), c64(run_bytes)),
+        L.Binary(BIN.SHR, bit, c64(3)),
+    )
+    high = None
+    if 8 % bits:  # a code may continue into the next byte (clamped: the last one cannot)
+        assert staged.size is not None
+        high = L.Load(staged, L.Binary(BIN.MIN, add(byte, c64(1)), c64(staged.size - 1)))
+    return extract_dynamic(L.Load(staged, byte), high, L.Binary(BIN.BITAND, bit, c64(7)), bits)

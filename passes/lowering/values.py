@@ -169,12 +169,19 @@ class Tensor:
 
 @dataclass
 class RegTile:
-    """A register tile: values in ``buffer``, or an element function (fused, recomputed)."""
+    """A register tile: values in ``buffer``, or an element function (fused, recomputed).
+    With both, ``buffer`` is the storage the element function reads (a low-bit tile's
+    packed codes) and holds no values one per element."""
 
     dtype: DType
     layout: BlockedLayout
     buffer: L.Buffer | None = None
     element: Callable[[Pos], L.Expr] | None = None
+
+    @property
+    def in_buffer(self) -> bool:
+        """Whether ``buffer`` holds the values one per element, in value-index order."""
+        return self.buffer is not None and self.element is None
 
     def at(self, pos: Pos) -> L.Expr:
         if self.element is not None:
