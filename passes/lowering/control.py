@@ -1,8 +1,10 @@
 """Control flow: loops with carried values, branches, and the software pipelining of
-``pipeline(...)`` loops (cp.async rings)."""
+``pipeline(...)`` loops: tensor-core operands through cp.async rings in shared memory, other
+loads prefetched into registers."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from tegula.ir import loop as L
@@ -14,6 +16,7 @@ from tegula.ir.atoms import (
 from tegula.ir.distributed import BlockedLayout
 from tegula.ir.dtypes import i64, u32
 from tegula.ir.tile import (
+    Block,
     CastOp,
     DotOp,
     ElementwiseOp,
@@ -82,7 +85,7 @@ class ControlFlow(LoweringBase):
     def for_op(self, op: ForOp) -> None:
         plan = self.pipeline_plan(op) if op.pipeline_stages > 1 else None
         if plan is None:
-            self.serial_for(op)
+            self.serial_for(op, prefetch=self.prefetch_plan(op))
             return
         carried = [
             self.carried_storage(a.name, init)
@@ -282,7 +285,62 @@ class ControlFlow(LoweringBase):
         self.for_positions(lay, chunks, innermost_run=True)
         self.vals = saved
 
-    def serial_for(self, op: ForOp, carried: list[Lowered] | None = None) -> None:
+    def prefetch_plan(self, op: ForOp) -> list[_PrefetchedLoad]:
+        """The loads of a ``pipeline(...)`` loop on CUDA that can be issued ``stages - 1``
+        iterations early into registers: tiles whose window depends on scalars only and
+        that have no mask (a mask may depend on the iteration's other values)."""
+        if not self.gpu or op.pipeline_stages < 2:
+            return []
+        producers = {v.name: o for o in op.body.ops for v in o.results}
+        plan = []
+        for o in op.body.ops:
+            if not isinstance(o, LoadOp) or o.mask is not None or o.result.tile.is_scalar:
+                continue
+            if not isinstance(self.vals.get(o.tensor.name), Tensor):
+                continue
+            chain = _scalar_chain(o.window.starts, producers)
+            if chain is not None:
+                plan.append(_PrefetchedLoad(o, chain))
+        return plan
+
+    def prefetch(self, plan: list[_PrefetchedLoad], loop_var: Value, k_value: L.Expr
+                 ) -> list[RegTile]:
+        """Issue ``plan``'s loads with the loop variable at ``k_value``; their tiles. The
+        loads test their windows against the tensors' bounds, so prefetching past the loop's
+        end reads nothing it should not."""
+        saved = dict(self.vals)
+        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+        tiles = []
+        for p in plan:
+            for dep in p.chain:
+                self.op(dep)
+            self.load(p.load)
+            tile = self.vals[p.load.result.name]
+            assert isinstance(tile, RegTile) and tile.buffer is not None
+            tiles.append(tile)
+        self.vals = saved
+        return tiles
+
+    def copy_storage(self, dst: RegTile, src: RegTile) -> None:
+        """Copy a tile's registers (its values, or a packed tile's bytes) into another's."""
+        assert dst.buffer is not None and src.buffer is not None and dst.buffer.size is not None
+        self.loop(
+            "r",
+            dst.buffer.size,
+            lambda i: self.emit(L.Store(dst.buffer, i, L.Load(src.buffer, i))),  # type: ignore[arg-type]
+            L.LoopKind.UNROLL,
+        )
+
+    def serial_for(
+        self,
+        op: ForOp,
+        carried: list[Lowered] | None = None,
+        prefetch: list[_PrefetchedLoad] | None = None,
+    ) -> None:
+        """A loop run in order. With ``prefetch`` (a ``pipeline(...)`` loop on CUDA), those
+        loads run ``stages - 1`` iterations ahead, into a ring of register tiles that
+        shifts by one each iteration, so a thread has that many iterations' loads in
+        flight while it computes on the oldest."""
         own = carried is None
         carried = (
             carried
@@ -298,17 +356,34 @@ class ControlFlow(LoweringBase):
         start = cast(self.scalar(op.start), i64)
         stop = cast(self.scalar(op.stop), i64)
         step = cast(self.scalar(op.step), i64)
-        var = L.Var(self.unique(op.body.args[0].name), i64)
+        loop_var = op.body.args[0]
+        ring = [
+            self.prefetch(prefetch, loop_var, add(start, mul(c64(s), step)))
+            for s in range(op.pipeline_stages - 1)
+        ] if prefetch else []
+        var = L.Var(self.unique(loop_var.name), i64)
         self.nest()
-        self.vals[op.body.args[0].name] = Scalar(
-            cast(var, op.body.args[0].tile.dtype) if op.body.args[0].tile.dtype is not i64 else var
+        if prefetch:
+            ahead = add(var, mul(c64(op.pipeline_stages - 1), step))
+            ring.append(self.prefetch(prefetch, loop_var, ahead))
+        self.vals[loop_var.name] = Scalar(
+            cast(var, loop_var.tile.dtype) if loop_var.tile.dtype is not i64 else var
         )
         for a, c in zip(op.body.args[1:], carried, strict=True):
             self.vals[a.name] = self.read_carried(a.name, c)
-        self.block(op.body)
+        if prefetch:
+            for p, tile in zip(prefetch, ring[0], strict=True):
+                self.vals[p.load.result.name] = tile
+            skip = {id(p.load) for p in prefetch}
+            self.block(Block(op.body.args, tuple(o for o in op.body.ops if id(o) not in skip)))
+        else:
+            self.block(op.body)
         term = op.body.terminator
         if term is not None:
             self.yield_into(carried, term.values)
+        for older, newer in itertools.pairwise(ring):  # shift the ring by one iteration
+            for dst, src in zip(older, newer, strict=True):
+                self.copy_storage(dst, src)
         body = self.unnest()
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if own:
@@ -359,6 +434,12 @@ class ControlFlow(LoweringBase):
         self.emit(L.If(cond, branches[0], branches[1]))
         for r, c in zip(op.results, carried, strict=True):
             self.vals[r.name] = self.read_carried(r.name, c)
+
+
+@dataclass(frozen=True)
+class _PrefetchedLoad:
+    load: LoadOp
+    chain: list[Op]  # the scalar ops in the loop body its window starts depend on
 
 
 @dataclass(frozen=True)

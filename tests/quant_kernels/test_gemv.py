@@ -44,23 +44,39 @@ def random_weight(rng: np.random.Generator, dtype: str, K: int, N: int, group: i
     return {"w": as_argument(codes, dt), "s": scales}
 
 
-@pytest.mark.parametrize(
-    "dtype",
-    [*(f"i{b}" for b in range(1, 9)), *(f"u{b}" for b in range(1, 9)), "f4e2m1", "f6e3m2",
-     "f6e2m3", "f8e4m3", "f8e5m2", "nf4"],
-)
-def test_gemv_every_weight_type(dtype: str) -> None:
-    kernel = tg.compile(gemv_source(dtype), target="cpu", cache=False, G=32).gemv
+WEIGHT_TYPES = [*(f"i{b}" for b in range(1, 9)), *(f"u{b}" for b in range(1, 9)), "f4e2m1",
+                "f6e3m2", "f6e2m3", "f8e4m3", "f8e5m2", "nf4"]
+
+
+def check_gemv_every_weight_type(dtype: str, target: str, to_device, to_host, **params) -> None:
+    kernel = tg.compile(gemv_source(dtype), target=target, cache=False, G=32, **params).gemv
     rng = np.random.default_rng()
-    for M, N, K in ((2, 77, 90), (1, 256, 64)):  # K = 90: the last group of 32 is partial
+    # K = 90: the last group of 32 is partial; N = 77: runs cross the edge mid-byte.
+    for M, N, K in ((2, 77, 90), (1, 256, 64), (3, 200, 1000)):
         x = rng.standard_normal((M, K)).astype(np.float16)
         w = random_weight(rng, dtype, K, N, 32)
-        y = np.full((M, N), np.nan, np.float16)
-        kernel(x, w["w"], w["s"], y)
+        y = to_device(np.full((M, N), np.nan, np.float16))
+        kernel(to_device(x), to_device(w["w"]), to_device(w["s"]), y)
         weight = companion.dequantized(w["w"], w["s"], dtype, N, group=32)
         ref = x.astype(np.float64) @ weight
         scale = np.abs(x).astype(np.float64) @ np.abs(weight)  # the size of the terms
-        np.testing.assert_array_less(np.abs(y - ref), 2e-3 * scale + 1e-2)
+        np.testing.assert_array_less(np.abs(to_host(y) - ref), 2e-3 * scale + 1e-2)
+
+
+@pytest.mark.parametrize("dtype", WEIGHT_TYPES)
+def test_gemv_every_weight_type(dtype: str) -> None:
+    check_gemv_every_weight_type(dtype, "cpu", np.asarray, np.asarray)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("stages", [1, 3])
+@pytest.mark.parametrize("dtype", WEIGHT_TYPES)
+def test_gemv_every_weight_type_on_gpu(dtype: str, stages: int) -> None:
+    """On CUDA a low-bit tile stays packed in registers and ``pipeline`` prefetches it
+    (``stages`` - 1 iterations ahead; 1 is a plain loop): both decode every width."""
+    import cupy
+
+    check_gemv_every_weight_type(dtype, "cuda", cupy.asarray, cupy.asnumpy, BK=32, S=stages)
 
 
 @pytest.mark.parametrize("name", ["quant_gemv", "quant_gemm"])
