@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from tegula.ir.dtypes import DType
 from tegula.ir.packing import pack
 
@@ -29,3 +30,15 @@ def assert_bit_exact(got: np.ndarray, want: np.ndarray) -> None:
     nan = np.isnan(want)
     assert np.array_equal(np.isnan(got), nan)
     assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
+def on_gpu(array: np.ndarray, dt: DType):
+    """The argument on the GPU: CuPy has no float8 arrays, so those travel as torch tensors."""
+    import cupy
+
+    if dt.numpy is not None and "float8" in dt.numpy:
+        torch = pytest.importorskip("torch", reason="CuPy has no float8 arrays; torch carries them")
+        torch_dtype = {"f8e4m3": torch.float8_e4m3fn, "f8e5m2": torch.float8_e5m2}[dt.name]
+        bits = torch.from_numpy(np.ascontiguousarray(array).view(np.uint8))
+        return bits.cuda().view(torch_dtype)
+    return cupy.asarray(array)

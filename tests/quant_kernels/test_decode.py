@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
-from quant_kernel_helpers import all_codes, as_argument, assert_bit_exact
+from quant_kernel_helpers import all_codes, as_argument, assert_bit_exact, on_gpu
 from tegula.ir import dtypes, lowbit
 
 import tegula as tg
@@ -95,20 +95,8 @@ def test_cast_decodes_every_code_exactly_on_gpu(name: str) -> None:
     for rows, cols in ((37, 300), (3, 13)):
         codes = all_codes(rng, dt, (rows, cols))
         out = cupy.full((rows, cols), np.nan, cupy.float32)
-        kernel(_on_gpu(as_argument(codes, dt), dt), out)
+        kernel(on_gpu(as_argument(codes, dt), dt), out)
         assert_bit_exact(out.get(), lowbit.decode(codes, dt))
-
-
-def _on_gpu(array: np.ndarray, dt: dtypes.DType):
-    """The argument on the GPU: CuPy has no float8 arrays, so those travel as torch tensors."""
-    import cupy
-
-    if dt.numpy is not None and "float8" in dt.numpy:
-        torch = pytest.importorskip("torch", reason="CuPy has no float8 arrays; torch carries them")
-        torch_dtype = {"f8e4m3": torch.float8_e4m3fn, "f8e5m2": torch.float8_e5m2}[dt.name]
-        bits = torch.from_numpy(np.ascontiguousarray(array).view(np.uint8))
-        return bits.cuda().view(torch_dtype)
-    return cupy.asarray(array)
 
 
 def test_ml_dtypes_arrays_are_taken_for_8_bit_floats() -> None:

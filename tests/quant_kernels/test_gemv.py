@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from quant_kernel_helpers import as_argument
+from quant_kernel_helpers import as_argument, on_gpu
 from tegula.compiler.checking import check_file
 from tegula.compiler.diagnostics import DSLError
 from tegula.ir import lowbit
@@ -48,7 +48,8 @@ WEIGHT_TYPES = [*(f"i{b}" for b in range(1, 9)), *(f"u{b}" for b in range(1, 9))
                 "f6e3m2", "f6e2m3", "f8e4m3", "f8e5m2", "nf4"]
 
 
-def check_gemv_every_weight_type(dtype: str, target: str, to_device, to_host, **params) -> None:
+def check_gemv_every_weight_type(dtype: str, target: str, to_device, weight_to_device, to_host,
+                                 **params) -> None:
     kernel = tg.compile(gemv_source(dtype), target=target, cache=False, G=32, **params).gemv
     rng = np.random.default_rng()
     # K = 90: the last group of 32 is partial; N = 77: runs cross the edge mid-byte.
@@ -56,7 +57,7 @@ def check_gemv_every_weight_type(dtype: str, target: str, to_device, to_host, **
         x = rng.standard_normal((M, K)).astype(np.float16)
         w = random_weight(rng, dtype, K, N, 32)
         y = to_device(np.full((M, N), np.nan, np.float16))
-        kernel(to_device(x), to_device(w["w"]), to_device(w["s"]), y)
+        kernel(to_device(x), weight_to_device(w["w"]), to_device(w["s"]), y)
         weight = companion.dequantized(w["w"], w["s"], dtype, N, group=32)
         ref = x.astype(np.float64) @ weight
         scale = np.abs(x).astype(np.float64) @ np.abs(weight)  # the size of the terms
@@ -65,7 +66,7 @@ def check_gemv_every_weight_type(dtype: str, target: str, to_device, to_host, **
 
 @pytest.mark.parametrize("dtype", WEIGHT_TYPES)
 def test_gemv_every_weight_type(dtype: str) -> None:
-    check_gemv_every_weight_type(dtype, "cpu", np.asarray, np.asarray)
+    check_gemv_every_weight_type(dtype, "cpu", np.asarray, np.asarray, np.asarray)
 
 
 @pytest.mark.gpu
@@ -76,7 +77,9 @@ def test_gemv_every_weight_type_on_gpu(dtype: str, stages: int) -> None:
     (``stages`` - 1 iterations ahead; 1 is a plain loop): both decode every width."""
     import cupy
 
-    check_gemv_every_weight_type(dtype, "cuda", cupy.asarray, cupy.asnumpy, BK=32, S=stages)
+    dt = tg.dtypes.dtype(dtype)
+    check_gemv_every_weight_type(dtype, "cuda", cupy.asarray, lambda w: on_gpu(w, dt),
+                                 cupy.asnumpy, BK=32, S=stages)
 
 
 @pytest.mark.parametrize("name", ["quant_gemv", "quant_gemm"])
