@@ -21,6 +21,7 @@ from tegula.ir.loop import (
     BinaryOp,
     BlockIdx,
     Buffer,
+    Cast,
     Comment,
     Const,
     Copy,
@@ -105,6 +106,16 @@ class _CudaKernelWriter:
             raise LoopIRError(
                 f"kernel {self.k.name!r}: buffer {buf.name!r} is not declared"
             ) from None
+
+    def narrowed_size(self, value: Expr) -> bool:
+        """Whether ``value`` is a size symbol narrowed to 32 bits: nonnegative, since the
+        launcher of a 32-bit kernel passes no size above ``2^31 - 1``."""
+        return (
+            self.k.index_bits == 32
+            and isinstance(value, Cast)
+            and isinstance(value.operand, Var)
+            and value.operand in self.k.symbols
+        )
 
     def is_nonnegative(self, var: Var) -> bool:
         return any(scope.get(var, False) for scope in self.nonneg_vars)
@@ -237,7 +248,7 @@ class _CudaKernelWriter:
                     self.emit(f"// {line}".rstrip())
             case Let(var=var, value=value):
                 text = self.expr(value)
-                name = self.bind(var, self.expr.nonnegative(value))
+                name = self.bind(var, self.expr.nonnegative(value) or self.narrowed_size(value))
                 self.emit(f"{ctype(var.dtype)} {name} = {text};")
             case Store(buffer=buf, index=index, value=value):
                 self.emit(f"{self.element(buf, index)} = {self.expr(value)};")

@@ -30,6 +30,7 @@ from tegula.ir.loop import LoopKernel
 from tegula.ir.target import Target
 from tegula.ir.tile import TensorType, TileKernel
 from tegula.passes.manager import PassContext, run_pipeline
+from tegula.passes.narrow import INDEX_BITS_OPTION
 from tegula.passes.pipeline import DEFAULT_PIPELINE
 from tegula.runtime.cache import KernelCache, cache_key, default_cache
 from tegula.runtime.kernel import Kernel
@@ -92,6 +93,7 @@ def kernel_spec(tile: TileKernel, loop: LoopKernel, target: Target) -> KernelSpe
         block_threads=loop.block_threads,
         smem_bytes=loop.smem_bytes,
         target=str(target),
+        index_bits=loop.index_bits,
     )
 
 
@@ -141,8 +143,13 @@ def lower_kernel(
     keep_dumps: bool = False,
     pipeline: tuple[str, ...] = DEFAULT_PIPELINE,
     verify: bool = True,
+    index_bits: int | None = None,
 ) -> tuple[LoopKernel, PassContext]:
+    """Tile IR through ``pipeline`` to Loop IR. ``index_bits`` (32 or 64) overrides the
+    target's default width of index arithmetic (``passes/narrow.py``)."""
     ctx = PassContext(target=target, dump_dir=dump_dir, keep_dumps=keep_dumps, verify=verify)
+    if index_bits is not None:
+        ctx.options[INDEX_BITS_OPTION] = index_bits
     loop = run_pipeline(tile, pipeline, ctx)
     assert isinstance(loop, LoopKernel)
     return loop, ctx
@@ -225,10 +232,14 @@ def compile_kernel(
     cache: KernelCache | None = None,
     use_cache: bool = True,
     dump_dir: Path | None = None,
+    index_bits: int | None = None,
 ) -> CompileResult:
     """Compile kernel ``name`` of ``source_text`` with ``constants``, or load it from the
     disk cache. ``program`` is the parsed source or a callable that parses it (called only
-    on a cache miss); by default the source is parsed when needed."""
+    on a cache miss); by default the source is parsed when needed.
+
+    A kernel built with 32-bit indices (CUDA's default where legal) gets a 64-bit twin,
+    compiled (or loaded) at the first call whose sizes 32 bits cannot index."""
     constants = dict(constants or {})
     cache = cache if cache is not None else default_cache()
     key = cache_key(
@@ -241,7 +252,14 @@ def compile_kernel(
         DEFAULT_PIPELINE,
         _machine(target),
         compiler_fingerprint(),
+        index_bits,
     )
+
+    def wide_twin() -> Kernel:
+        return compile_kernel(
+            source_text, filename, name, target, constants, program=program, cache=cache,
+            use_cache=use_cache, index_bits=64,
+        ).kernel
     if use_cache and dump_dir is None:
         t0 = time.perf_counter()
         entry = cache.get(key)
@@ -258,6 +276,8 @@ def compile_kernel(
             else:
                 timings = [("cache", time.perf_counter() - t0)]
                 _attach_timings(kernel, timings)
+                if spec.index_bits < 64:
+                    kernel.set_wide_twin(wide_twin)
                 return CompileResult(kernel, spec, source, timings=timings, cache_hit=True)
     from .frontend import build_tile_kernel  # imported here: a cache hit needs no front end
 
@@ -270,7 +290,7 @@ def compile_kernel(
     t0 = time.perf_counter()
     tile = build_tile_kernel(resolved, name, constants, target=target.constants())
     timings.append(("frontend", time.perf_counter() - t0))
-    loop, ctx = lower_kernel(tile, target, dump_dir=dump_dir)
+    loop, ctx = lower_kernel(tile, target, dump_dir=dump_dir, index_bits=index_bits)
     timings.extend(ctx.timings)
     t0 = time.perf_counter()
     code = generate_code(loop, target)
@@ -294,6 +314,8 @@ def compile_kernel(
         )
     kernel = make_kernel(spec, binary, target, code)
     _attach_timings(kernel, timings)
+    if spec.index_bits < 64:
+        kernel.set_wide_twin(wide_twin)
     return CompileResult(kernel, spec, code, tile, loop, timings, False, backend_log)
 
 

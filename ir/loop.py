@@ -449,7 +449,8 @@ class LoopKernel:
     the number of blocks along x, y, z as expressions over the symbols; ``block_threads``
     threads run ``body`` in each block. ``buffers`` lists every shared and local buffer the
     body uses (allocated once at kernel entry); ``smem_bytes`` is the dynamic shared memory
-    the block needs.
+    the block needs. ``index_bits`` is the width of the body's index arithmetic: 64, or 32
+    after ``narrow-indices`` for callers whose sizes fit (the launcher checks them).
     """
 
     name: str
@@ -462,6 +463,7 @@ class LoopKernel:
     body: Stmt
     source_name: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    index_bits: int = 64
 
 
 # ----------------------------------------------------------------------------- traversal

@@ -84,6 +84,7 @@ from .lowering.values import (
     parse_grid_expr,
 )
 from .manager import PassContext, register_pass
+from .narrow import WIDE_VALUES_OPTION, has_wide_values
 
 
 class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, LoweringBase):
@@ -354,4 +355,5 @@ def _rebind_buffers(stmt: L.Stmt, table: dict[str, L.Buffer]) -> L.Stmt:
 
 @register_pass("lower-to-loops", "Tile IR -> Loop IR: distribute tiles over threads")
 def lower_to_loops(kernel: TileKernel, ctx: PassContext) -> L.LoopKernel:
+    ctx.options[WIDE_VALUES_OPTION] = has_wide_values(kernel, _all_values(kernel))
     return _Lowering(kernel, ctx.target).run()

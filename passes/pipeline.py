@@ -10,6 +10,7 @@ from tegula.ir.loop import LoopKernel
 from . import dce as _dce  # noqa: F401  (registers the pass)
 from . import layout_inference as _layout_inference  # noqa: F401
 from . import lower as _lower  # noqa: F401
+from . import narrow as _narrow  # noqa: F401
 from .manager import PassContext, register_pass
 from .simplify import simplify_kernel
 
@@ -24,4 +25,5 @@ DEFAULT_PIPELINE: tuple[str, ...] = (
     "eliminate-dead-code",
     "lower-to-loops",
     "simplify",
+    "narrow-indices",
 )

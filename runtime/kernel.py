@@ -9,6 +9,7 @@ what came.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -153,6 +154,16 @@ class Kernel:
             for p in spec.params
         )
         self._index_limit = (1 << (spec.index_bits - 1)) - 1
+        # A 32-bit kernel also needs every tensor's span to fit, with room to spare for the
+        # (masked) offsets of windows that reach past a tensor's end.
+        self._extent_limit = 1 << (spec.index_bits - 2) if spec.index_bits < 64 else 0
+        self._wide_factory: Callable[[], Kernel] | None = None
+        self._wide: Kernel | None = None
+
+    def set_wide_twin(self, factory: Callable[[], Kernel]) -> None:
+        """Where calls too large for this kernel's 32-bit indices go: a 64-bit build of the
+        same kernel, made by ``factory`` at the first such call."""
+        self._wide_factory = factory
 
     # -- the call ------------------------------------------------------------------------
 
@@ -191,8 +202,14 @@ class Kernel:
             if plan.contiguous:
                 if not reader.is_c_contiguous(arg):
                     raise self._not_contiguous(plan, reader, arg)
+                if self._extent_limit and math.prod(shape) > self._extent_limit:
+                    return self._too_large_for_32_bits(args, plan.name, math.prod(shape))
             else:
                 strides = reader.strides(arg)
+                if self._extent_limit:
+                    extent = 1 + sum((n - 1) * abs(s) for n, s in zip(shape, strides, strict=True))
+                    if extent > self._extent_limit:
+                        return self._too_large_for_32_bits(args, plan.name, extent)
                 for dim, sym in plan.stride_binds:
                     values[sym] = strides[dim]
                 for dim, sym in plan.stride_checks:
@@ -228,6 +245,8 @@ class Kernel:
             if shape[-1] != -(-n * plan.packed_bits // 8):
                 raise self._packed_mismatch(plan, n, shape)
         if self._index_limit < (1 << 62) and values and max(values) > self._index_limit:
+            if self._wide_factory is not None:
+                return self._wide_kernel()(*args)
             self._index_overflow(values)
         grid = self._grid(*values)
         if grid[0] <= 0 or grid[1] <= 0 or grid[2] <= 0:
@@ -371,6 +390,21 @@ class Kernel:
         return ArgumentError(
             f"parameter {plan.name!r} expects stride {stride} (elements) at dim {dim}; "
             f"got strides {tuple(strides)}"
+        )
+
+    def _wide_kernel(self) -> Kernel:
+        if self._wide is None:
+            assert self._wide_factory is not None
+            self._wide = self._wide_factory()
+        return self._wide
+
+    def _too_large_for_32_bits(self, args: tuple[Any, ...], name: str, extent: int) -> None:
+        if self._wide_factory is not None:
+            return self._wide_kernel()(*args)
+        raise ArgumentError(
+            f"parameter {name!r} spans {extent} elements, more than kernel "
+            f"{self.spec.name!r}'s {self.spec.index_bits}-bit indexing allows "
+            f"({self._extent_limit})"
         )
 
     def _index_overflow(self, values: list[Any]) -> None:

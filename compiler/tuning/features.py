@@ -224,8 +224,11 @@ def _walk(stmt: L.Stmt, weight: float, depth: int, env: dict[str, int], t: _Tall
                 _count_expr(e, weight, t)
         case L.Barrier():
             t.barriers += weight
-        case L.Let(value=value):
+        case L.Let(var=var, value=value):
             _count_expr(value, weight, t)
+            known = _evaluate(value, env)  # e.g. a size symbol narrowed to 32 bits
+            if known is not None:
+                env[var.name] = known
 
 
 def _count_access(buf: L.Buffer, lanes: int, kind: str, weight: float, t: _Tally) -> None:

@@ -38,9 +38,12 @@ def random_weight(rng: np.random.Generator, dtype: str, K: int, N: int, group: i
     scheme, as for i1) and random f16 scales, as the kernel's parameters take them."""
     dt = tg.dtypes.dtype(dtype)
     count = len(dt.table) if dt.table is not None else 1 << dt.bits
-    finite = np.flatnonzero(np.isfinite(lowbit.decode(np.arange(count, dtype=np.uint8), dt)))
+    values = lowbit.decode(np.arange(count, dtype=np.uint8), dt)
+    finite = np.flatnonzero(np.isfinite(values))
     codes = rng.choice(finite, (K, N)).astype(np.uint8)
-    scales = rng.uniform(0.01, 0.1, (-(-K // group), N)).astype(np.float16)
+    # Scales that bring the largest value near 1, so sums over long rows stay within f16.
+    largest = max(float(np.abs(values[finite]).max()), 1.0)
+    scales = (rng.uniform(0.1, 1.0, (-(-K // group), N)) / largest).astype(np.float16)
     return {"w": as_argument(codes, dt), "s": scales}
 
 

@@ -236,9 +236,33 @@ def test_subbyte_tensors_travel_packed() -> None:
 def test_32_bit_indexing_refuses_huge_symbols() -> None:
     params = (ParamSpec("x", "tensor", "u8", ("N",), strides=("s",)),)
     kernel, _ = make(params=params, symbols=("N", "s"), grid=("1", "1", "1"), index_bits=32)
-    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (2,), (2**31,))
+    # One element: the span is fine, the stride symbol is not.
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (1,), (2**31,))
     with pytest.raises(ArgumentError, match=r"s = 2147483648 from 'x' .*32-bit indexing"):
         kernel(x)
+
+
+def test_32_bit_kernels_hand_large_calls_to_their_64_bit_twin() -> None:
+    """A tensor spanning more than 2^30 elements (a stride-0 view: no memory needed) is too
+    large for 32-bit indices: without a twin the call is refused by parameter name; with
+    one it goes there, arguments unchanged, and the twin is built once."""
+    params = (ParamSpec("x", "tensor", "u8", ("N",), strides=("s",)),)
+    narrow, narrow_launcher = make(params=params, symbols=("N", "s"), grid=("1", "1", "1"),
+                                   index_bits=32)
+    wide, wide_launcher = make(params=params, symbols=("N", "s"), grid=("1", "1", "1"))
+    small = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (2**20,), (1,))
+    large = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (2**20,), (2**11,))
+    narrow(small)
+    assert len(narrow_launcher.calls) == 1
+    with pytest.raises(ArgumentError, match=r"'x' spans \d+ elements, more than kernel .*"
+                                            r"32-bit indexing allows \(1073741824\)"):
+        narrow(large)
+    built = []
+    narrow.set_wide_twin(lambda: built.append(1) or wide)
+    narrow(large)
+    narrow(x=large)
+    assert built == [1] and len(narrow_launcher.calls) == 1
+    assert [call[1][1:] for call in wide_launcher.calls] == [[2**20, 2**11]] * 2
 
 
 def test_device_checks() -> None:
