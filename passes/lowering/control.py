@@ -209,11 +209,17 @@ class ControlFlow(LoweringBase):
                 )  # type: ignore[arg-type]
             self.emit(L.Asm(CP_ASYNC_COMMIT, memory=True))
 
+        # The loads that are not tensor-core operands go through registers, as in a plain
+        # pipelined loop (serial_for).
+        planned = {id(p.load) for p in plan}
+        in_registers = [p for p in self.prefetch_plan(op) if id(p.load) not in planned]
         for s in range(stages - 1):
             issue(c64(s))
+        ring = self.ring_prologue(in_registers, loop_var, start, step, stages)
         var = L.Var(self.unique(loop_var.name), i64)
         self.nest()
         it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
+        self.ring_issue(in_registers, ring, loop_var, var, step, stages)
         self.emit(L.Asm(cp_async_wait(stages - 2), memory=True))
         self.emit(L.Barrier())
         issue(add(it, c64(stages - 1)))
@@ -221,7 +227,7 @@ class ControlFlow(LoweringBase):
         self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
         for a, c in zip(op.body.args[1:], carried, strict=True):
             self.vals[a.name] = self.read_carried(a.name, c)
-        skip = {id(p.load) for p in plan}
+        skip = planned | {id(p.load) for p in in_registers}
         for p, (buf, numel, swz) in zip(plan, rings, strict=True):
             self.vals[p.load.result.name] = StagedTile(
                 buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
@@ -233,6 +239,7 @@ class ControlFlow(LoweringBase):
             self.op(o)
         if op.body.terminator is not None:
             self.yield_into(carried, op.body.terminator.values)
+        self.ring_shift(ring)
         body = self.unnest()
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         self.emit(L.Asm(cp_async_wait(0), memory=True))
@@ -321,6 +328,31 @@ class ControlFlow(LoweringBase):
         self.vals = saved
         return tiles
 
+    def ring_prologue(self, plan: list[_PrefetchedLoad], loop_var: Value, start: L.Expr,
+                      step: L.Expr, stages: int) -> list[list[RegTile]]:
+        """Before the loop: ``plan``'s tiles of its first ``stages - 1`` iterations."""
+        if not plan:
+            return []
+        return [
+            self.prefetch(plan, loop_var, add(start, mul(c64(s), step))) for s in range(stages - 1)
+        ]
+
+    def ring_issue(self, plan: list[_PrefetchedLoad], ring: list[list[RegTile]],
+                   loop_var: Value, var: L.Var, step: L.Expr, stages: int) -> None:
+        """At the top of iteration ``var``: issue iteration ``var + stages - 1``'s loads into
+        the ring's newest slot, and bind the loads to the oldest, this iteration's."""
+        if not plan:
+            return
+        ring.append(self.prefetch(plan, loop_var, add(var, mul(c64(stages - 1), step))))
+        for p, tile in zip(plan, ring[0], strict=True):
+            self.vals[p.load.result.name] = tile
+
+    def ring_shift(self, ring: list[list[RegTile]]) -> None:
+        """At the bottom of an iteration: every slot takes the next one's registers."""
+        for older, newer in itertools.pairwise(ring):
+            for dst, src in zip(older, newer, strict=True):
+                self.copy_storage(dst, src)
+
     def copy_storage(self, dst: RegTile, src: RegTile) -> None:
         """Copy a tile's registers (its values, or a packed tile's bytes) into another's."""
         assert dst.buffer is not None and src.buffer is not None and dst.buffer.size is not None
@@ -357,33 +389,22 @@ class ControlFlow(LoweringBase):
         stop = cast(self.scalar(op.stop), i64)
         step = cast(self.scalar(op.step), i64)
         loop_var = op.body.args[0]
-        ring = [
-            self.prefetch(prefetch, loop_var, add(start, mul(c64(s), step)))
-            for s in range(op.pipeline_stages - 1)
-        ] if prefetch else []
+        prefetch = prefetch or []
+        ring = self.ring_prologue(prefetch, loop_var, start, step, op.pipeline_stages)
         var = L.Var(self.unique(loop_var.name), i64)
         self.nest()
-        if prefetch:
-            ahead = add(var, mul(c64(op.pipeline_stages - 1), step))
-            ring.append(self.prefetch(prefetch, loop_var, ahead))
+        self.ring_issue(prefetch, ring, loop_var, var, step, op.pipeline_stages)
         self.vals[loop_var.name] = Scalar(
             cast(var, loop_var.tile.dtype) if loop_var.tile.dtype is not i64 else var
         )
         for a, c in zip(op.body.args[1:], carried, strict=True):
             self.vals[a.name] = self.read_carried(a.name, c)
-        if prefetch:
-            for p, tile in zip(prefetch, ring[0], strict=True):
-                self.vals[p.load.result.name] = tile
-            skip = {id(p.load) for p in prefetch}
-            self.block(Block(op.body.args, tuple(o for o in op.body.ops if id(o) not in skip)))
-        else:
-            self.block(op.body)
+        skip = {id(p.load) for p in prefetch}
+        self.block(Block(op.body.args, tuple(o for o in op.body.ops if id(o) not in skip)))
         term = op.body.terminator
         if term is not None:
             self.yield_into(carried, term.values)
-        for older, newer in itertools.pairwise(ring):  # shift the ring by one iteration
-            for dst, src in zip(older, newer, strict=True):
-                self.copy_storage(dst, src)
+        self.ring_shift(ring)
         body = self.unnest()
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if own:

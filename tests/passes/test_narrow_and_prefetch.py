@@ -1,0 +1,98 @@
+"""32-bit index arithmetic on CUDA (``narrow-indices``), its 64-bit twin, and the register
+prefetch of ``pipeline(...)`` loops: what the compiler builds, checked without a GPU (the
+GPU tests run the same kernels against NumPy)."""
+
+from __future__ import annotations
+
+import pytest
+from tegula.compiler.driver import compile_kernel, lower_kernel
+from tegula.compiler.frontend import build_tile_kernel
+from tegula.compiler.parser import parse
+from tegula.ir import loop as L
+from tegula.ir.dtypes import i64
+from tegula.ir.target import cpu_target, cuda_target
+
+SCALE = """
+kernel scale(x: {dt}[N], y: {dt}[N])
+    params B = 256
+    grid (cdiv(N, B))
+{{
+    i = bid.x * B
+    store(y[i : +B], load(x[i : +B]) * 3)
+}}
+"""
+
+GEMV = """
+kernel gemv(x: f16[K], w: u4[K, N], y: f32[N])
+    params BK = 32, BN = 64, S = 3
+    grid (cdiv(N, BN))
+{
+    j = bid.x * BN
+    acc = zeros(f32, [BK, BN])
+    for k in pipeline(0, K, BK, stages=S) {
+        acc = acc + cast(load(x[k : +BK]), f32)[:, None] * cast(load(w[k : +BK, j : +BN]), f32)
+    }
+    store(y[j : +BN], sum(acc, axis=0))
+}
+"""
+
+
+def lowered(source: str, name: str, target, **options) -> L.LoopKernel:
+    tile = build_tile_kernel(parse(source), name, {}, target=target.constants())
+    loop, _ = lower_kernel(tile, target, **options)
+    return loop
+
+
+def widths(loop: L.LoopKernel) -> set[int]:
+    """The widths of the integers the body computes with (kernel arguments excluded)."""
+    found = set()
+    for stmt in L.walk_stmts(loop.body):
+        for top in L.stmt_exprs(stmt):
+            for e in L.walk_exprs(top):
+                if e.dtype.is_int and not (isinstance(e, L.Var) and e in loop.symbols):
+                    found.add(e.dtype.bits)
+    return found
+
+
+def test_cuda_kernels_index_in_32_bits_and_cpu_kernels_in_64() -> None:
+    cuda = lowered(SCALE.format(dt="f32"), "scale", cuda_target("sm_90a"))
+    assert cuda.index_bits == 32 and 64 not in widths(cuda)
+    assert all(s.dtype is i64 for s in cuda.symbols)  # sizes still arrive as 64-bit arguments
+    cpu = lowered(SCALE.format(dt="f32"), "scale", cpu_target())
+    assert cpu.index_bits == 64 and 64 in widths(cpu)
+
+
+@pytest.mark.parametrize("why", ["i64 data", "asked for 64"])
+def test_kernels_keep_64_bits_when_narrowing_could_change_them(why: str) -> None:
+    source = SCALE.format(dt="i64" if why == "i64 data" else "f32")
+    options = {"index_bits": 64} if why == "asked for 64" else {}
+    loop = lowered(source, "scale", cuda_target("sm_90a"), **options)
+    assert loop.index_bits == 64 and 64 in widths(loop)
+
+
+def test_a_32_bit_kernel_has_a_64_bit_twin(tmp_path) -> None:
+    from tegula.runtime.cache import KernelCache
+
+    cache = KernelCache(tmp_path)
+    result = compile_kernel(SCALE.format(dt="f32"), "s.tg", "scale", cuda_target("sm_90a"),
+                            cache=cache)
+    assert result.spec.index_bits == 32
+    twin = result.kernel._wide_factory()
+    assert twin.spec.index_bits == 64 and "long long" in twin.source
+    again = compile_kernel(SCALE.format(dt="f32"), "s.tg", "scale", cuda_target("sm_90a"),
+                           cache=cache)
+    assert again.cache_hit and again.kernel._wide_factory is not None
+
+
+def test_pipelined_loops_prefetch_their_loads_into_registers() -> None:
+    """``stages=S`` keeps S register tiles of each load (a ring: S - 1 ahead, one in use);
+    the 4-bit weights' tiles hold packed bytes, BK * BN / 2 per block."""
+    for stages in (1, 2, 3, 5):
+        source = GEMV.replace("S = 3", f"S = {stages}")
+        loop = lowered(source, "gemv", cuda_target("sm_90a"))
+        packed = [b for b in loop.buffers if "_packed" in b.name]
+        assert len(packed) == stages
+        threads = loop.block_threads
+        assert all(b.size == 32 * 64 // 2 // threads for b in packed)
+    cpu = lowered(GEMV, "gemv", cpu_target())
+    assert not [b for b in cpu.buffers if "_packed" in b.name]
