@@ -1,5 +1,6 @@
-"""Weight-only quantized GEMV (`examples/quant_gemv.tg`) beside a GEMV on the dequantized
-weights, in GB/s of the quantized problem's bytes, against the copy ceiling.
+"""Weight-only quantized GEMV (`examples/quant_gemv.tg`; for a batch of decode rows the
+tensor-core `examples/quant_gemm.tg`) beside a GEMV on the dequantized weights, in GB/s of the
+quantized problem's bytes, against the copy ceiling.
 
 Bytes counted: the packed weight codes, their f16 group scales, the f16 activations read once
 and the f16 output written once: what a kernel at the bandwidth limit must move. Every
@@ -62,8 +63,14 @@ class GemvCase:
         return f"{self.label} g{GROUP} M={self.m} {self.k}x{self.n}"
 
     @property
-    def kernel(self) -> str:
-        return f"quant_gemv_{self.dtype}"
+    def example(self) -> tuple[str, str]:
+        """(file, kernel) of tegula's kernel for the row: the GEMV for one row; for a batch
+        of rows the tensor-core GEMM, which streams the weights once for all of them."""
+        if self.m == 1:
+            return "quant_gemv.tg", f"quant_gemv_{self.dtype}"
+        if self.dtype != "i4":
+            raise ValueError(f"examples/quant_gemm.tg has no {self.dtype} kernel")
+        return "quant_gemm.tg", "quant_gemm_i4"
 
     def nbytes(self, packed_weight_bytes: int) -> int:
         scales = -(-self.k // GROUP) * self.n * F16
@@ -149,8 +156,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
     case = Case(gemv.case, gemv.name, gemv.nbytes(packed_bytes), make_buffers, reference,
                 TOLERANCE)
     return case, {
-        TEGULA: tegula_impl(place.target, "quant_gemv.tg", gemv.kernel, ("x", "w", "s", "y"),
-                            "y"),
+        TEGULA: tegula_impl(place.target, *gemv.example, ("x", "w", "s", "y"), "y"),
         place.peer: _peer_gemv(place),
     }
 

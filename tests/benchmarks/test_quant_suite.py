@@ -35,6 +35,13 @@ def test_bytes_are_the_packed_codes_scales_activations_and_output() -> None:
     assert gemv.nbytes(packed) == packed + scales + (2 * 256 + 2 * 100) * 2
 
 
+def test_one_row_runs_the_gemv_and_a_batch_the_tensor_core_gemm() -> None:
+    assert quant.GemvCase("i3", 1, 64, 64).example == ("quant_gemv.tg", "quant_gemv_i3")
+    assert quant.GemvCase("i4", 16, 64, 64).example == ("quant_gemm.tg", "quant_gemm_i4")
+    with pytest.raises(ValueError, match="no i2 kernel"):
+        _ = quant.GemvCase("i2", 16, 64, 64).example
+
+
 def test_targets_name_rows_the_suites_make() -> None:
     by_suite = {(t.suite, t.case) for t in TARGETS}
     assert ("quant", "w4a16/M=1") in by_suite and ("cpu", "w4a16/M=1") in by_suite
