@@ -131,15 +131,47 @@ class LimitTarget:
                        f"{row.name}: tegula {_figure(row.tegula, row.metric)}")
 
 
-Target = CeilingTarget | PeerTarget | LimitTarget
+@dataclass(frozen=True)
+class RowRatioTarget:
+    """tegula's time on one row is at most `factor` times its own time on another row of the
+    same run (how a cost should scale: with the bytes, or not at all with more rows)."""
+
+    suite: str
+    case: str
+    reference: str  # the other row's case
+    factor: float
+    why: str  # what the factor stands for, e.g. "(bits / 4) x 1.15"
+
+    def describe(self) -> str:
+        return f"{self.case}: <= {self.factor:.3g}x the time of {self.reference} ({self.why})"
+
+    def evaluate_rows(self, row: Row, reference: Row) -> Verdict:
+        times = [r.extra.get("tegula_ms") for r in (row, reference)]
+        if times[0] is None:
+            return _tegula_missing(row)
+        if times[1] is None:
+            return Verdict("unchecked", f"{reference.name}: tegula has no figure")
+        ratio_ = times[0] / times[1]
+        status: Status = "met" if ratio_ <= self.factor else "not met"
+        return Verdict(status, f"{row.name}: tegula {times[0] * 1e3:.4g} us = {ratio_:.2f}x "
+                               f"{reference.name}'s {times[1] * 1e3:.4g} us")
+
+
+Target = CeilingTarget | PeerTarget | LimitTarget | RowRatioTarget
 
 
 def check(target: Target, rows: tuple[Row, ...]) -> Verdict:
     """The verdict on `target` from a suite's rows."""
-    matching = [row for row in rows if row.case == target.case]
-    if not matching:
+    by_case = {row.case: row for row in reversed(rows)}  # the first row of a case wins
+    row = by_case.get(target.case)
+    if row is None:
         return Verdict("not met", f"no row for case {target.case!r} in this run")
-    return target.evaluate(matching[0])
+    if isinstance(target, RowRatioTarget):
+        reference = by_case.get(target.reference)
+        if reference is None:
+            return Verdict("unchecked", f"no row for case {target.reference!r} in this run")
+        return target.evaluate_rows(row, reference)
+    return target.evaluate(row)
 
 
 def _memory_targets(kernel: str) -> tuple[Target, ...]:
@@ -189,5 +221,9 @@ TARGETS: tuple[Target, ...] = (
     *_gemm_targets(),
     # Decode GEMV at the bandwidth limit: 80% of the device copy rate on the packed bytes.
     CeilingTarget("quant", "w4a16/M=1", "copy", 0.8),
+    # Every width's time scales with its bytes; 16 decode rows cost little more than one.
+    *(RowRatioTarget("quant", f"w{bits}a16/M=1", "w4a16/M=1", 1.15 * bits / 4,
+                     "(bits / 4) x 1.15") for bits in (2, 3)),
+    RowRatioTarget("quant", "w4a16/M=16", "w4a16/M=1", 1.3, "the same weights, 16 rows"),
     *_tuning_targets(),
 )

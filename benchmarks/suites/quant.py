@@ -181,8 +181,10 @@ def measure(cases: list[GemvCase], place: Placement, timer: Timer, *, cache_byte
     rows = []
     for gemv in cases:
         case, impls = make_case(gemv, place)
+        file, kernel = gemv.example
+        runs = (f"tegula runs {kernel} of examples/{file}",) if gemv.m > 1 else ()
         rows.append(measure_case(case, impls, timer, cache_bytes=cache_bytes, ceiling=ceiling,
-                                 extra_notes=(place.peer_note, *notes)))
+                                 extra_notes=(place.peer_note, *notes, *runs)))
         print(summary_line(rows[-1]), flush=True)
         after_each()
     return rows

@@ -29,6 +29,7 @@ from benchmarks.targets import (
     CeilingTarget,
     LimitTarget,
     PeerTarget,
+    RowRatioTarget,
     check,
     fraction_of_ceiling,
     ratio,
@@ -320,6 +321,20 @@ def test_limit_target() -> None:
     assert target.evaluate(Row("l", "us", False, 9.0)).status == "met"
     assert target.evaluate(Row("l", "us", False, 21.0)).status == "not met"
     assert target.evaluate(Row("l", "ms", False, 0.009)).status == "unchecked"
+
+
+def test_row_ratio_target_compares_two_rows_of_a_run() -> None:
+    def row(case: str, ms: float | None) -> Row:
+        extra = {"case": case} | (
+            {"tegula_ms": ms} if ms is not None else {"notes": "tegula left out"})
+        return Row(case, "GB/s", True, None if ms is None else 1.0, extra=extra)
+
+    target = RowRatioTarget("quant", "w4a16/M=16", "w4a16/M=1", 1.3, "16 rows")
+    met = check(target, (row("w4a16/M=1", 0.050), row("w4a16/M=16", 0.060)))
+    assert met.status == "met" and "1.20x" in met.detail and "50 us" in met.detail
+    assert check(target, (row("w4a16/M=1", 0.050), row("w4a16/M=16", 0.070))).status == "not met"
+    assert check(target, (row("w4a16/M=16", 0.06),)).status == "unchecked"
+    assert check(target, (row("w4a16/M=1", 0.05), row("w4a16/M=16", None))).status == "not met"
 
 
 def test_check_finds_the_row_by_case() -> None:
