@@ -243,7 +243,8 @@ _TABLE: tuple[Builtin, ...] = (
         "loop",
         (Arg("start"), Arg("stop"), Arg("step", False), Arg("stages", False, True)),
         "Only as `for k in pipeline(start, stop, step, stages=S)`: a `range` whose loads the "
-        "compiler overlaps with compute over S stages.",
+        "compiler issues S - 1 iterations ahead on CUDA (tensor-core operands through shared "
+        "memory, other unmasked loads through registers); a plain `range` on the CPU.",
         "as `range`; `stages` a constant int ≥ 1",
     ),
 )
