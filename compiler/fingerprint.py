@@ -34,6 +34,21 @@ def compiler_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
+def compiler_source_digest() -> str:
+    """A digest of the compiler's code by content (not by modification times): the same on
+    every machine that has the same code. Tuning records carry it, so measurements made by
+    one compiler are not taken for another's (read once per process)."""
+    digest = hashlib.sha256(tegula.__version__.encode())
+    for part in _PARTS:
+        module = __import__(f"tegula.{part}", fromlist=["__file__"])
+        root = os.path.dirname(module.__file__)
+        for path, _size, _mtime in sorted(_source_files(root)):
+            digest.update(os.path.relpath(path, root).encode())
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _source_files(folder: str) -> list[tuple[str, int, int]]:
     """(path, size, mtime) of the code files below ``folder`` (os.scandir: one stat each)."""
     found: list[tuple[str, int, int]] = []

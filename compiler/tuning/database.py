@@ -61,6 +61,7 @@ class TuningRecord:
     features: tuple[float, ...] = ()
     message: str = ""
     version: str = VERSION
+    compiler: str = ""  # compiler_source_digest() of the compiler that built the config
     timestamp: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -111,6 +112,7 @@ class TuningRecord:
                 features=tuple(float(x) for x in _typed(data["features"], list)),
                 message=_typed(data.get("message", ""), str),
                 version=_typed(data["version"], str),
+                compiler=_typed(data.get("compiler", ""), str),
                 timestamp=float(data["timestamp"]),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tegula.compiler import syntax as ast
 from tegula.compiler.api import read_source
+from tegula.compiler.fingerprint import compiler_source_digest
 from tegula.compiler.frontend import size_symbols
 from tegula.compiler.headers import kernel_text_hash
 from tegula.compiler.parser import parse
@@ -213,6 +214,7 @@ class _Run:
                 device=m.device or self.measurer.device, config=dict(m.config),
                 status=m.status, time_s=m.time_s if m.status == "ok" else None,
                 features=m.features, message=m.message[:2000],
+                compiler=compiler_source_digest(),
             )
             for m in measurements
         ]

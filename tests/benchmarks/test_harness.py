@@ -412,7 +412,7 @@ def test_unknown_suite_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 def test_suites_register_without_gpu_packages() -> None:
     suites = all_suites()
     assert list(suites) == list(SUITE_NAMES)
-    assert [s.needs_gpu for s in suites.values()] == [True, False, True, True, True, True]
+    assert [s.needs_gpu for s in suites.values()] == [True, False, True, True, True, False]
 
 
 def test_missing_peer_packages_are_left_out() -> None:
