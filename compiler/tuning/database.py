@@ -31,7 +31,10 @@ log = logging.getLogger("tegula.tuning")
 
 RECORD_FORMAT = 1
 DB_FILENAME = "tuning.jsonl"
-STATUSES = ("ok", "compile_error", "runtime_error", "crash", "timeout", "wrong_result")
+# "illegal": the config built but broke a limit of the target (shared memory, registers), so
+# it was never run; recorded so a space's every config is accounted for.
+STATUSES = ("ok", "compile_error", "runtime_error", "crash", "timeout", "wrong_result",
+            "illegal")
 
 
 def default_db_path() -> Path:

@@ -88,6 +88,9 @@ def replay(
             break
         for c in batch:
             r = table.get(config_key(c))
+            if r is not None and r.status == "illegal":  # the tuner prunes it: not a trial
+                loop.observe(c, None)
+                continue
             t = r.time_s if r is not None and r.ok else None
             loop.observe(c, t, r.features if r is not None else ())
             measured.append(t)

@@ -194,6 +194,8 @@ class _Run:
                     self.loop.observe(c, None)
                 elif out.status == "illegal":
                     self.pruned.append(f"{config_key(c)}: {out.message}")
+                    failed.append(Measurement(self.space.complete(c), "illegal", None,
+                                              out.message))
             self._write(failed, count=False)
         return [self.analysis[config_key(c)] for c in configs]
 
@@ -201,6 +203,7 @@ class _Run:
         for m, point in zip(measurements, points, strict=True):
             self.loop.observe(point, m.time_s if m.status == "ok" else None, m.features)
         self._write([m for m in measurements if m.status != "illegal"], count=True)
+        self._write([m for m in measurements if m.status == "illegal"], count=False)
         for m, point in zip(measurements, points, strict=True):
             if m.status == "illegal":
                 self.pruned.append(f"{config_key(point)}: {m.message}")
