@@ -64,11 +64,17 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
     # space nothing has measured yet, without a GPU) the Hopper the suite was written for.
     target = resolve_target(found[0].target if found else "cuda" if measure else "cuda:sm_90a")
     space = SearchSpace.from_kernel(src.kernel, shapes, target)
-    if measure and len({r.config_key for r in found}) < space.size:
+    # A random sweep may leave a few configs unvisited (its samples repeat); sweep again for
+    # the rest, as long as each sweep adds something.
+    seed = 0
+    while measure and (missing := space.size - len({r.config_key for r in found})) > 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tune(EXAMPLES / "gemm.tg", KERNEL, shapes, trials=space.size, target="cuda", db=path,
-             model="random", parallel=os.cpu_count(), progress=False, seed=0)
-        found = records()
+        tune(EXAMPLES / "gemm.tg", KERNEL, shapes, trials=missing, target="cuda", db=path,
+             model="random", parallel=os.cpu_count(), progress=False, seed=seed)
+        before, found = len(found), records()
+        if len(found) == before:
+            break
+        seed += 1
     return found, space.size
 
 
