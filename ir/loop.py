@@ -190,8 +190,8 @@ class Select(Expr):
 
 
 @dataclass(frozen=True)
-class _Retyped(Expr):
-    """An operand given another type; the subclasses say how."""
+class Cast(Expr):
+    """Value conversion (float↔int rounds toward zero, narrowing floats round to nearest)."""
 
     type: DType
     operand: Expr
@@ -205,15 +205,20 @@ class _Retyped(Expr):
 
 
 @dataclass(frozen=True)
-class Cast(_Retyped):
-    """Value conversion (float↔int rounds toward zero, narrowing floats round to nearest)."""
-
-
-@dataclass(frozen=True)
-class Bitcast(_Retyped):
+class Bitcast(Expr):
     """The bits of ``operand`` read as ``type``, a number type of the same width (no
     conversion): how exact bit-level decodings (an integer code ORed into a float's
     mantissa) reach a float without a conversion instruction."""
+
+    type: DType
+    operand: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.operand,)
 
 
 @dataclass(frozen=True)

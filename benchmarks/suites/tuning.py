@@ -127,10 +127,14 @@ def run(settings: Settings, quick: bool) -> list[Row]:
                      if measured < size else "")
         rows.append(_row(f"gemm_f16 {name}: {size} configs", f"tuning/{label}", records,
                          "gbdt", scores, f"median over seeds {list(SEEDS)}{unvisited}"))
+        transfer_name = f"gemm_f16 {name}: {size} configs, transfer"
         if "gbdt+transfer" in scores:
-            rows.append(_row(f"gemm_f16 {name}: {size} configs, transfer",
-                             f"tuning/{label}/transfer", records, "gbdt+transfer", scores,
-                             f"model warm-started from the records of {names[1 - index]}"))
+            rows.append(_row(transfer_name, f"tuning/{label}/transfer", records, "gbdt+transfer",
+                             scores, f"model warm-started from the records of {names[1 - index]}"))
+        else:
+            rows.append(_missing(transfer_name, f"tuning/{label}/transfer",
+                                 f"no records of {names[1 - index]} by this compiler to "
+                                 "warm-start from"))
     return rows
 
 

@@ -166,12 +166,15 @@ class _Run:
         self.analysis: dict[str, tuple[float, ...] | None] = {}
         self.pruned: list[str] = list(space.pruned)
         self.trials = 0
-        workload_of = None
-        prior = [r for r in db.for_kernel(src.kernel_hash)
-                 if r.shapes == shapes and r.target == target and r.dtypes == src.dtypes]
+        mine = [r for r in db.for_kernel(src.kernel_hash)
+                if r.shapes == shapes and r.target == target and r.dtypes == src.dtypes]
+        # Configs this compiler measured for this workload are not measured again; what an
+        # older compiler measured is stale (its code may differ) and is measured afresh.
+        compiler = compiler_source_digest()
+        prior = [r for r in mine if r.compiler == compiler]
+        # This workload's records, of any compiler, are never "another workload" to learn from.
+        workload_of = mine[0].workload if mine else None
         rows = TransferRows.empty(len(FEATURE_NAMES))
-        if transfer and prior:
-            workload_of = prior[0].workload
         if transfer:
             rows = _transfer_rows(db.for_transfer(workload_of or "", target), workload_of)
         self.loop = TuningLoop(space, make_model(model, seed), self._features, rng,

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
+from tegula.compiler.fingerprint import compiler_source_digest
 from tegula.compiler.tuning import TuningDatabase, best_config, tune
 from tegula.compiler.tuning.cli import add_tune_parser, run_tune
 from tegula.compiler.tuning.executors import ray_available
@@ -53,6 +55,14 @@ def test_model_guided_tuning_of_an_example_with_its_companion(tmp_path: Path) ->
                  parallel=1, progress=False, seed=1)
     assert again.records == ()
     assert again.best_config == result.best_config
+    # What another compiler measured is stale: measured afresh, and by this compiler.
+    stale = [dataclasses.replace(r, compiler="0" * 16) for r in TuningDatabase(db).records()]
+    db.unlink()
+    TuningDatabase(db).append(stale)
+    fresh = tune(path, "vector_add", {"N": 20000}, trials=3, target="cpu", db=db,
+                 parallel=1, progress=False, seed=1)
+    assert len(fresh.records) == 3
+    assert {r.compiler for r in fresh.records} == {compiler_source_digest()}
 
 
 def test_bad_shapes_are_reported_by_name() -> None:
