@@ -38,7 +38,10 @@ def propose_batch(
 ) -> list[Config]:
     """Up to ``batch_size`` unmeasured points: the model's best, plus ε random ones."""
     explore = math.floor(batch_size * epsilon + rng.random())  # ε in expectation
-    if space.size <= exhaustive_limit:
+    # Where what is left to measure is small, the pool is all of it: annealing rarely lands
+    # on the last few unmeasured points of a large space, and missing them would end a
+    # sweep (or a tuning run) before the space is done.
+    if space.size - len(measured) <= exhaustive_limit:
         pool = [c for c in space.configs() if config_key(c) not in measured]
     else:
         pool = _anneal(space, score, measured, rng, starts, chains, steps)

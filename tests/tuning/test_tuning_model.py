@@ -74,3 +74,21 @@ def test_transfer_from_another_shape_helps_early() -> None:
     warm = [trials_to_fraction(replay(space, records, "gbdt", 60, s, transfer=other), best)
             for s in range(5)]
     assert statistics.median(w or 61 for w in warm) <= statistics.median(c or 61 for c in cold)
+
+
+def test_a_nearly_exhausted_large_space_still_yields_its_last_points() -> None:
+    """Annealing over a space larger than the exhaustive limit rarely finds its last few
+    unmeasured points; the batch must still contain them until the space is done."""
+    from tegula.compiler.tuning.search import propose_batch
+    from tegula.compiler.tuning.space import SearchSpace, config_key
+
+    space = SearchSpace("k", (("A", tuple(range(30))), ("B", tuple(range(30)))))
+    every = list(space.configs())
+    rng = np.random.default_rng(0)
+    left = [every[i] for i in rng.choice(len(every), 3, replace=False)]
+    measured = {config_key(c) for c in every} - {config_key(c) for c in left}
+    batch = propose_batch(space, lambda cs: rng.random(len(cs)), measured, 8, rng,
+                          exhaustive_limit=256)
+    assert sorted(map(config_key, batch)) == sorted(map(config_key, left))
+    assert propose_batch(space, lambda cs: rng.random(len(cs)), set(map(config_key, every)),
+                         8, rng) == []
