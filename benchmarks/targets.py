@@ -223,7 +223,7 @@ TARGETS: tuple[Target, ...] = (
     CeilingTarget("quant", "w4a16/M=1", "copy", 0.8),
     # Every width's time scales with its bytes; 16 decode rows cost little more than one.
     *(RowRatioTarget("quant", f"w{bits}a16/M=1", "w4a16/M=1", 1.15 * bits / 4,
-                     "(bits / 4) x 1.15") for bits in (2, 3)),
+                     "(bits / 4) x 1.15") for bits in (2, 3, 5, 6)),
     RowRatioTarget("quant", "w4a16/M=16", "w4a16/M=1", 1.3, "the same weights, 16 rows"),
     *_tuning_targets(),
 )

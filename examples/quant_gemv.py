@@ -71,7 +71,7 @@ KERNELS = {
         "reference": _reference(name),
         "tolerance": _TOLERANCE,
     }
-    for name in ("i4", "i8", "i3", "i2", "nf4", "f4e2m1")
+    for name in ("i4", "i8", "i2", "i3", "i5", "i6", "i7", "nf4", "f4e2m1")
 }
 KERNELS["quant_gemv_u4_zeros"] = {
     "sizes": _SIZES,

@@ -80,7 +80,7 @@ class GemvCase:
 # Decode at M=1 for every width the example has, and M=16 for W4 (the batched-decode target).
 GPU_SHAPE = {False: (8192, 8192), True: (1024, 1024)}  # by `quick`: (K, N)
 CPU_SHAPE = {False: (4096, 4096), True: (512, 512)}
-GPU_WIDTHS = ("i4", "i2", "i3", "i8")
+GPU_WIDTHS = ("i4", "i2", "i3", "i5", "i6", "i8")
 
 
 def gpu_cases(quick: bool) -> list[GemvCase]:

@@ -21,7 +21,8 @@ def _fixed_timer(seconds: float = 1e-3) -> Any:
 def test_rows_are_named_as_the_field_names_them() -> None:
     assert [c.name for c in quant.gpu_cases(quick=False)] == [
         "w4a16 g128 M=1 8192x8192", "w2a16 g128 M=1 8192x8192", "w3a16 g128 M=1 8192x8192",
-        "w8a16 g128 M=1 8192x8192", "w4a16 g128 M=16 8192x8192"]
+        "w5a16 g128 M=1 8192x8192", "w6a16 g128 M=1 8192x8192", "w8a16 g128 M=1 8192x8192",
+        "w4a16 g128 M=16 8192x8192"]
     # Targets read the case key, which a quick run keeps.
     assert [c.case for c in quant.gpu_cases(quick=True)] == [
         c.case for c in quant.gpu_cases(quick=False)]
