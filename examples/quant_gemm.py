@@ -1,21 +1,18 @@
 """Inputs, references and tolerances for examples/quant_gemm.tg (see quant_gemv.py)."""
 
-import importlib.util
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from tegula.compiler.checking import load_companion
 from tegula.ir import lowbit
 from tegula.ir.dtypes import e8m0, f4e2m1
 from tegula.ir.packing import unpack
 from tegula.runtime.quant import quantize
 
 # The helpers that quantize and dequantize weights live beside the GEMV example.
-_GEMV = Path(__file__).with_name("quant_gemv.py")
-_spec = importlib.util.spec_from_file_location("quant_gemv", _GEMV)
-assert _spec is not None and _spec.loader is not None
-_gemv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_gemv)
+_gemv = load_companion(Path(__file__).with_name("quant_gemv.tg"))
+assert _gemv is not None
 
 MX_BLOCK = 32
 

@@ -1,12 +1,12 @@
 """The front end: examples build verified Tile IR; SSA, broadcasting, promotion, params."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tegula.compiler import syntax as ast
 from tegula.compiler.builtins import BUILTINS, markdown_table
+from tegula.compiler.checking import load_companion
 from tegula.compiler.diagnostics import DSLError
 from tegula.compiler.frontend import build_tile_kernel, param_space, size_symbols
 from tegula.compiler.parser import parse
@@ -37,9 +37,8 @@ def named(kernel: ir.TileKernel, name: str) -> ir.Op:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_examples_build_verified_tile_ir(path: Path) -> None:
     program = parse(path.read_text(), path.name)
-    spec = importlib.util.spec_from_file_location(path.stem, path.with_suffix(".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_companion(path)
+    assert module is not None, f"{path.name} has no companion"
     assert set(module.KERNELS) == {k.name for k in program.kernels}
     for kernel_def in program.kernels:
         entry = module.KERNELS[kernel_def.name]

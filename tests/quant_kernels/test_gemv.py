@@ -4,24 +4,21 @@ the packed bytes stand for; and the DSL's errors for misuse of low-bit tiles."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from quant_kernel_helpers import as_argument, on_gpu
-from tegula.compiler.checking import check_file
+from tegula.compiler.checking import check_file, load_companion
 from tegula.compiler.diagnostics import DSLError
 from tegula.ir import lowbit
 
 import tegula as tg
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-_spec = importlib.util.spec_from_file_location("quant_gemv", EXAMPLES / "quant_gemv.py")
-assert _spec is not None and _spec.loader is not None
-companion = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(companion)
+companion = load_companion(EXAMPLES / "quant_gemv.tg")
+assert companion is not None
 
 
 def gemv_source(dtype: str) -> str:
