@@ -25,7 +25,12 @@ def array_module(array: Any) -> Any:
 
 
 def as_array(array: Any) -> Any:
-    """`array` as a NumPy or CuPy array, without a copy."""
+    """`array` as a NumPy or CuPy array, without a copy; a PyTorch tensor as a float32 CuPy
+    copy (bf16 has no NumPy or CuPy dtype)."""
+    if type(array).__module__.split(".", 1)[0] == "torch":
+        import cupy
+
+        return cupy.from_dlpack(array.float())
     return array_module(array).asarray(array)
 
 

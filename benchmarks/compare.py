@@ -55,6 +55,9 @@ class Impl:
     bind: Callable[[Buffers], Call]  # buffer set -> a call that returns the output
     capture: Capture | None = None  # how to put its launches in a CUDA graph (GPU only)
     destination: bool = False  # writes into the case's output buffer (rather than a new array)
+    # The check's tolerance where the implementation must compute in a narrower type than the
+    # case (a peer that takes only bf16 operands, say); None: the case's. Rows say why.
+    tolerance: float | None = None
 
 
 def failure_reason(error: BaseException) -> str:
@@ -91,9 +94,10 @@ def measure_case(case: Case, impls: Mapping[str, Impl], timer: Timer, *, cache_b
     for name, impl in impls.items():
         try:
             calls = [impl.bind(buffers) for buffers in buffer_sets]
+            tolerance = case.tolerance if impl.tolerance is None else impl.tolerance
             poison(buffer_sets[0].outputs.values())
-            checks[name] = str(compare(calls[0](), reference, case.tolerance))
-            verify = _verifier(buffer_sets, reference, case.tolerance) if impl.destination else None
+            checks[name] = str(compare(calls[0](), reference, tolerance))
+            verify = _verifier(buffer_sets, reference, tolerance) if impl.destination else None
             stats = timer(calls, impl.capture, verify)
         except Exception as error:  # one failing implementation must not sink the row
             notes.append(f"{name} left out: {failure_reason(error)}")

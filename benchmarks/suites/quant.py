@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 from tegula.compiler.checking import load_companion
 from tegula.ir import dtypes
-from tegula.ir.packing import packed_extent
+from tegula.ir.packing import packed_extent, unpack
 
 from .. import devices
 from ..compare import TEGULA, Buffers, Case, Impl, Timer, gpu_timer, measure_case
 from ..harness import Call, Settings
 from ..kernels import EXAMPLES, tegula_impl
+from ..peers import torch_cuda
 from ..report import summary_line
 from ..schema import Row
 from . import Suite
@@ -39,6 +40,10 @@ F16 = 2  # bytes
 GROUP = 128  # the group size the example kernels are written for
 # f32 accumulation over K <= 8192 with one rounding to f16: ~5e-4 relative.
 TOLERANCE = 2e-3
+# PyTorch's int4 kernel takes bf16 activations and bf16 scales: each rounding is up to 2^-9
+# relative, ~3e-3 on the result when measured.
+BF16_TOLERANCE = 1e-2
+TORCH_INT4 = "PyTorch int4"
 
 
 @dataclass(frozen=True)
@@ -155,10 +160,13 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
 
     case = Case(gemv.case, gemv.name, gemv.nbytes(packed_bytes), make_buffers, reference,
                 TOLERANCE)
-    return case, {
+    impls = {
         TEGULA: tegula_impl(place.target, *gemv.example, ("x", "w", "s", "y"), "y"),
         place.peer: _peer_gemv(place),
     }
+    if place.target == "cuda" and gemv.dtype == "i4" and torch_cuda() is not None:
+        impls[TORCH_INT4] = _torch_int4(gemv)
+    return case, impls
 
 
 def _peer_gemv(place: Placement) -> Impl:
@@ -173,6 +181,35 @@ def _peer_gemv(place: Placement) -> Impl:
         return call
 
     return Impl(bind, "cupy" if place.target == "cuda" else None)
+
+
+def _torch_int4(gemv: GemvCase) -> Impl:
+    """PyTorch's int4 weight-only GEMM (`torch._weight_int4pack_mm`, the tinygemm kernel) on
+    the row's own weights: the signed codes become its unsigned ones (code + 8, which its
+    dequantization subtracts again), packed its way with `_convert_weight_to_int4pack`; the
+    group scales travel with zero offsets. It takes bf16 operands only, so the activations
+    and scales are rounded to bf16 (checked at BF16_TOLERANCE)."""
+    import torch
+
+    def bind(b: Buffers) -> Call:
+        codes = unpack(_host_array(b["w"]).view(np.uint8), 4, gemv.n).astype(np.int32)
+        unsigned = torch.from_numpy(np.ascontiguousarray((codes + 8).T)).cuda().to(torch.uint8)
+        packed = torch._convert_weight_to_int4pack(
+            (unsigned[:, ::2] << 4 | unsigned[:, 1::2]).contiguous(), 8)
+        scales = torch.from_dlpack(b["s"]).to(torch.bfloat16)
+        scales_and_zeros = torch.stack([scales, torch.zeros_like(scales)], dim=-1).contiguous()
+        x = torch.from_dlpack(b["x"]).to(torch.bfloat16)
+
+        def call() -> Any:
+            return torch._weight_int4pack_mm(x, packed, GROUP, scales_and_zeros)
+
+        return call
+
+    return Impl(bind, "torch", tolerance=BF16_TOLERANCE)
+
+
+def _host_array(array: Any) -> np.ndarray:
+    return array if isinstance(array, np.ndarray) else array.get()
 
 
 def measure(cases: list[GemvCase], place: Placement, timer: Timer, *, cache_bytes: int,
@@ -197,8 +234,15 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     memory.release_memory()
     return measure(gpu_cases(quick), gpu_placement(), gpu_timer(settings),
                    cache_bytes=devices.gpu_l2_bytes(), ceiling=ceiling,
-                   notes=("PyTorch's int4 weight-only kernel not measured",),
+                   notes=_torch_notes(),
                    after_each=memory.release_memory)
+
+
+def _torch_notes() -> tuple[str, ...]:
+    if torch_cuda() is None:
+        return ("PyTorch's int4 weight-only kernel not measured: no PyTorch with CUDA",)
+    return (f"{TORCH_INT4} (torch._weight_int4pack_mm) multiplies bf16 activations by the same "
+            "4-bit codes and bf16 group scales, on the W4 rows",)
 
 
 SUITE = Suite("quant", needs_gpu=True, describe_device=devices.describe_gpu, run=run)
