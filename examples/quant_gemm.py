@@ -48,6 +48,42 @@ def _mx_reference(a, w, s, c, **_):
     return {"c": a.astype(np.float64) @ (values * scales)}
 
 
+def _w8a8_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+    """Per-token activation codes and per-channel weight codes (`w` stored [N, K])."""
+    a = quantize(rng.standard_normal((M, K)), "i8", axis=1, scale_dtype="f32")
+    w = quantize(rng.standard_normal((N, K)), "i8", axis=1, scale_dtype="f32")
+    return {
+        "a": a.data.view(np.int8),
+        "w": w.data.view(np.int8),
+        "sa": a.scales.reshape(M),
+        "sw": w.scales.reshape(N),
+        "c": np.full((M, N), np.nan, np.float16),
+    }
+
+
+def _w8a8_outlier_inputs(rng: np.random.Generator, M: int, N: int, K: int, KO: int
+                         ) -> dict[str, np.ndarray]:
+    inputs = _w8a8_inputs(rng, M, N, K)
+    # Outlier channels: activations far larger than the quantized ones'.
+    inputs["xo"] = (20 * rng.standard_normal((M, KO))).astype(np.float16)
+    inputs["wo"] = rng.standard_normal((KO, N)).astype(np.float16)
+    return inputs
+
+
+def _w8a8_product(a, w, sa, sw):
+    exact = a.astype(np.int64) @ w.astype(np.int64).T  # what the i32 accumulator holds
+    return exact * sa.astype(np.float64)[:, None] * sw.astype(np.float64)[None, :]
+
+
+def _w8a8_reference(a, w, sa, sw, c, **_):
+    return {"c": _w8a8_product(a, w, sa, sw)}
+
+
+def _w8a8_outlier_reference(a, w, sa, sw, xo, wo, c, **_):
+    outliers = xo.astype(np.float64) @ wo.astype(np.float64)
+    return {"c": _w8a8_product(a, w, sa, sw) + outliers}
+
+
 KERNELS = {
     # f16 products of exact weights, f32 accumulation, one rounding to f16 (~1e-3).
     "quant_gemm_i4": {
@@ -62,5 +98,18 @@ KERNELS = {
         "inputs": _mx_inputs,
         "reference": _mx_reference,
         "tolerance": {"rtol": 1e-2, "atol": 1e-1},
+    },
+    # An exact integer product, scaled in f32 and rounded once to f16.
+    "quant_gemm_w8a8": {
+        "sizes": {"M": 136, "N": 130, "K": 320},
+        "inputs": _w8a8_inputs,
+        "reference": _w8a8_reference,
+        "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+    },
+    "quant_gemm_w8a8_outliers": {
+        "sizes": {"M": 136, "N": 130, "K": 320, "KO": 40},
+        "inputs": _w8a8_outlier_inputs,
+        "reference": _w8a8_outlier_reference,
+        "tolerance": {"rtol": 2e-3, "atol": 5e-2},
     },
 }

@@ -62,7 +62,7 @@ class MmaAtom:
         return Asm(
             self.ptx,
             tuple((acc, i) for i in acc_index),
-            ("+f",) * len(acc_index),
+            ("+f" if self.acc_dtype.is_float else "+r",) * len(acc_index),
             inputs,
             ("r",) * len(inputs),
         )

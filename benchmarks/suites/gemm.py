@@ -85,6 +85,7 @@ LLM_KN: Mapping[bool, tuple[tuple[int, int], ...]] = {
     False: ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)),
     True: ((1024, 1024),),
 }
+CUBLAS_F16 = "cuBLAS f16"
 LLM_GEOMEAN_CASE = "fp16/llm/geomean"
 LLM_GEOMEAN_NAME = "fp16 LLM shapes geomean"
 
@@ -444,6 +445,71 @@ def gpu_impls(precision: Precision, params: Mapping[str, int]) -> tuple[dict[str
     return impls, notes
 
 
+# ------------------------------------------------------------------------------ W8A8 rows
+
+def w8a8_case(size: int, label: str) -> GemmCase:
+    return GemmCase(f"w8a8/square/{label}", f"w8a8 {size}x{size}x{size}", "fp16",
+                    GemmShape(size, size, size), HALF_TOLERANCE)
+
+
+def w8a8_cases(quick: bool) -> list[GemmCase]:
+    return [w8a8_case(size, label) for label, size in SQUARE_SIZES[quick]]
+
+
+def measure_w8a8_case(case: GemmCase, timer: Timer) -> Row:
+    """`quant_gemm_w8a8` of examples/quant_gemm.tg (i8 codes, per-token and per-channel f32
+    scales, i32 accumulation on integer tensor cores) beside cuBLAS multiplying the same
+    values dequantized to f16: what the 8-bit product is meant to beat. Checked against the
+    scaled integer product computed by cuBLAS in float32."""
+    cp = _cupy()
+    m, n, k = case.shape.m, case.shape.n, case.shape.k
+    rng = cp.random.default_rng(0)
+    a = rng.integers(-127, 128, (m, k), dtype=cp.int8)
+    w = rng.integers(-127, 128, (n, k), dtype=cp.int8)  # [N, K], as a linear layer stores it
+    sa = (rng.random(m, dtype=cp.float32) + 0.5) / 127
+    sw = (rng.random(n, dtype=cp.float32) + 0.5) / 127
+    a16 = (a.astype(cp.float32) * sa[:, None]).astype(cp.float16)
+    w16 = (w.T.astype(cp.float32) * sw[None, :]).astype(cp.float16)
+    buffers = Buffers({"a": a, "w": w, "sa": sa, "sw": sw, "a16": a16,
+                       "w16": cp.ascontiguousarray(w16)},
+                      {"c": cp.empty((m, n), dtype=cp.float16)})
+    exact = cp.matmul(a.astype(cp.float32), w.T.astype(cp.float32))
+    reference = exact * sa[:, None] * sw[None, :]
+
+    def tegula_bind(b: Buffers) -> Call:
+        compiled = _tegula_quant_gemm("quant_gemm_w8a8")
+        args = [b[name] for name in ("a", "w", "sa", "sw", "c")]
+
+        def call() -> Any:
+            compiled(*args)
+            return b["c"]
+
+        return call
+
+    def cublas_bind(b: Buffers) -> Call:
+        out = cp.empty((m, n), dtype=cp.float16)
+
+        def call() -> Any:
+            cp.matmul(b["a16"], b["w16"], out=out)
+            return out
+
+        return call
+
+    impls = {TEGULA: Impl(tegula_bind, "cupy", destination=True),
+             CUBLAS_F16: Impl(cublas_bind, "cupy")}
+    return measure_gemm(case, [buffers], reference, impls, timer, metric=TFLOPS,
+                        ceiling_peer=None, extra_notes=[
+                            f"{CUBLAS_F16} multiplies the same values dequantized to f16; "
+                            "TFLOP/s counts 2*M*N*K operations for both"])
+
+
+@functools.cache
+def _tegula_quant_gemm(kernel: str) -> Any:
+    import tegula as tg
+
+    return tg.compile(EXAMPLES / "quant_gemm.tg", target="cuda", kernels=[kernel])[kernel]
+
+
 # ------------------------------------------------------------------------------- the suite
 
 def release_memory() -> None:
@@ -486,10 +552,15 @@ def run(settings: Settings, quick: bool) -> list[Row]:
         return row
 
     square_rows = [measure(case) for case in square_cases(quick)]
+    w8a8_rows = []
+    for case in w8a8_cases(quick):
+        w8a8_rows.append(measure_w8a8_case(case, timer))
+        release_memory()
+        print(summary_line(w8a8_rows[-1]), flush=True)
     llm_rows = [measure(case) for case in llm_cases(quick)]
     summary = geomean_row(llm_rows, name=LLM_GEOMEAN_NAME, case=LLM_GEOMEAN_CASE)
     print(summary_line(summary), flush=True)
-    return [*square_rows, *llm_rows, summary]
+    return [*square_rows, *w8a8_rows, *llm_rows, summary]
 
 
 SUITE = Suite("gemm", needs_gpu=True, describe_device=devices.describe_gpu, run=run)

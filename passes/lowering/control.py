@@ -123,11 +123,15 @@ class ControlFlow(LoweringBase):
         for o in body.ops:
             if not isinstance(o, DotOp) or self.mma_atom(o) is None:
                 continue
-            for operand, rows_cols in ((o.a, "a"), (o.b, "b")):
+            for operand, role in ((o.a, "a"), (o.b, "b")):
                 load = producers.get(operand.name)
                 if not isinstance(load, LoadOp) or load.mask is not None or load.other is not None:
                     continue
                 if len(uses.get(operand.name, [])) != 1 or load.result.tile.rank != 2:
+                    continue
+                if role == "b" and load.result.tile.dtype.itemsize == 1:
+                    # 8-bit B fragments want the tile n-major in shared memory (ldmatrix has
+                    # no byte transpose); a k-major copy cannot give that.
                     continue
                 tensor = self.vals[load.tensor.name]
                 if not isinstance(tensor, Tensor) or not tensor.contiguous_last:
@@ -142,7 +146,6 @@ class ControlFlow(LoweringBase):
                 chain = _scalar_chain(load.window.starts, producers)
                 if chain is None:
                     continue
-                del rows_cols
                 plan.append(_PipelinedLoad(load, chain, chunk))
         return plan or None
 

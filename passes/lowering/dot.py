@@ -205,18 +205,34 @@ class Dots(LoweringBase):
             ),
         )
         if isinstance(a, RegTile) or isinstance(b, RegTile):
-            # Operands in registers go through the scratch area, swizzled for ldmatrix.
+            # Operands in registers go through the scratch area, swizzled for ldmatrix. B is
+            # stored n-major where ldmatrix needs it so (8-bit operands: it has no byte
+            # transpose) or where its registers already run along k (a transposed load).
             smem = self.scratch(a.dtype, m * k + k * n)
             staged_a = StagedTile(smem, c64(0), _operand_swizzle(k, a.dtype), (m, k), a.dtype)
-            staged_b = StagedTile(smem, c64(m * k), _operand_swizzle(n, b.dtype), (k, n), b.dtype)
+            b_n_major = isinstance(b, RegTile) and (
+                b.dtype.itemsize == 1 or _runs_along_rows(b.layout)
+            )
+            staged_b = StagedTile(
+                smem,
+                c64(m * k),
+                _operand_swizzle(k if b_n_major else n, b.dtype),
+                (k, n),
+                b.dtype,
+                column_major=b_n_major,
+            )
             self.emit(L.Barrier())
             if isinstance(a, RegTile):
                 self.write_tile_vectorized(a, smem, staged_a.offset)
             if isinstance(b, RegTile):
-                self.write_tile_vectorized(b, smem, staged_b.offset)
+                self.write_tile_vectorized(
+                    b, smem, staged_b.offset, contiguous_dim=0 if b_n_major else 1
+                )
             self.emit(L.Barrier())
             a = a if isinstance(a, StagedTile) else staged_a
             b = b if isinstance(b, StagedTile) else staged_b
+        if b.dtype.itemsize == 1 and not b.column_major:
+            raise NotImplementedError("an 8-bit B operand must be staged n-major")
         a_smem, b_smem = a.buffer, b.buffer
         a_offset, b_offset = a.offset, b.offset
 
@@ -235,25 +251,33 @@ class Dots(LoweringBase):
         mat_row = self.let("ld_row", L.Binary(BIN.MOD, lane, c64(8)))
         a_frag = self.local(f"{op.a.name}_frag", u32, row_atoms * atom.a_regs)
         b_frag = self.local(f"{op.b.name}_frag", u32, col_atoms * atom.b_regs)
+        # An ldmatrix row is 16 bytes: `half_k` elements, half an atom's k.
+        half_k = 16 // a.dtype.itemsize
         ld_a = LdMatrixAtom(4, trans=False)
-        ld_b_pair, ld_b_one = LdMatrixAtom(4, trans=True), LdMatrixAtom(2, trans=True)
+        trans_b = not b.column_major
+        ld_b_pair, ld_b_one = LdMatrixAtom(4, trans=trans_b), LdMatrixAtom(2, trans=trans_b)
+        k_half = mul(L.Binary(BIN.MOD, mat, c64(2)), c64(half_k))
         for kk in range(0, k, atom.k):
-            # A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15)
+            # A: matrices (rows 0-7, k lo), (rows 8-15, k lo), (rows 0-7, k hi), (8-15, k hi)
             for i in range(row_atoms):
                 rep = add(c64(2 * i), L.Binary(BIN.MOD, mat, c64(2)))
                 row = add(add(mul(warp_m, c64(8)), mat_row), mul(rep, c64(8 * wm)))
-                col = add(c64(kk), mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8)))
+                col = add(c64(kk), mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(half_k)))
                 self.emit(ld_a.load(a_frag, i * 4, L.Address(a_smem, a_offset([row, col]))))
-            # B (k x n, row-major): transposed loads give the column-major B fragment; one
-            # x4 load fetches two column atoms (matrices 2 and 3 are the next atom's).
-            krow = add(add(c64(kk), mat_row), mul(L.Binary(BIN.MOD, mat, c64(2)), c64(8)))
+            # B: matrices (k lo, k hi) of a column atom, the next atom's as matrices 2 and 3
+            # of an x4 load. Stored k-major, the loads transpose 8x8 blocks of 16-bit values
+            # into the column-major fragment; stored n-major, the rows already are its columns.
             for j in range(0, col_atoms, 2):
                 pair = j + 1 < col_atoms
                 col = add(mul(warp_n, c64(8)), c64(j * 8 * wn))
                 if pair:
                     col = add(col, mul(L.Binary(BIN.FLOORDIV, mat, c64(2)), c64(8 * wn)))
                 ld_b = ld_b_pair if pair else ld_b_one
-                self.emit(ld_b.load(b_frag, j * 2, L.Address(b_smem, b_offset([krow, col]))))
+                if b.column_major:
+                    at = [add(c64(kk), k_half), add(col, mat_row)]
+                else:
+                    at = [add(add(c64(kk), mat_row), k_half), col]
+                self.emit(ld_b.load(b_frag, j * 2, L.Address(b_smem, b_offset(at))))
             for i in range(row_atoms):
                 for j in range(col_atoms):
                     c_idx = [
@@ -267,13 +291,19 @@ class Dots(LoweringBase):
         self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
 
     def write_tile_vectorized(
-        self, t: RegTile, smem: L.Buffer, offset_of: Callable[[list[L.Expr]], L.Expr]
+        self,
+        t: RegTile,
+        smem: L.Buffer,
+        offset_of: Callable[[list[L.Expr]], L.Expr],
+        contiguous_dim: int = 1,
     ) -> None:
-        """Write a register tile to shared memory, 16 bytes at a time where the layout holds
-        runs that long (the operand swizzles keep 16-byte chunks whole)."""
+        """Write a 2-D register tile to shared memory, where tile dim ``contiguous_dim`` is
+        contiguous, 16 bytes at a time where the layout holds runs that long along it (the
+        operand swizzles keep 16-byte chunks whole)."""
         lay = t.layout
-        run = math.gcd(lay.contiguous_run(), max(1, 16 // smem.dtype.itemsize))
-        fast = lay.tile_dims[-1]
+        fast = lay.tile_dims[contiguous_dim]
+        along = lay.order[0] == fast and fast in lay.live_dims
+        run = math.gcd(lay.spt[fast] if along else 1, max(1, 16 // smem.dtype.itemsize))
         if run <= 1 or not t.in_buffer or lay.replicated(fast):
             self.write_tile_to(t, smem, offset_of)
             return
@@ -302,3 +332,13 @@ class Dots(LoweringBase):
     def _elem_by_coords_2d(self, t: RegTile, row: L.Expr, col: L.Expr) -> L.Expr:
         d0, d1 = t.layout.tile_dims
         return t.at({d0: (c64(0), row), d1: (c64(0), col)})
+
+
+def _runs_along_rows(lay: object) -> bool:
+    """Whether a 2-D register layout holds runs of consecutive values down its first dim."""
+    return (
+        isinstance(lay, BlockedLayout)
+        and lay.order[0] == lay.tile_dims[0]
+        and lay.tile_dims[0] in lay.live_dims
+        and lay.spt[lay.tile_dims[0]] > 1
+    )

@@ -199,17 +199,23 @@ class SharedTile:
 
 @dataclass
 class StagedTile:
-    """A tile already in shared memory, row-major under an operand swizzle, at ``base`` (one
-    stage of a software pipeline's ring of buffers)."""
+    """A tile already in shared memory under an operand swizzle, at ``base`` (one stage of a
+    software pipeline's ring of buffers): row-major, or with ``column_major`` its columns
+    contiguous (a ``dot``'s B operand stored n-major, as 8-bit tensor-core operands need)."""
 
     buffer: L.Buffer
     base: L.Expr
     swizzle: tuple[int, int, int] | None
     shape: tuple[int, int]
     dtype: DType
+    column_major: bool = False
 
     def offset(self, coords: list[L.Expr]) -> L.Expr:
-        within = _swizzled(add(mul(coords[0], c64(self.shape[1])), coords[1]), self.swizzle)
+        row, col = coords
+        row_length = self.shape[1]
+        if self.column_major:
+            row, col, row_length = col, row, self.shape[0]
+        within = _swizzled(add(mul(row, c64(row_length)), col), self.swizzle)
         return add(self.base, within)
 
 

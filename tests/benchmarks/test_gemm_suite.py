@@ -17,7 +17,7 @@ from benchmarks.compare import TEGULA, Buffers, Impl
 from benchmarks.kernels import EXAMPLES
 from benchmarks.schema import Row, SuiteResult, validate
 from benchmarks.suites import SUITE_NAMES, all_suites, cpu, gemm
-from benchmarks.targets import TARGETS, CeilingTarget, check
+from benchmarks.targets import TARGETS, CeilingTarget, PeerTarget, check
 
 H100_L2 = 50 * 2**20
 
@@ -59,15 +59,18 @@ def test_full_run_has_the_agreed_rows() -> None:
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_case_keys_are_unique_and_cover_the_targets(quick: bool) -> None:
-    cases = gemm.square_cases(quick) + gemm.llm_cases(quick)
+    cases = gemm.square_cases(quick) + gemm.w8a8_cases(quick) + gemm.llm_cases(quick)
     keys = [c.case for c in cases] + [gemm.LLM_GEOMEAN_CASE]
     assert len(set(keys)) == len(keys)
     assert len({c.name for c in cases}) == len(cases)
     gemm_targets = [t for t in TARGETS if t.suite == "gemm"]
     assert {t.case for t in gemm_targets} <= set(keys)
-    assert all(isinstance(t, CeilingTarget) and t.ceiling == gemm.CUBLAS and t.fraction == 0.9
-               for t in gemm_targets)
-    assert len(gemm_targets) == 5  # four square rows and the LLM summary
+    ceilings = [t for t in gemm_targets if isinstance(t, CeilingTarget)]
+    assert all(t.ceiling == gemm.CUBLAS and t.fraction == 0.9 for t in ceilings)
+    assert len(ceilings) == 5  # four square rows and the LLM summary
+    (w8a8,) = [t for t in gemm_targets if not isinstance(t, CeilingTarget)]
+    assert isinstance(w8a8, PeerTarget) and w8a8.peer == gemm.CUBLAS_F16
+    assert w8a8.case == "w8a8/square/large" and w8a8.factor == 1 / 1.6
 
 
 def test_quick_runs_only_small_shapes() -> None:
