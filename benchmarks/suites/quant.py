@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from tegula.compiler.checking import load_companion
-from tegula.ir import dtypes
+from tegula.ir import dtypes, lowbit
 from tegula.ir.packing import packed_extent, unpack
 
 from .. import devices
@@ -192,8 +192,9 @@ def _torch_int4(gemv: GemvCase) -> Impl:
     import torch
 
     def bind(b: Buffers) -> Call:
-        codes = unpack(_host_array(b["w"]).view(np.uint8), 4, gemv.n).astype(np.int32)
-        unsigned = torch.from_numpy(np.ascontiguousarray((codes + 8).T)).cuda().to(torch.uint8)
+        codes = unpack(_host_array(b["w"]).view(np.uint8), 4, gemv.n)
+        values = lowbit.decode(codes, dtypes.dtype("i4")).astype(np.int32)  # -8 .. 7
+        unsigned = torch.from_numpy(np.ascontiguousarray((values + 8).T)).cuda().to(torch.uint8)
         packed = torch._convert_weight_to_int4pack(
             (unsigned[:, ::2] << 4 | unsigned[:, 1::2]).contiguous(), 8)
         scales = torch.from_dlpack(b["s"]).to(torch.bfloat16)
