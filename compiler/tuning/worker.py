@@ -49,7 +49,7 @@ def worker_main(conn: Connection, target: str, device_index: int | None) -> None
 
     tgt = resolve_target(target)
     session: _Session | None = None
-    send(conn, {"op": "hello", "device": _device_name(tgt)})
+    send(conn, {"op": "hello", "device": device_name(tgt)})
     while True:
         try:
             message, blob = receive(conn)
@@ -70,7 +70,9 @@ def worker_main(conn: Connection, target: str, device_index: int | None) -> None
                 os._exit(3)  # the CUDA context is poisoned; the tuner starts a fresh worker
 
 
-def _device_name(target: Any) -> str:
+def device_name(target: Any) -> str:
+    """The name records carry for the device measuring on ``target``: the GPU's name and
+    compute capability, or the CPU's description."""
     if target.is_cuda:
         import cupy
 
