@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .database import TuningRecord
-from .features import FEATURE_NAMES
 from .loop import TransferRows, TuningLoop, trials_to_fraction
-from .model import make_model, relative_speed
+from .model import make_model
 from .space import Config, SearchSpace, config_key
 
 
@@ -73,14 +72,8 @@ def replay(
             out.append(r.features if r is not None and r.features else None)
         return out
 
-    rows = TransferRows.empty(len(FEATURE_NAMES))
-    usable = [r for r in transfer if len(r.features) == len(FEATURE_NAMES)]
-    if usable:
-        times = np.asarray([r.time_s if r.ok else np.inf for r in usable])
-        rows = TransferRows(np.asarray([r.features for r in usable]), relative_speed(times),
-                            np.zeros(len(usable), dtype=np.int64))
     loop = TuningLoop(space, make_model(strategy, seed), features_of,
-                      np.random.default_rng(seed), transfer=rows)
+                      np.random.default_rng(seed), transfer=TransferRows.from_records(transfer))
     measured: list[float | None] = []
     while len(measured) < trials:
         batch = loop.next_batch(min(batch_size, trials - len(measured)))

@@ -8,11 +8,14 @@ evaluation (:mod:`evaluate`) replays a table of measured times through the same 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .database import TuningRecord
+from .features import FEATURE_NAMES
 from .model import CostModel, RandomModel, relative_speed
 from .search import propose_batch
 from .space import Config, SearchSpace, config_key
@@ -20,17 +23,66 @@ from .space import Config, SearchSpace, config_key
 FeaturesFn = Callable[[Sequence[Config]], list[tuple[float, ...] | None]]
 
 
+# Tunable params the model sees directly, besides the Loop IR features (more are dropped).
+MAX_KNOBS = 8
+
+
+def knob_features(config: Config) -> tuple[float, ...]:
+    """The config's own values, by param name, as ``MAX_KNOBS`` numbers (zeros pad).
+
+    The Loop IR features describe what a config builds; two configs can build loops that
+    differ only in index arithmetic (`GROUP_M` on a one-row grid) and still run at very
+    different speeds, and only the values themselves tell the model they are not the same
+    point. Numbers enter as log2(1 + |v|) with their sign, so tile sizes are on the scale
+    the IR features use; anything else as a stable code in [0, 1)."""
+    out = []
+    for name in sorted(config)[:MAX_KNOBS]:
+        v = config[name]
+        if isinstance(v, bool | int | float):
+            out.append(float(np.sign(v) * np.log2(1.0 + abs(float(v)))))
+        else:
+            out.append(int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=2).digest(),
+                                      "little") / 65536.0)
+    return tuple(out) + (0.0,) * (MAX_KNOBS - len(out))
+
+
+def model_row(config: Config, features: Sequence[float]) -> tuple[float, ...]:
+    """What the cost model sees of a config: its Loop IR features, then its knob values."""
+    return tuple(features) + knob_features(config)
+
+
 @dataclass(frozen=True)
 class TransferRows:
-    """Measured rows of other workloads: features, relative speeds, a group id per row."""
+    """Measured rows of other workloads: model rows, relative speeds, a group id per row."""
 
     features: np.ndarray
     speed: np.ndarray
     groups: np.ndarray
 
     @classmethod
-    def empty(cls, width: int) -> TransferRows:
+    def empty(cls) -> TransferRows:
+        width = len(FEATURE_NAMES) + MAX_KNOBS
         return cls(np.zeros((0, width)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+    @classmethod
+    def from_records(cls, records: Sequence[TuningRecord], exclude: str | None = None
+                     ) -> TransferRows:
+        """Rows of the records' workloads (but ``exclude``), one query group per workload;
+        records without this feature set's features are left out."""
+        by_workload: dict[str, list[TuningRecord]] = {}
+        for r in records:
+            if r.workload != exclude and len(r.features) == len(FEATURE_NAMES):
+                by_workload.setdefault(r.workload, []).append(r)
+        feats: list[tuple[float, ...]] = []
+        speeds, groups = [], []
+        for gid, rows in enumerate(by_workload.values()):
+            times = np.asarray([r.time_s if r.ok else np.inf for r in rows], dtype=np.float64)
+            feats += [model_row(r.config, r.features) for r in rows]
+            speeds.append(relative_speed(times))
+            groups.append(np.full(len(rows), gid, dtype=np.int64))
+        if not feats:
+            return cls.empty()
+        return cls(np.asarray(feats), np.concatenate(speeds), np.concatenate(groups))
 
 
 class TuningLoop:
@@ -74,7 +126,8 @@ class TuningLoop:
 
     def _fit(self) -> None:
         keys = [k for k in self.measured if k in self.features]
-        parts_x = [np.asarray([self.features[k] for k in keys], dtype=np.float64)]
+        parts_x = [np.asarray([model_row(self.configs[k], self.features[k]) for k in keys],
+                              dtype=np.float64)]
         parts_y = [relative_speed(np.asarray([self.measured[k] for k in keys]))]
         parts_g = [np.full(len(keys), -1, dtype=np.int64)]
         if self.transfer is not None and len(self.transfer.speed):
@@ -94,7 +147,8 @@ class TuningLoop:
         out = np.full(len(configs), -np.inf)
         rows = [i for i, f in enumerate(feats) if f is not None]
         if rows:
-            out[rows] = self.model.predict(np.asarray([feats[i] for i in rows]))
+            x = np.asarray([model_row(configs[i], feats[i]) for i in rows])  # type: ignore[arg-type]
+            out[rows] = self.model.predict(x)
         return out
 
     def next_batch(self, size: int) -> list[Config]:

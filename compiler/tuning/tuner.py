@@ -25,10 +25,9 @@ from tegula.compiler.parser import parse
 from tegula.compiler.targets import resolve_target
 
 from .database import TuningDatabase, TuningRecord
-from .features import FEATURE_NAMES
 from .loop import TransferRows, TuningLoop, trials_to_fraction
 from .measure import Measurement, Measurer, Workload
-from .model import make_model, relative_speed
+from .model import make_model
 from .space import Config, SearchSpace, config_key
 
 log = logging.getLogger("tegula.tuning")
@@ -174,9 +173,10 @@ class _Run:
         prior = [r for r in mine if r.compiler == compiler]
         # This workload's records, of any compiler, are never "another workload" to learn from.
         workload_of = mine[0].workload if mine else None
-        rows = TransferRows.empty(len(FEATURE_NAMES))
+        rows = TransferRows.empty()
         if transfer:
-            rows = _transfer_rows(db.for_transfer(workload_of or "", target), workload_of)
+            rows = TransferRows.from_records(db.for_transfer(workload_of or "", target),
+                                             exclude=workload_of)
         self.loop = TuningLoop(space, make_model(model, seed), self._features, rng,
                                epsilon=epsilon, transfer=rows)
         for r in prior:  # measured before: kept, not measured again
@@ -251,22 +251,6 @@ class _Run:
             trials_to_95=trials_to_fraction(self.times, run_best) if run_best else None,
             space_size=self.space.size, pruned=tuple(self.pruned), checked=checked,
         )
-
-
-def _transfer_rows(records: list[TuningRecord], exclude: str | None) -> TransferRows:
-    by_workload: dict[str, list[TuningRecord]] = {}
-    for r in records:
-        if r.workload != exclude and len(r.features) == len(FEATURE_NAMES):
-            by_workload.setdefault(r.workload, []).append(r)
-    feats, speeds, groups = [], [], []
-    for gid, rows in enumerate(by_workload.values()):
-        times = np.asarray([r.time_s if r.ok else np.inf for r in rows], dtype=np.float64)
-        feats += [r.features for r in rows]
-        speeds.append(relative_speed(times))
-        groups.append(np.full(len(rows), gid, dtype=np.int64))
-    if not feats:
-        return TransferRows.empty(len(FEATURE_NAMES))
-    return TransferRows(np.asarray(feats), np.concatenate(speeds), np.concatenate(groups))
 
 
 class _progress:

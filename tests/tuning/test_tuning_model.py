@@ -3,6 +3,7 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
+import pytest
 from tegula.compiler.tuning.database import TuningRecord
 from tegula.compiler.tuning.evaluate import evaluate, replay, space_from_records
 from tegula.compiler.tuning.features import FEATURE_NAMES
@@ -92,3 +93,21 @@ def test_a_nearly_exhausted_large_space_still_yields_its_last_points() -> None:
     assert sorted(map(config_key, batch)) == sorted(map(config_key, left))
     assert propose_batch(space, lambda cs: rng.random(len(cs)), set(map(config_key, every)),
                          8, rng) == []
+
+
+def test_knob_values_reach_the_model_beside_the_ir_features() -> None:
+    """Two configs with equal Loop IR features (GROUP_M on a one-row grid) are still
+    different points to the model; rows keep one width whatever the kernel's params."""
+    from tegula.compiler.tuning.loop import MAX_KNOBS, knob_features, model_row
+
+    ir = (1.0, 2.0, 3.0)
+    a = model_row({"BM": 16, "GROUP_M": 1}, ir)
+    b = model_row({"BM": 16, "GROUP_M": 8}, ir)
+    assert a[:3] == b[:3] == ir and a != b
+    assert len(a) == len(ir) + MAX_KNOBS
+    assert knob_features({"GROUP_M": 8, "BM": 16}) == knob_features({"BM": 16, "GROUP_M": 8})
+    assert knob_features({"BM": 16})[0] == pytest.approx(np.log2(17))
+    many = {f"P{i:02d}": i for i in range(2 * MAX_KNOBS)}
+    assert len(knob_features(many)) == MAX_KNOBS
+    layout = knob_features({"LAYOUT": "row"})[0]
+    assert 0 <= layout < 1 and layout == knob_features({"LAYOUT": "row"})[0]
