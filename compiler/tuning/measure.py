@@ -17,6 +17,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -53,6 +54,17 @@ class Measurement:
     message: str = ""
     features: tuple[float, ...] = ()
     device: str = ""
+
+
+class BuildProcessesDie(RuntimeError):
+    """Build processes die whatever they are given: the tuning run cannot go on, and
+    recording each config as a compile error would be false."""
+
+
+# Builds whose process dies, each again when retried alone in a fresh pool, with no build
+# finishing in between, before the run stops: one config can kill its compiler process (a
+# crash that is its own), several in a row mean the processes cannot start.
+DEATHS_BEFORE_GIVING_UP = 3
 
 
 class WorkerDied(RuntimeError):
@@ -200,6 +212,7 @@ class Measurer:
         self.parallel = max(1, parallel or (mp.cpu_count() or 1))
         self._executor_kind = executor
         self._pool: cf.Executor = make_executor(executor, self.parallel)
+        self._deaths_in_a_row = 0
         if devices is None:
             devices = _all_devices(workload.target)
         reference = None
@@ -240,19 +253,44 @@ class Measurer:
                          emit_binary) for c in configs]
 
     def _build(self, configs: Sequence[Config], *, emit_binary: bool) -> list[BuildOutcome]:
-        futures = [self._pool.submit(build_candidate, j) for j in self._jobs(configs,
-                                                                              emit_binary)]
-        return [self._result(f) for f in futures]
+        jobs = self._jobs(configs, emit_binary)
+        futures = [self._pool.submit(build_candidate, j) for j in jobs]
+        return [self._result(f, j) for f, j in zip(futures, jobs, strict=True)]
 
-    def _result(self, future: cf.Future[BuildOutcome]) -> BuildOutcome:
+    def _result(self, future: cf.Future[BuildOutcome], job: BuildJob) -> BuildOutcome:
+        """The build's outcome. When its process died (the pool breaks, and every build
+        still in it fails with it), the build is tried again alone in a fresh pool: only
+        a config that kills that one too is recorded as a compile error, and
+        DEATHS_BEFORE_GIVING_UP such deaths in a row raise BuildProcessesDie."""
         try:
-            return future.result()
-        except cf.process.BrokenProcessPool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = make_executor(self._executor_kind, self.parallel)
-            return BuildOutcome("compile_error", "the compiler process died")
+            outcome = future.result()
+        except BrokenProcessPool:
+            return self._retry_alone(job)
         except Exception as exc:
             return BuildOutcome("compile_error", f"{type(exc).__name__}: {exc}")
+        self._deaths_in_a_row = 0
+        return outcome
+
+    def _retry_alone(self, job: BuildJob) -> BuildOutcome:
+        self._restart_pool()
+        try:
+            outcome = self._pool.submit(build_candidate, job).result()
+            self._deaths_in_a_row = 0
+            return outcome
+        except BrokenProcessPool:
+            self._restart_pool()
+            self._deaths_in_a_row += 1
+            if self._deaths_in_a_row >= DEATHS_BEFORE_GIVING_UP:
+                raise BuildProcessesDie(
+                    f"{self._deaths_in_a_row} builds in a row killed their process, each "
+                    "again when retried alone; the build processes cannot run (a script "
+                    "that tunes must guard its entry point with `if __name__ == "
+                    "'__main__':`, since they are spawned and import it)") from None
+            return BuildOutcome("compile_error", "the compiler process died (twice)")
+
+    def _restart_pool(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = make_executor(self._executor_kind, self.parallel)
 
     def analyze(self, configs: Sequence[Config]) -> list[BuildOutcome]:
         """Lower each config (no code generation): its features, or why it cannot run."""
@@ -262,10 +300,8 @@ class Measurer:
 
     def measure(self, configs: Sequence[Config]) -> list[Measurement]:
         """Build and time ``configs``; one :class:`Measurement` each, in order."""
-        futures = {
-            self._pool.submit(build_candidate, job): i
-            for i, job in enumerate(self._jobs(configs, emit_binary=True))
-        }
+        jobs = self._jobs(configs, emit_binary=True)
+        futures = {self._pool.submit(build_candidate, job): i for i, job in enumerate(jobs)}
         results: list[Measurement | None] = [None] * len(configs)
         ready: deque[tuple[int, BuildOutcome]] = deque()
         pending = set(futures)
@@ -273,7 +309,7 @@ class Measurer:
             done = {f for f in pending if f.done()}
             for f in done:
                 slot = futures[f]
-                build = self._result(f)
+                build = self._result(f, jobs[slot])
                 if build.ok:
                     ready.append((slot, build))
                 else:
