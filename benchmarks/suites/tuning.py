@@ -10,8 +10,10 @@ measuring a space takes about a second a config on an H200 host, and a run that 
 keeps what it measured (the next run measures only the rest);
 each row reports the median trials to 95% of the best (lower is better), the model under
 `tegula` and random search as the peer `random search`. Records carry the digest of the
-compiler that built them: a space counts only the configs this compiler measured, and a
-space not yet complete is reported as such, not replayed. Replays need no GPU. A second row
+compiler that built them and the identity of what the config built to (generated code,
+launch spec, target): a space counts the configs this compiler measured and those an older
+compiler measured that this one still builds to the same code (recomputed on the CPU), and
+a space not yet complete is reported as such, not replayed. Replays need no GPU. A second row
 per workload warm-starts the model from the other workload's records (transfer).
 """
 
@@ -47,6 +49,8 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
     from tegula.compiler.fingerprint import compiler_source_digest
     from tegula.compiler.targets import resolve_target
     from tegula.compiler.tuning.database import TuningDatabase
+    from tegula.compiler.tuning.executors import make_executor
+    from tegula.compiler.tuning.revalidate import current_records
     from tegula.compiler.tuning.space import SearchSpace
     from tegula.compiler.tuning.tuner import load_kernel, tune
     from tegula.compiler.tuning.worker import device_name
@@ -59,12 +63,20 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
     # device that measured most of this compiler's records (times from two GPUs do not mix).
     here = device_name(resolve_target("cuda")) if measure else None
 
-    def records() -> list:
+    def stored() -> list:
         if not path.exists():
             return []
-        mine = [r for r in TuningDatabase(path).records()
-                if r.kernel_hash == src.kernel_hash and r.shapes == shapes
-                and r.compiler == compiler]
+        return [r for r in TuningDatabase(path).records()
+                if r.kernel_hash == src.kernel_hash and r.shapes == shapes]
+
+    # Older compilers' records count where this compiler builds their configs to the same
+    # code (checked once, on the CPU); new measurements are this compiler's own.
+    older = [r for r in stored() if r.compiler != compiler]
+    with make_executor("process", os.cpu_count() or 1) as pool:
+        still_valid = current_records(older, src.text, src.filename, pool) if older else []
+
+    def records() -> list:
+        mine = [r for r in stored() if r.compiler == compiler] + still_valid
         device = here or max({r.device for r in mine}, default=None,
                              key=[r.device for r in mine].count)
         return [r for r in mine if r.device == device]
@@ -123,8 +135,8 @@ def run(settings: Settings, quick: bool) -> list[Row]:
         label = "square" if index == 0 else "decode"
         measured = len({r.config_key for r in records})
         if measured < COVERAGE * size:  # a partial space would overstate how good search is
-            note = (f"ground truth incomplete: {measured} of {size} configs measured by this "
-                    "compiler (the suite measures the rest on a GPU)")
+            note = (f"ground truth incomplete: {measured} of {size} configs have measurements "
+                    "that hold for this compiler (the suite measures the rest on a GPU)")
             rows += [_missing(f"gemm_f16 {name}: {size} configs", f"tuning/{label}", note),
                      _missing(f"gemm_f16 {name}: {size} configs, transfer",
                               f"tuning/{label}/transfer", note)]

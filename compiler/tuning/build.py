@@ -9,6 +9,7 @@ worker loads.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +42,23 @@ class BuildOutcome:
     features: tuple[float, ...] = ()
     binary: bytes | None = None
     spec_json: str | None = None
+    identity: str = ""  # build_identity's digest, where the build got that far
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+def identity_digest(*parts: str) -> str:
+    """What a config builds to, as a digest: the generated code with its launch spec and
+    target, or why it could not be built. Two compilers that build a config alike give it
+    the same identity, so a measurement stays valid across compiler changes that do not
+    touch the code it timed."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 _PROGRAMS: dict[str, Program] = {}  # parsed sources of this process, by text hash
@@ -58,30 +72,50 @@ def _program(source_text: str, filename: str) -> Program:
     return program
 
 
+def _failure(status: str, message: str, features: tuple[float, ...] = ()) -> BuildOutcome:
+    return BuildOutcome(status, message, features, identity=identity_digest(status, message))
+
+
 def build_candidate(job: BuildJob) -> BuildOutcome:
     """Lower (and unless told otherwise, compile) one config; never raises for a bad one."""
+    return _build(job, binary=job.emit_binary)
+
+
+def build_identity(job: BuildJob) -> str:
+    """The identity (:func:`identity_digest`) the config of ``job`` builds to with this
+    compiler: generated code, no binary (what re-validating stored measurements needs)."""
+    return _build(job, binary=False, code=True).identity
+
+
+def _build(job: BuildJob, *, binary: bool, code: bool | None = None) -> BuildOutcome:
+    code = binary if code is None else code
     target = resolve_target(job.target)
     try:
-        program = _program(job.source_text, job.filename)
+        # By the file's name alone: the generated code names it, and its identity must not
+        # depend on where a checkout lies.
+        program = _program(job.source_text, os.path.basename(job.filename))
         tile = build_tile_kernel(program, job.kernel, job.constants, job.shapes,
                                  target.constants())
         # A point that is only scored skips the verifier after each pass (about a sixth of
         # its lowering time); every point that is built to be timed is verified.
-        loop, _ = lower_kernel(tile, target, verify=job.emit_binary)
+        loop, _ = lower_kernel(tile, target, verify=binary)
     except DSLError as exc:
-        return BuildOutcome("compile_error", str(exc))
+        return _failure("compile_error", str(exc))
     except Exception as exc:  # a compiler bug a config provokes is that config's failure
-        return BuildOutcome("compile_error", f"{type(exc).__name__}: {exc}")
+        return _failure("compile_error", f"{type(exc).__name__}: {exc}")
     reason = legality(loop, target)
     if reason is not None:
-        return BuildOutcome("illegal", reason)
+        return _failure("illegal", reason)
     features = extract_features(loop, job.shapes, target)
-    if not job.emit_binary:
+    if not code:
         return BuildOutcome("ok", features=features)
     try:
-        code = generate_code(loop, target)
-        binary, log = build_binary(code, job.kernel, target)
-        spec = kernel_spec(tile, loop, target)
+        source = generate_code(loop, target)
+        spec = kernel_spec(tile, loop, target).to_json()
+        identity = identity_digest(str(target), spec, source)
+        if not binary:
+            return BuildOutcome("ok", features=features, spec_json=spec, identity=identity)
+        cubin, log = build_binary(source, job.kernel, target)
     except Exception as exc:
-        return BuildOutcome("compile_error", f"{type(exc).__name__}: {exc}", features)
-    return BuildOutcome("ok", log, features, binary, spec.to_json())
+        return _failure("compile_error", f"{type(exc).__name__}: {exc}", features)
+    return BuildOutcome("ok", log, features, cubin, spec, identity)

@@ -65,6 +65,7 @@ class TuningRecord:
     message: str = ""
     version: str = VERSION
     compiler: str = ""  # compiler_source_digest() of the compiler that built the config
+    build: str = ""  # what the config built to (build.identity_digest); "" if unknown
     timestamp: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -116,6 +117,7 @@ class TuningRecord:
                 message=_typed(data.get("message", ""), str),
                 version=_typed(data["version"], str),
                 compiler=_typed(data.get("compiler", ""), str),
+                build=_typed(data.get("build", ""), str),
                 timestamp=float(data["timestamp"]),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -54,6 +54,7 @@ class Measurement:
     message: str = ""
     features: tuple[float, ...] = ()
     device: str = ""
+    build: str = ""  # the build's identity (build.identity_digest), where it got that far
 
 
 class BuildProcessesDie(RuntimeError):
@@ -149,11 +150,13 @@ class DeviceWorker:
             self.process.join(5)
             reason = self.death_reason()
             self.kill()
-            return Measurement(config, "crash", None, reason, build.features, self.device)
+            return Measurement(config, "crash", None, reason, build.features, self.device,
+                               build.identity)
         if answer.get("fatal"):
             self.kill()
         return Measurement(config, answer["status"], answer.get("time_s"),
-                           answer.get("message", ""), build.features, self.device)
+                           answer.get("message", ""), build.features, self.device,
+                           build.identity)
 
     def expire(self) -> Measurement:
         assert self.job is not None
@@ -161,7 +164,7 @@ class DeviceWorker:
         self.job = None
         self.kill()
         return Measurement(config, "timeout", None, "no result within the time limit",
-                           build.features, self.device)
+                           build.features, self.device, build.identity)
 
     def death_reason(self) -> str:
         code = self.process.exitcode if self.process is not None else None
@@ -235,6 +238,11 @@ class Measurer:
         for w in self.workers:
             w.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def pool(self) -> cf.Executor:
+        """The build pool (for other build work of this run, such as revalidation)."""
+        return self._pool
 
     @property
     def device(self) -> str:
@@ -314,7 +322,8 @@ class Measurer:
                     ready.append((slot, build))
                 else:
                     results[slot] = Measurement(configs[slot], build.status, None,
-                                                build.message, build.features)
+                                                build.message, build.features,
+                                                build=build.identity)
             pending -= done
             for w in self.workers:
                 if w.job is None and ready:
@@ -323,7 +332,7 @@ class Measurer:
                         w.submit(slot, configs[slot], build, self.timeout_s)
                     except WorkerDied as exc:
                         results[slot] = Measurement(configs[slot], "crash", None, str(exc),
-                                                    build.features)
+                                                    build.features, build=build.identity)
             busy = [w for w in self.workers if w.job is not None]
             if not busy:
                 if pending:

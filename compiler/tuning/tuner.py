@@ -28,6 +28,7 @@ from .database import TuningDatabase, TuningRecord
 from .loop import TransferRows, TuningLoop, trials_to_fraction
 from .measure import Measurement, Measurer, Workload
 from .model import make_model
+from .revalidate import current_records
 from .space import Config, SearchSpace, config_key
 
 log = logging.getLogger("tegula.tuning")
@@ -167,10 +168,10 @@ class _Run:
         self.trials = 0
         mine = [r for r in db.for_kernel(src.kernel_hash)
                 if r.shapes == shapes and r.target == target and r.dtypes == src.dtypes]
-        # Configs this compiler measured for this workload are not measured again; what an
-        # older compiler measured is stale (its code may differ) and is measured afresh.
-        compiler = compiler_source_digest()
-        prior = [r for r in mine if r.compiler == compiler]
+        # Configs measured for this workload are not measured again where the measurement
+        # holds: made by this compiler, or by one that built the config to the same code
+        # (revalidate); the rest are stale and measured afresh.
+        prior = current_records(mine, src.text, src.filename, measurer.pool)
         # This workload's records, of any compiler, are never "another workload" to learn from.
         workload_of = mine[0].workload if mine else None
         rows = TransferRows.empty()
@@ -191,14 +192,13 @@ class _Run:
             failed = []
             for c, out in zip(todo, outcomes, strict=True):
                 self.analysis[config_key(c)] = out.features if out.ok else None
+                if out.status in ("compile_error", "illegal"):
+                    failed.append(Measurement(self.space.complete(c), out.status, None,
+                                              out.message, build=out.identity))
                 if out.status == "compile_error":
-                    failed.append(Measurement(self.space.complete(c), "compile_error", None,
-                                              out.message))
                     self.loop.observe(c, None)
                 elif out.status == "illegal":
                     self.pruned.append(f"{config_key(c)}: {out.message}")
-                    failed.append(Measurement(self.space.complete(c), "illegal", None,
-                                              out.message))
             self._write(failed, count=False)
         return [self.analysis[config_key(c)] for c in configs]
 
@@ -220,7 +220,7 @@ class _Run:
                 device=m.device or self.measurer.device, config=dict(m.config),
                 status=m.status, time_s=m.time_s if m.status == "ok" else None,
                 features=m.features, message=m.message[:2000],
-                compiler=compiler_source_digest(),
+                compiler=compiler_source_digest(), build=m.build,
             )
             for m in measurements
         ]

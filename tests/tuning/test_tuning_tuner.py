@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tegula.compiler.fingerprint import compiler_source_digest
@@ -55,14 +56,23 @@ def test_model_guided_tuning_of_an_example_with_its_companion(tmp_path: Path) ->
                  parallel=1, progress=False, seed=1)
     assert again.records == ()
     assert again.best_config == result.best_config
-    # What another compiler measured is stale: measured afresh, and by this compiler.
-    stale = [dataclasses.replace(r, compiler="0" * 16) for r in TuningDatabase(db).records()]
-    db.unlink()
-    TuningDatabase(db).append(stale)
-    fresh = tune(path, "vector_add", {"N": 20000}, trials=3, target="cpu", db=db,
-                 parallel=1, progress=False, seed=1)
-    assert len(fresh.records) == 3
-    assert {r.compiler for r in fresh.records} == {compiler_source_digest()}
+    measured = list(TuningDatabase(db).records())
+    assert all(r.build for r in measured)  # each record says what its config built to
+
+    def rerun_on(records: list) -> Any:
+        db.unlink()
+        TuningDatabase(db).append(records)
+        return tune(path, "vector_add", {"N": 20000}, trials=3, target="cpu", db=db,
+                    parallel=1, progress=False, seed=1)
+
+    # Another compiler's measurements hold where this one builds the same code...
+    assert rerun_on([dataclasses.replace(r, compiler="0" * 16) for r in measured]).records == ()
+    # ...and are measured afresh, by this compiler, where the code differs or is unknown.
+    for build in ("0" * 16, ""):
+        stale = [dataclasses.replace(r, compiler="0" * 16, build=build) for r in measured]
+        fresh = rerun_on(stale)
+        assert len(fresh.records) == 3
+        assert {r.compiler for r in fresh.records} == {compiler_source_digest()}
 
 
 def test_bad_shapes_are_reported_by_name() -> None:
