@@ -382,8 +382,10 @@ class GlobalMemory(LoweringBase):
     def stage_bytes(
         self, tensor: Tensor, start: L.Expr, count: int, staged: L.Buffer, slot: L.Expr
     ) -> None:
-        """Copy the ``count`` bytes at ``start`` to ``staged[slot:]``: in one access where
-        ``count`` is a vector width and ``start`` is aligned to it, else byte by byte."""
+        """Copy the ``count`` bytes at ``start`` to ``staged[slot:]``: in accesses of the
+        largest vector width that divides ``count`` (one access where ``count`` is a width;
+        five 2-byte ones for the 10 bytes of sixteen 5-bit codes) where ``start`` is aligned
+        to it, else byte by byte."""
 
         def bytewise() -> None:
             for i in range(count):
@@ -391,11 +393,17 @@ class GlobalMemory(LoweringBase):
                     L.Store(staged, add(slot, c64(i)), L.Load(tensor.buffer, add(start, c64(i))))
                 )
 
-        if count not in (1, 2, 4, 8, 16):
+        width = math.gcd(count, 16)
+        if width == 1:
             bytewise()
             return
-        aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, start, c64(count)), c64(0))
-        vector = L.Copy(staged, slot, tensor.buffer, start, count, aligned=True)
+        aligned = L.Binary(BIN.EQ, L.Binary(BIN.MOD, start, c64(width)), c64(0))
+        self.nest()
+        for i in range(0, count, width):
+            at = c64(i)
+            self.emit(L.Copy(staged, add(slot, at), tensor.buffer, add(start, at), width,
+                             aligned=True))
+        vector = self.unnest()
         self.nest()
         bytewise()
         self.emit(L.If(aligned, vector, self.unnest()))
