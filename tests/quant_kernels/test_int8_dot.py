@@ -15,33 +15,22 @@ import tegula as tg
 
 # B stored [K, N] (loaded k-major: its registers are turned n-major on the way to shared
 # memory) and [N, K] (a linear layer's layout, transposed in registers: already n-major).
-SOURCE = """
-kernel dot_kn(a: i8[M, K], b: i8[K, N], c: i32[M, N])
+KERNEL = """
+kernel {name}(a: i8[M, K], b: i8[{b_dims}], c: i32[M, N])
     params BM = 64, BN = 64, BK = 64, STAGES = 2
     grid (cdiv(M, BM), cdiv(N, BN)) warps 4
-{
+{{
     i = bid.x * BM
     j = bid.y * BN
     acc = zeros(i32, [BM, BN])
-    for k in pipeline(0, K, BK, stages=STAGES) {
-        acc = dot(load(a[i : +BM, k : +BK]), load(b[k : +BK, j : +BN]), acc)
-    }
+    for k in pipeline(0, K, BK, stages=STAGES) {{
+        acc = dot(load(a[i : +BM, k : +BK]), {b_tile}, acc)
+    }}
     store(c[i : +BM, j : +BN], acc)
-}
-
-kernel dot_nk(a: i8[M, K], b: i8[N, K], c: i32[M, N])
-    params BM = 64, BN = 64, BK = 64, STAGES = 2
-    grid (cdiv(M, BM), cdiv(N, BN)) warps 4
-{
-    i = bid.x * BM
-    j = bid.y * BN
-    acc = zeros(i32, [BM, BN])
-    for k in pipeline(0, K, BK, stages=STAGES) {
-        acc = dot(load(a[i : +BM, k : +BK]), transpose(load(b[j : +BN, k : +BK])), acc)
-    }
-    store(c[i : +BM, j : +BN], acc)
-}
+}}
 """
+SOURCE = KERNEL.format(name="dot_kn", b_dims="K, N", b_tile="load(b[k : +BK, j : +BN])") + \
+    KERNEL.format(name="dot_nk", b_dims="N, K", b_tile="transpose(load(b[j : +BN, k : +BK]))")
 
 # Multiples of the tiles, and ragged shapes (masked edges, a partial k slab).
 SHAPES = [(128, 64, 192), (77, 45, 100)]
