@@ -190,8 +190,8 @@ class Select(Expr):
 
 
 @dataclass(frozen=True)
-class Cast(Expr):
-    """Value conversion (float↔int rounds toward zero, narrowing floats round to nearest)."""
+class Conversion(Expr):
+    """An expression of ``type`` made from ``operand`` (the kind says how)."""
 
     type: DType
     operand: Expr
@@ -205,20 +205,15 @@ class Cast(Expr):
 
 
 @dataclass(frozen=True)
-class Bitcast(Expr):
+class Cast(Conversion):
+    """Value conversion (float↔int rounds toward zero, narrowing floats round to nearest)."""
+
+
+@dataclass(frozen=True)
+class Bitcast(Conversion):
     """The bits of ``operand`` read as ``type``, a number type of the same width (no
     conversion): how exact bit-level decodings (an integer code ORed into a float's
     mantissa) reach a float without a conversion instruction."""
-
-    type: DType
-    operand: Expr
-
-    @property
-    def dtype(self) -> DType:
-        return self.type
-
-    def children(self) -> tuple[Expr, ...]:
-        return (self.operand,)
 
 
 @dataclass(frozen=True)
