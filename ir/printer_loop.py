@@ -18,6 +18,8 @@ operator spellings are C's); ``//`` and ``%`` are floor division and modulo.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from .loop import (
     Address,
     Asm,
@@ -81,6 +83,11 @@ _ATOM = 16
 _PREFIX = {UnaryOp.NEG: "-", UnaryOp.NOT: "!", UnaryOp.BITNOT: "~"}
 
 
+# The integer type whose constants print bare: the kernel's index type while a kernel prints
+# (i32 after narrow-indices), i64 otherwise; other types' constants print as `i32(4)`.
+_BARE_INT: ContextVar[str] = ContextVar("bare_int", default="i64")
+
+
 def format_expr(e: Expr) -> str:
     """One expression in the pseudo-code syntax."""
     return _expr(e)[0]
@@ -93,7 +100,7 @@ def _expr(e: Expr) -> tuple[str, int]:
             if dt.is_bool:
                 return ("true" if value else "false"), _ATOM
             text = repr(float(value)) if dt.is_float else str(value)
-            if dt.name not in ("i64", "f32", "bool"):
+            if dt.name not in (_BARE_INT.get(), "f32", "bool"):
                 text = f"{dt}({text})"  # the common types go unmarked
                 return text, _ATOM
             return text, (_UNARY_PRECEDENCE if text.startswith("-") else _ATOM)
@@ -145,7 +152,17 @@ def format_buffer(buf: Buffer) -> str:
 
 
 def print_loop_kernel(k: LoopKernel) -> str:
-    """The whole kernel: header, then the body indented."""
+    """The whole kernel: header, then the body indented. Integer constants of the kernel's
+    index type print bare (the header says which type that is when it is not i64)."""
+    grid = ", ".join(format_expr(g) for g in k.grid)  # host arithmetic: always i64
+    token = _BARE_INT.set(f"i{k.index_bits}")
+    try:
+        return _print_kernel(k, grid)
+    finally:
+        _BARE_INT.reset(token)
+
+
+def _print_kernel(k: LoopKernel, grid: str) -> str:
     params = ", ".join(
         format_buffer(p.buffer) if p.buffer is not None else f"{p.name}: {p.var.dtype}"  # type: ignore[union-attr]
         for p in k.params
@@ -155,8 +172,9 @@ def print_loop_kernel(k: LoopKernel) -> str:
         lines.append(f"{INDENT}# from {k.source_name}")
     if k.symbols:
         lines.append(f"{INDENT}symbols {', '.join(s.name for s in k.symbols)}")
-    grid = ", ".join(format_expr(g) for g in k.grid)
     lines.append(f"{INDENT}grid ({grid})  threads {k.block_threads}  smem {k.smem_bytes} bytes")
+    if k.index_bits != 64:
+        lines.append(f"{INDENT}indices i{k.index_bits}")
     lines.extend(f"{INDENT}buffer {format_buffer(b)}" for b in k.buffers)
     lines.extend(f"{INDENT}# note: {note}" for note in k.notes)
     lines.append("{")

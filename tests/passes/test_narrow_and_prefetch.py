@@ -62,6 +62,18 @@ def test_cuda_kernels_index_in_32_bits_and_cpu_kernels_in_64() -> None:
     assert cpu.index_bits == 64 and 64 in widths(cpu)
 
 
+def test_a_32_bit_kernel_prints_its_index_constants_bare() -> None:
+    from tegula.ir.printer_loop import format_expr, print_loop_kernel
+
+    cuda = lowered(SCALE.format(dt="f32"), "scale", cuda_target("sm_90a"))
+    text = print_loop_kernel(cuda)
+    assert "    indices i32\n" in text and "i32(256)" not in text and " * 256" in text
+    assert "grid ((N + 255) // 256, 1, 1)" in text  # host arithmetic stays i64, bare
+    assert format_expr(L.Const(256, L.i32)) == "i32(256)"  # outside a kernel: marked
+    assert "indices" not in print_loop_kernel(lowered(SCALE.format(dt="f32"), "scale",
+                                                      cpu_target()))
+
+
 @pytest.mark.parametrize("why", ["i64 data", "asked for 64"])
 def test_kernels_keep_64_bits_when_narrowing_could_change_them(why: str) -> None:
     source = SCALE.format(dt="i64" if why == "i64 data" else "f32")
