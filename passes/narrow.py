@@ -90,7 +90,9 @@ def _narrow(node: object, symbols: dict[str, L.Var]) -> object:
                 raise _DoesNotFit
             return L.Const(value, i32)
         case L.Cast(type=dt, operand=x) if dt is i64:
-            return L.Cast(i32, _narrow(x, symbols))  # type: ignore[arg-type]
+            inner = _narrow(x, symbols)
+            # A widening of an i32 value becomes no conversion at all.
+            return inner if inner.dtype is i32 else L.Cast(i32, inner)  # type: ignore[attr-defined]
         case L.Buffer(dtype=dt) if dt is i64:
             return dataclasses.replace(node, dtype=i32)
         case tuple():
