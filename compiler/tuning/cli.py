@@ -31,6 +31,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     tune.add_argument("--db", type=Path, default=None,
                       help="the tuning database (default: tuning.jsonl in the cache folder)")
     tune.add_argument("--parallel", type=int, default=None, help="build processes")
+    tune.add_argument("--executor", choices=("process", "ray"), default="process",
+                      help="where builds run: local processes, or Ray tasks (a cluster, with "
+                           "tegula[ray]); timing stays on this host's GPUs")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--strategy", choices=("gbdt", "random"), default="gbdt",
                       help="model-guided search (gbdt) or blind random search")
@@ -66,7 +69,8 @@ def run_tune(args: argparse.Namespace) -> int:
         kernel = names[0]
     load_kernel(args.file, kernel)  # a missing kernel is reported before any process starts
     result = tune(args.file, kernel, _shapes(args.shape), args.trials, args.target, args.db,
-                  args.parallel, args.seed, True, args.strategy, timeout_s=args.timeout)
+                  args.parallel, args.seed, True, args.strategy, timeout_s=args.timeout,
+                  executor=args.executor)
     table = Table(title=f"tegula tune {kernel} on {result.target} ({result.device})")
     for col in ("config", "status", "time (ms)", "note"):
         table.add_column(col, justify="right" if col.startswith("time") else "left")

@@ -46,6 +46,6 @@ def make_executor(kind: str, workers: int) -> cf.Executor:
         return cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     if kind == "ray":
         if not ray_available():
-            raise RuntimeError("the ray executor needs Ray: pip install 'ray[default]'")
+            raise RuntimeError("the ray executor needs Ray: pip install 'tegula[ray]'")
         return RayExecutor()
     raise ValueError(f"unknown executor {kind!r}; expected 'process' or 'ray'")

@@ -108,3 +108,12 @@ def test_ray_executor_builds(tmp_path: Path) -> None:
     result = tune(ROWSUM, "rowsum", {"M": 16, "N": 100}, trials=2, target="cpu",
                   db=tmp_path / "db.jsonl", progress=False, model="random", executor="ray")
     assert [r.status for r in result.records] == ["ok", "ok"]
+    # The command line reaches the same executor.
+    parser = argparse.ArgumentParser(prog="tegula")
+    add_tune_parser(parser.add_subparsers())
+    kernel = tmp_path / "rowsum.tg"
+    kernel.write_text(ROWSUM)
+    args = parser.parse_args(["tune", str(kernel), "--shape", "M=16", "--shape", "N=100",
+                              "--trials", "2", "--target", "cpu", "--db", str(tmp_path / "c.jsonl"),
+                              "--strategy", "random", "--executor", "ray"])
+    assert args.fn(args) == 0
