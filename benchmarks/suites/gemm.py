@@ -44,6 +44,7 @@ from ..checks import array_module, compare, poison, random_array
 from ..compare import TEGULA, Buffers, Impl, Timer, failure_reason, gpu_timer
 from ..harness import Call, Capture, Settings, buffer_sets_needed
 from ..kernels import EXAMPLES
+from ..kernels import tegula_impl as example_impl
 from ..peers import torch_cuda, triton_kernels
 from ..report import summary_line
 from ..schema import Row
@@ -476,16 +477,6 @@ def measure_w8a8_case(case: GemmCase, timer: Timer) -> Row:
     exact = cp.matmul(a.astype(cp.float32), w.T.astype(cp.float32))
     reference = exact * sa[:, None] * sw[None, :]
 
-    def tegula_bind(b: Buffers) -> Call:
-        compiled = _tegula_quant_gemm("quant_gemm_w8a8")
-        args = [b[name] for name in ("a", "w", "sa", "sw", "c")]
-
-        def call() -> Any:
-            compiled(*args)
-            return b["c"]
-
-        return call
-
     def cublas_bind(b: Buffers) -> Call:
         out = cp.empty((m, n), dtype=cp.float16)
 
@@ -495,19 +486,13 @@ def measure_w8a8_case(case: GemmCase, timer: Timer) -> Row:
 
         return call
 
-    impls = {TEGULA: Impl(tegula_bind, "cupy", destination=True),
+    impls = {TEGULA: example_impl("cuda", "quant_gemm.tg", "quant_gemm_w8a8",
+                                  ("a", "w", "sa", "sw", "c"), "c"),
              CUBLAS_F16: Impl(cublas_bind, "cupy")}
     return measure_gemm(case, [buffers], reference, impls, timer, metric=TFLOPS,
                         ceiling_peer=None, extra_notes=[
                             f"{CUBLAS_F16} multiplies the same values dequantized to f16; "
                             "TFLOP/s counts 2*M*N*K operations for both"])
-
-
-@functools.cache
-def _tegula_quant_gemm(kernel: str) -> Any:
-    import tegula as tg
-
-    return tg.compile(EXAMPLES / "quant_gemm.tg", target="cuda", kernels=[kernel])[kernel]
 
 
 # ------------------------------------------------------------------------------- the suite

@@ -165,7 +165,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
         place.peer: _peer_gemv(place),
     }
     if place.target == "cuda" and gemv.dtype == "i4" and torch_cuda() is not None:
-        impls[TORCH_INT4] = _torch_int4(gemv)
+        impls[TORCH_INT4] = _torch_int4(gemv, place)
     return case, impls
 
 
@@ -183,7 +183,7 @@ def _peer_gemv(place: Placement) -> Impl:
     return Impl(bind, "cupy" if place.target == "cuda" else None)
 
 
-def _torch_int4(gemv: GemvCase) -> Impl:
+def _torch_int4(gemv: GemvCase, place: Placement) -> Impl:
     """PyTorch's int4 weight-only GEMM (`torch._weight_int4pack_mm`, the tinygemm kernel) on
     the row's own weights: the signed codes become its unsigned ones (code + 8, which its
     dequantization subtracts again), packed its way with `_convert_weight_to_int4pack`; the
@@ -192,7 +192,7 @@ def _torch_int4(gemv: GemvCase) -> Impl:
     import torch
 
     def bind(b: Buffers) -> Call:
-        codes = unpack(_host_array(b["w"]).view(np.uint8), 4, gemv.n)
+        codes = unpack(place.to_host(b["w"]).view(np.uint8), 4, gemv.n)
         values = lowbit.decode(codes, dtypes.dtype("i4")).astype(np.int32)  # -8 .. 7
         unsigned = torch.from_numpy(np.ascontiguousarray((values + 8).T)).cuda().to(torch.uint8)
         packed = torch._convert_weight_to_int4pack(
@@ -207,10 +207,6 @@ def _torch_int4(gemv: GemvCase) -> Impl:
         return call
 
     return Impl(bind, "torch", tolerance=BF16_TOLERANCE)
-
-
-def _host_array(array: Any) -> np.ndarray:
-    return array if isinstance(array, np.ndarray) else array.get()
 
 
 def measure(cases: list[GemvCase], place: Placement, timer: Timer, *, cache_bytes: int,

@@ -78,17 +78,18 @@ def _failure(status: str, message: str, features: tuple[float, ...] = ()) -> Bui
 
 def build_candidate(job: BuildJob) -> BuildOutcome:
     """Lower (and unless told otherwise, compile) one config; never raises for a bad one."""
-    return _build(job, binary=job.emit_binary)
+    return _build(job, generate=job.emit_binary, binary=job.emit_binary)
 
 
 def build_identity(job: BuildJob) -> str:
     """The identity (:func:`identity_digest`) the config of ``job`` builds to with this
     compiler: generated code, no binary (what re-validating stored measurements needs)."""
-    return _build(job, binary=False, code=True).identity
+    return _build(job, generate=True, binary=False).identity
 
 
-def _build(job: BuildJob, *, binary: bool, code: bool | None = None) -> BuildOutcome:
-    code = binary if code is None else code
+def _build(job: BuildJob, *, generate: bool, binary: bool) -> BuildOutcome:
+    """Lower; with ``generate`` also generate code (and its identity); with ``binary`` also
+    build the binary the device worker loads."""
     target = resolve_target(job.target)
     try:
         # By the file's name alone: the generated code names it, and its identity must not
@@ -107,7 +108,7 @@ def _build(job: BuildJob, *, binary: bool, code: bool | None = None) -> BuildOut
     if reason is not None:
         return _failure("illegal", reason)
     features = extract_features(loop, job.shapes, target)
-    if not code:
+    if not generate:
         return BuildOutcome("ok", features=features)
     try:
         source = generate_code(loop, target)
