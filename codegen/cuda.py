@@ -207,7 +207,8 @@ class _CudaKernelWriter:
         lines: list[str] = []
         shared = [b for b in self.k.buffers if b.scope is Scope.SHARED]
         if shared:
-            lines.append(f"{INDENT}extern __shared__ __align__(16) unsigned char smem[];")
+            align = self.k.smem_align
+            lines.append(f"{INDENT}extern __shared__ __align__({align}) unsigned char smem[];")
         for buf in self.k.buffers:
             name = self.names.fresh(buf.name)
             self.buffer_names[buf] = name

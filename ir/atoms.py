@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from .dtypes import DType, bf16, f16, f32, i8, i32, i64, u8
+from .dtypes import DType, bf16, f16, f32, i8, i32, i64, u8, u64
 from .layout import Layout
-from .loop import Asm, Buffer, Const, Expr, Load
+from .loop import Asm, Binary, BinaryOp, Buffer, Cast, Const, Expr, Load
 
 
 @dataclass(frozen=True)
@@ -182,3 +182,166 @@ CP_ASYNC_COMMIT = "cp.async.commit_group;"
 def cp_async_wait(pending: int) -> str:
     """Wait until at most ``pending`` committed groups are still in flight."""
     return f"cp.async.wait_group {pending};"
+
+
+# ----------------------------------------------------------------------------- wgmma (sm_90a)
+
+
+@dataclass(frozen=True)
+class WgmmaSmemLayout:
+    """A tile in shared memory in one of the layouts ``wgmma`` reads through a descriptor.
+
+    The tile has ``rows`` x ``cols`` elements with ``cols`` the contiguous dimension (K for a
+    K-major operand, M or N for an MN-major one). The contiguous dimension is cut into
+    blocks of ``swizzle_bytes`` (32, 64 or 128 bytes; as much of it as fits); each block
+    holds every row, ``swizzle_bytes`` per row, and the 16-byte chunks of a row are XORed
+    with the row's index within its group of eight — CuTe's ``Swizzle<3,4,3>`` (128 B),
+    ``<2,4,3>`` (64 B) or ``<1,4,3>`` (32 B) on byte offsets. That is the hardware's own
+    swizzle, applied to addresses, so a block must start 1024-byte aligned
+    (:data:`WGMMA_SMEM_ALIGN`) and a descriptor may point anywhere inside a swizzle row.
+    """
+
+    rows: int
+    cols: int
+    itemsize: int
+
+    def __post_init__(self) -> None:
+        if self.swizzle_bytes not in (32, 64, 128) or self.cols % self.block:
+            raise ValueError(f"{self}: rows of {self.cols * self.itemsize} bytes do not fit")
+
+    @property
+    def swizzle_bytes(self) -> int:
+        return min(128, self.cols * self.itemsize)
+
+    @property
+    def block(self) -> int:
+        """Elements of one swizzle row."""
+        return self.swizzle_bytes // self.itemsize
+
+    @property
+    def swizzle(self) -> tuple[int, int, int]:
+        """``(bits, base, shift)`` of the swizzle on element offsets."""
+        bits = (self.swizzle_bytes // 16).bit_length() - 1
+        return bits, 4 - (self.itemsize.bit_length() - 1), 3
+
+    def unswizzled(self, row: int, col: int) -> int:
+        """The element offset of ``(row, col)`` before the swizzle (a descriptor's start)."""
+        return (col // self.block) * self.rows * self.block + row * self.block + col % self.block
+
+    @property
+    def layout_type(self) -> int:
+        """The descriptor's swizzle mode field."""
+        return {128: 1, 64: 2, 32: 3}[self.swizzle_bytes]
+
+    def descriptor_bits(self, mn_major: bool) -> int:
+        """Every descriptor field but the start address: the stride between 8-row groups
+        (SBO) and, for an MN-major operand, between swizzle blocks along MN (LBO; a K-major
+        operand's rows hold one instruction's whole K, so its LBO is unused)."""
+        sbo = 8 * self.swizzle_bytes
+        lbo = self.rows * self.swizzle_bytes if mn_major else 16
+        return ((lbo >> 4) << 16) | ((sbo >> 4) << 32) | (self.layout_type << 62)
+
+
+WGMMA_SMEM_ALIGN = 1024
+
+
+def wgmma_descriptor(bits: int, address: Expr) -> Expr:
+    """The 64-bit shared-memory matrix descriptor: ``bits`` (from
+    :meth:`WgmmaSmemLayout.descriptor_bits`) with the start address ``address`` (a 32-bit
+    shared-window address; bits 4..17 go in the low field)."""
+    start = Binary(
+        BinaryOp.BITAND,
+        Binary(BinaryOp.SHR, Cast(u64, address), Const(4, u64)),
+        Const(0x3FFF, u64),
+    )
+    return Binary(BinaryOp.BITOR, start, Const(bits, u64))
+
+
+@dataclass(frozen=True)
+class WgmmaAtom:
+    """One warpgroup-wide ``wgmma.mma_async``: ``D[64, n] += A[64, k] @ B[k, n]`` with A and
+    B in shared memory (descriptors) and D in the registers of the warpgroup's 128 threads.
+
+    Warp ``w`` of the warpgroup holds rows ``16 w .. 16 w + 15`` of D in the ``mma.sync``
+    m16n8 C fragment, repeated over ``n / 8`` column groups: register ``4 j + 2 h + s`` of
+    lane ``l`` is ``D[16 w + 8 h + l // 4, 8 j + 2 (l % 4) + s]``. ``n`` is any multiple of 8
+    up to 256, chosen per instruction.
+    """
+
+    name: str
+    k: int
+    a_dtype: DType
+    b_dtype: DType
+    acc_dtype: DType
+    ptx_types: str  # the ``.dtype.atype.btype`` part of the instruction
+    m: int = 64
+    max_n: int = 256
+    arch: str = "sm_90a"  # the one architecture with wgmma
+
+    def ptx(self, n: int, trans_b: bool) -> str:
+        regs = n // 2
+        d = ",".join(f"%{i}" for i in range(regs))
+        return (
+            "{ .reg .pred accumulate; "
+            f"setp.ne.b32 accumulate, %{regs + 2}, 0; "
+            f"wgmma.mma_async.sync.aligned.m{self.m}n{n}k{self.k}.{self.ptx_types} "
+            f"{{{d}}}, %{regs}, %{regs + 1}, accumulate, 1, 1, 0, {int(trans_b)}; }}"
+        )
+
+    def multiply(
+        self, acc: Buffer, acc_index: list[Expr], desc_a: Expr, desc_b: Expr, trans_b: bool
+    ) -> Asm:
+        """``acc[acc_index] += A @ B`` (``acc_index`` in the fragment's register order; its
+        length fixes ``n``), B transposed (MN-major) when ``trans_b``."""
+        n = 2 * len(acc_index)
+        return Asm(
+            self.ptx(n, trans_b),
+            tuple((acc, i) for i in acc_index),
+            ("+f",) * len(acc_index),
+            (desc_a, desc_b, Const(1, i32)),
+            ("l", "l", "r"),
+            memory=True,
+        )
+
+
+WGMMA_ATOMS: tuple[WgmmaAtom, ...] = (
+    WgmmaAtom("wgmma_m64k16_f16_f32", 16, f16, f16, f32, "f32.f16.f16"),
+    WgmmaAtom("wgmma_m64k16_bf16_f32", 16, bf16, bf16, f32, "f32.bf16.bf16"),
+)
+
+# wgmma's ordering: registers the accumulator shares with other instructions are fenced
+# before the first wgmma; a batch is committed as a group and waited for.
+WGMMA_FENCE = "wgmma.fence.sync.aligned;"
+WGMMA_COMMIT = "wgmma.commit_group.sync.aligned;"
+# wgmma reads shared memory through the async proxy: what threads stored there (st.shared,
+# cp.async) becomes visible to it after this fence, then a barrier.
+PROXY_FENCE_ASYNC_SHARED = "fence.proxy.async.shared::cta;"
+
+
+def wgmma_wait(pending: int) -> str:
+    return f"wgmma.wait_group.sync.aligned {pending};"
+
+
+def find_wgmma(a: DType, b: DType, acc: DType, arch: str) -> WgmmaAtom | None:
+    """The warpgroup atom for these types, on the one architecture that has it."""
+    for atom in WGMMA_ATOMS:
+        if (atom.a_dtype, atom.b_dtype, atom.acc_dtype) == (a, b, acc) and arch == atom.arch:
+            return atom
+    return None
+
+
+def wgmma_tile_fits(m: int, n: int, k: int, itemsize: int, num_warps: int) -> bool:
+    """Whether a ``dot`` of an ``m x k`` by ``k x n`` tile runs on wgmma with ``num_warps``
+    warps: whole warpgroups stacked along M, 64 rows per instruction, both operands' rows
+    whole swizzle rows (either may be K- or MN-major), and at most 128 accumulator values a
+    thread (more spills)."""
+    if num_warps % 4 or m % (16 * num_warps) or n % 8 or k % 16:
+        return False
+    if m * n // (32 * num_warps) > 128:
+        return False
+
+    def whole_rows(elements: int) -> bool:
+        nbytes = elements * itemsize
+        return nbytes in (32, 64) or nbytes % 128 == 0
+
+    return whole_rows(k) and whole_rows(n)

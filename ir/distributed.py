@@ -384,3 +384,11 @@ def mma_accumulator_layout(
                 best = (score, lay)
         wm *= 2
     return best[1] if best else None
+
+
+def wgmma_accumulator_layout(shape: tuple[int, int], num_warps: int) -> BlockedLayout:
+    """The accumulator layout of a ``dot`` on warpgroup tensor cores: the ``mma.sync`` one
+    with every warp along M, so each warpgroup (four consecutive warps) owns whole rows and
+    multiplies them by all of B; the instruction's own row order is restored by staging A's
+    rows in warpgroup order (``docs/layouts.md``)."""
+    return BlockedLayout(shape, (1, 2), (8, 4), (num_warps, 1), (1, 0))

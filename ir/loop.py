@@ -444,8 +444,9 @@ class LoopKernel:
     the number of blocks along x, y, z as expressions over the symbols; ``block_threads``
     threads run ``body`` in each block. ``buffers`` lists every shared and local buffer the
     body uses (allocated once at kernel entry); ``smem_bytes`` is the dynamic shared memory
-    the block needs. ``index_bits`` is the width of the body's index arithmetic: 64, or 32
-    after ``narrow-indices`` for callers whose sizes fit (the launcher checks them).
+    the block needs, starting ``smem_align``-aligned. ``index_bits`` is the width of the
+    body's index arithmetic: 64, or 32 after ``narrow-indices`` for callers whose sizes fit
+    (the launcher checks them).
     """
 
     name: str
@@ -459,6 +460,7 @@ class LoopKernel:
     source_name: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     index_bits: int = 64
+    smem_align: int = 16  # bytes; wgmma's swizzled operands want 1024
 
 
 # ----------------------------------------------------------------------------- traversal

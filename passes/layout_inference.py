@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tegula.ir.atoms import find_mma
+from tegula.ir.atoms import find_mma, find_wgmma, wgmma_tile_fits
 from tegula.ir.distributed import (
     BlockedLayout,
     RegisterLayout,
@@ -28,6 +28,7 @@ from tegula.ir.distributed import (
     default_blocked,
     dot_accumulator_layout,
     mma_accumulator_layout,
+    wgmma_accumulator_layout,
 )
 from tegula.ir.dtypes import DType
 from tegula.ir.target import Target
@@ -363,6 +364,14 @@ class _Inference:
                         self.target.compute_capability)
         if atom is None or op.a.tile.shape[1] % atom.k:
             return None
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        warpgroup_atom = find_wgmma(
+            op.a.tile.dtype, op.b.tile.dtype, op.acc.tile.dtype, self.target.arch
+        )
+        if warpgroup_atom is not None and wgmma_tile_fits(
+            m, n, k, op.a.tile.dtype.itemsize, self.num_warps
+        ):
+            return wgmma_accumulator_layout((m, n), self.num_warps)
         return mma_accumulator_layout(op.acc.tile.shape, self.num_warps, atom.m, atom.n)  # type: ignore[arg-type]
 
     def choose(self, args: list[Value], result: Value) -> RegisterLayout:

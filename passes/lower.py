@@ -141,12 +141,12 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
         body = L.seq(*self.frames[0].stmts)
 
         # Shared tiles sit after the scratch area; fix their offsets now that it is sized.
-        base = _align(self.scratch_bytes, 16)
         offsets: dict[str, int] = {}
-        cursor = base
-        for name, nbytes, _dt in self.shared_allocs:
-            offsets[name] = cursor
+        cursor = _align(self.scratch_bytes, 16)
+        for name, nbytes, _dt, align in self.shared_allocs:
+            offsets[name] = cursor = _align(cursor, align)
             cursor = _align(cursor + nbytes, 16)
+            self.smem_align = max(self.smem_align, align)
         buffers = tuple(
             L.Buffer(
                 b.name, b.dtype, b.scope, b.size, offsets.get(b.name, b.smem_offset), b.read_only
@@ -164,6 +164,7 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
             buffers=buffers,
             smem_bytes=cursor,
             body=body,
+            smem_align=self.smem_align,
             source_name=k.source_file,
         )
 

@@ -54,7 +54,12 @@ class LoweringBase:
         self.frames: list[_Frame] = [_Frame()]
         self.scratch_bytes = 0
         self.shared_tiles_bytes = 0
-        self.shared_allocs: list[tuple[str, int, DType]] = []
+        # (name, bytes, element type, alignment): placed after the scratch area
+        self.shared_allocs: list[tuple[str, int, DType, int]] = []
+        self.smem_align = 16  # of the dynamic shared memory's start
+        # A pipelined loop's refill of its rings, left for the first of its (planned) dots
+        # that runs on wgmma to emit once its products are issued.
+        self.deferred_issue: tuple[frozenset[int], Callable[[], None]] | None = None
         self.thread_offsets: dict[tuple, dict[int, L.Expr]] = {}
         self.uses = _use_counts(kernel.body)
         self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE

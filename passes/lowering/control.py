@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from tegula.ir import loop as L
 from tegula.ir.atoms import (
     CP_ASYNC_COMMIT,
+    PROXY_FENCE_ASYNC_SHARED,
+    WGMMA_SMEM_ALIGN,
     CpAsyncAtom,
     cp_async_wait,
 )
@@ -38,7 +40,6 @@ from .values import (
     Scalar,
     StagedTile,
     Tensor,
-    _operand_swizzle,
     add,
     c64,
     cast,
@@ -146,7 +147,7 @@ class ControlFlow(LoweringBase):
                 chain = _scalar_chain(load.window.starts, producers)
                 if chain is None:
                     continue
-                plan.append(_PipelinedLoad(load, chain, chunk))
+                plan.append(_PipelinedLoad(load, chain, chunk, o, role))
         return plan or None
 
     def pipeline_guard(self, plan: list[_PipelinedLoad]) -> L.Expr:
@@ -193,23 +194,23 @@ class ControlFlow(LoweringBase):
             dtype = p.load.result.tile.dtype
             buf = L.Buffer(name, dtype, L.Scope.SHARED, numel * stages, 0)
             self.buffers.append(buf)
-            self.shared_allocs.append((name, numel * stages * dtype.itemsize, dtype))
-            rings.append((buf, numel, _operand_swizzle(shape[1], dtype)))
+            nbytes = numel * stages * dtype.itemsize
+            staged = self.staged_operand(p.dot, p.role, buf, c64(0))
+            align = WGMMA_SMEM_ALIGN if staged.wgmma is not None else 16
+            self.shared_allocs.append((name, nbytes, dtype, align))
+            rings.append((buf, numel))
+        # wgmma reads the rings through the async proxy: each thread fences its copies.
+        async_readers = any(self.wgmma_atom(p.dot) is not None for p in plan)
+
+        def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
+            return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)))
 
         def issue(iteration: L.Expr) -> None:
             k_value = add(start, mul(iteration, step))
             live = L.Binary(BIN.LT, k_value, stop)
             stage = L.Binary(BIN.MOD, iteration, c64(stages))
-            for p, (buf, numel, swz) in zip(plan, rings, strict=True):
-                self.issue_async_load(
-                    p,
-                    loop_var,
-                    k_value,
-                    live,
-                    StagedTile(
-                        buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
-                    ),
-                )  # type: ignore[arg-type]
+            for p, (buf, numel) in zip(plan, rings, strict=True):
+                self.issue_async_load(p, loop_var, k_value, live, staged(p, buf, stage, numel))
             self.emit(L.Asm(CP_ASYNC_COMMIT, memory=True))
 
         # The loads that are not tensor-core operands go through registers, as in a plain
@@ -224,22 +225,31 @@ class ControlFlow(LoweringBase):
         it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
         self.ring_issue(in_registers, ring, loop_var, var, step, stages)
         self.emit(L.Asm(cp_async_wait(stages - 2), memory=True))
+        if async_readers:
+            self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
         self.emit(L.Barrier())
-        issue(add(it, c64(stages - 1)))
+        if async_readers:
+            # The refill waits until the first wgmma of this iteration is issued, so the
+            # copies' address arithmetic overlaps the tensor cores' work.
+            planned_dots = frozenset(id(p.dot) for p in plan)
+            self.deferred_issue = (planned_dots, lambda: issue(add(it, c64(stages - 1))))
+        else:
+            issue(add(it, c64(stages - 1)))
         stage = self.let("stage", L.Binary(BIN.MOD, it, c64(stages)))
         self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
         for a, c in zip(op.body.args[1:], carried, strict=True):
             self.vals[a.name] = self.read_carried(a.name, c)
         skip = planned | {id(p.load) for p in in_registers}
-        for p, (buf, numel, swz) in zip(plan, rings, strict=True):
-            self.vals[p.load.result.name] = StagedTile(
-                buf, mul(stage, c64(numel)), swz, p.load.result.tile.shape, buf.dtype
-            )  # type: ignore[arg-type]
+        for p, (buf, numel) in zip(plan, rings, strict=True):
+            self.vals[p.load.result.name] = staged(p, buf, stage, numel)
         for o in op.body.ops:
             if isinstance(o, YieldOp) or id(o) in skip:
                 continue
             self.comment(o)
             self.op(o)
+        if self.deferred_issue is not None:
+            self.deferred_issue[1]()
+            self.deferred_issue = None
         if op.body.terminator is not None:
             self.yield_into(carried, op.body.terminator.values)
         self.ring_shift(ring)
@@ -471,6 +481,8 @@ class _PipelinedLoad:
     load: LoadOp
     chain: list[Op]  # the scalar ops in the loop body its window starts depend on
     chunk: int  # elements per 16-byte cp.async
+    dot: DotOp  # the tensor-core product it feeds
+    role: str  # as its operand "a" or "b"
 
 
 def _scalar_chain(starts: tuple[Value, ...], producers: dict[str, Op]) -> list[Op] | None:

@@ -8,9 +8,19 @@ from collections.abc import Callable
 
 from tegula.ir import loop as L
 from tegula.ir.atoms import (
+    PROXY_FENCE_ASYNC_SHARED,
+    WGMMA_COMMIT,
+    WGMMA_FENCE,
+    WGMMA_SMEM_ALIGN,
     LdMatrixAtom,
     MmaAtom,
+    WgmmaAtom,
+    WgmmaSmemLayout,
     find_mma,
+    find_wgmma,
+    wgmma_descriptor,
+    wgmma_tile_fits,
+    wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
 from tegula.ir.dtypes import u32
@@ -25,6 +35,7 @@ from .values import (
     Pos,
     RegTile,
     StagedTile,
+    WarpgroupRows,
     _operand_swizzle,
     add,
     c64,
@@ -49,7 +60,12 @@ class Dots(LoweringBase):
             # chain) is made once, so it reaches shared memory in 16-byte stores.
             a_op = a_val if isinstance(a_val, StagedTile) else self.operand_tile(op.a)
             b_op = b_val if isinstance(b_val, StagedTile) else self.operand_tile(op.b)
-            self.dot_mma(op, atom, a_op, b_op, acc)
+            a_op, b_op = self.stage_operands(op, a_op, b_op)
+            warpgroup_atom = self.wgmma_atom(op)
+            if warpgroup_atom is not None:
+                self.dot_wgmma(op, warpgroup_atom, a_op, b_op, acc)
+            else:
+                self.dot_mma(op, atom, a_op, b_op, acc)
             return
         a, b = self.tile(op.a), self.tile(op.b)
         (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
@@ -174,12 +190,164 @@ class Dots(LoweringBase):
         )
         return atom if ok else None
 
+    def wgmma_atom(self, op: DotOp) -> WgmmaAtom | None:
+        """The warpgroup atom this dot runs on: on sm_90a, when layout inference gave the
+        accumulator the layout with every warp along M (``wgmma_accumulator_layout``)."""
+        if not self.gpu:
+            return None
+        atom = find_wgmma(
+            op.a.tile.dtype, op.b.tile.dtype, op.result.tile.dtype, self.target.arch
+        )
+        lay = op.result.tile.layout
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        warps = self.kernel.num_warps
+        if atom is None or not isinstance(lay, BlockedLayout):
+            return None
+        if (lay.spt, lay.tpw, lay.wpc, lay.order) != ((1, 2), (8, 4), (warps, 1), (1, 0)):
+            return None
+        return atom if wgmma_tile_fits(m, n, k, atom.a_dtype.itemsize, warps) else None
+
+    def staged_operand(
+        self, op: DotOp, role: str, buffer: L.Buffer, base: L.Expr, n_major: bool = False
+    ) -> StagedTile:
+        """Operand ``role`` ("a" or "b") of ``op`` as it is laid out in shared memory at
+        ``base``: for ldmatrix, row-major (or a B tile n-major) under the operand swizzle;
+        for wgmma, a descriptor layout (A K-major with its rows in warpgroup order, B
+        MN-major or, n-major, K-major)."""
+        v = op.a if role == "a" else op.b
+        shape: tuple[int, int] = v.tile.shape  # type: ignore[assignment]
+        dtype = v.tile.dtype
+        contiguous = shape[0] if n_major else shape[1]
+        if self.wgmma_atom(op) is None:
+            swizzle = _operand_swizzle(contiguous, dtype)
+            return StagedTile(buffer, base, swizzle, shape, dtype, column_major=n_major)
+        rows = shape[1] if n_major else shape[0]
+        layout = WgmmaSmemLayout(rows, contiguous, dtype.itemsize)
+        groups = None
+        if role == "a":
+            lay: BlockedLayout = op.result.tile.layout  # type: ignore[assignment]
+            groups = WarpgroupRows(lay.wpc[0], lay.reps(0))
+        return StagedTile(
+            buffer, base, None, shape, dtype, column_major=n_major, wgmma=layout, row_groups=groups
+        )
+
+    def stage_operands(
+        self, op: DotOp, a: RegTile | StagedTile, b: RegTile | StagedTile
+    ) -> tuple[StagedTile, StagedTile]:
+        """Operands computed in registers go through the scratch area in their shared-memory
+        layout (``staged_operand``). B is stored n-major where ldmatrix needs it so (8-bit
+        operands: it has no byte transpose) or where its registers already run along k (a
+        transposed load)."""
+        if isinstance(a, StagedTile) and isinstance(b, StagedTile):
+            return a, b
+        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        smem = self.scratch(a.dtype, m * k + k * n)
+        staged_a = self.staged_operand(op, "a", smem, c64(0))
+        b_n_major = isinstance(b, RegTile) and (
+            b.dtype.itemsize == 1 or _runs_along_rows(b.layout)
+        )
+        staged_b = self.staged_operand(op, "b", smem, c64(m * k), n_major=b_n_major)
+        self.emit(L.Barrier())
+        if isinstance(a, RegTile):
+            self.write_tile_vectorized(a, smem, staged_a.offset)
+        if isinstance(b, RegTile):
+            self.write_tile_vectorized(
+                b, smem, staged_b.offset, contiguous_dim=0 if b_n_major else 1
+            )
+        if staged_a.wgmma is not None:
+            self.smem_align = max(self.smem_align, WGMMA_SMEM_ALIGN)
+            self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
+        self.emit(L.Barrier())
+        return (
+            a if isinstance(a, StagedTile) else staged_a,
+            b if isinstance(b, StagedTile) else staged_b,
+        )
+
+    def dot_wgmma(
+        self, op: DotOp, atom: WgmmaAtom, a: StagedTile, b: StagedTile, acc: RegTile
+    ) -> None:
+        """``dot`` on warpgroup tensor cores: each warpgroup multiplies its rows of A (64 per
+        instruction, staged in warpgroup order) by all of B, reading both from shared memory
+        through descriptors, and waits for its products before the operands' buffers are
+        reused. The accumulator keeps the ``mma.sync`` layout (warps along M), so epilogues
+        and the fallback paths read it as before."""
+        r = op.result
+        k, n = op.b.tile.shape
+        lay: BlockedLayout = r.tile.layout
+        out = self.local(r.name, r.tile.dtype, lay.num_values)
+        self.for_positions(
+            lay,
+            lambda pos: self.emit(
+                L.Store(out, value_index(lay, pos), cast(acc.at(pos), r.tile.dtype))
+            ),
+        )
+        assert a.wgmma is not None and b.wgmma is not None and a.row_groups is not None
+        if a.column_major:
+            raise NotImplementedError("wgmma's A operand is staged K-major")
+        item = a.dtype.itemsize
+        warpgroup = self.let(
+            "warpgroup", L.Binary(BIN.FLOORDIV, self.tid, c64(4 * self.target.warp_size))
+        )
+        b_mn_major = not b.column_major
+        desc_a = self.let(
+            "desc_a",
+            wgmma_descriptor(
+                a.wgmma.descriptor_bits(mn_major=False),
+                L.Address(a.buffer, add(a.base, mul(a.row_groups.first_row(warpgroup, 0),
+                                                    c64(a.wgmma.block)))),
+            ),
+        )
+        desc_b = self.let(
+            "desc_b",
+            wgmma_descriptor(
+                b.wgmma.descriptor_bits(mn_major=b_mn_major), L.Address(b.buffer, b.base)
+            ),
+        )
+        instructions = lay.reps(0) // 2
+        # One instruction spans all of B's columns when it can (up to 256); wider tiles split
+        # at swizzle-block boundaries (64 columns).
+        n_step = n
+        if n > atom.max_n:
+            n_step = max(d for d in range(64, atom.max_n + 1, 64) if n % d == 0)
+
+        def advanced(desc: L.Var, elements: int) -> L.Expr:
+            # Descriptor start addresses are in 16-byte units; offsets never carry out.
+            return add(desc, L.Const(elements * item // 16, desc.dtype))
+
+        self.emit(L.Asm(WGMMA_FENCE, memory=True))
+        for kk in range(0, k, atom.k):
+            for i in range(instructions):
+                a_at = a.wgmma.unswizzled(64 * i, kk)
+                for n0 in range(0, n, n_step):
+                    if b_mn_major:
+                        b_at = b.wgmma.unswizzled(kk, n0)
+                    else:
+                        b_at = b.wgmma.unswizzled(n0, kk)
+                    c_idx = [
+                        value_index(lay, {0: (c64(2 * i + h), c64(0)), 1: (c64(j), c64(s))})
+                        for j in range(n0 // 8, (n0 + n_step) // 8)
+                        for h in (0, 1)
+                        for s in (0, 1)
+                    ]
+                    self.emit(
+                        atom.multiply(
+                            out, c_idx, advanced(desc_a, a_at), advanced(desc_b, b_at), b_mn_major
+                        )
+                    )
+        self.emit(L.Asm(WGMMA_COMMIT, memory=True))
+        if self.deferred_issue is not None and id(op) in self.deferred_issue[0]:
+            refill = self.deferred_issue[1]
+            self.deferred_issue = None
+            refill()
+        self.emit(L.Asm(wgmma_wait(0), memory=True))
+        self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
+
     def dot_mma(
         self,
         op: DotOp,
         atom: MmaAtom,
-        a: RegTile | StagedTile,
-        b: RegTile | StagedTile,
+        a: StagedTile,
+        b: StagedTile,
         acc: RegTile,
     ) -> None:
         """``dot`` on tensor cores: operands through swizzled shared memory, fragments loaded
@@ -192,7 +360,7 @@ class Dots(LoweringBase):
         address per lane, so the rows need not be adjacent in memory.
         """
         r = op.result
-        (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
+        k = op.a.tile.shape[1]
         lay: BlockedLayout = r.tile.layout
         wm, wn = lay.wpc
         row_atoms = lay.reps(0) // 2
@@ -204,33 +372,6 @@ class Dots(LoweringBase):
                 L.Store(out, value_index(lay, pos), cast(acc.at(pos), r.tile.dtype))
             ),
         )
-        if isinstance(a, RegTile) or isinstance(b, RegTile):
-            # Operands in registers go through the scratch area, swizzled for ldmatrix. B is
-            # stored n-major where ldmatrix needs it so (8-bit operands: it has no byte
-            # transpose) or where its registers already run along k (a transposed load).
-            smem = self.scratch(a.dtype, m * k + k * n)
-            staged_a = StagedTile(smem, c64(0), _operand_swizzle(k, a.dtype), (m, k), a.dtype)
-            b_n_major = isinstance(b, RegTile) and (
-                b.dtype.itemsize == 1 or _runs_along_rows(b.layout)
-            )
-            staged_b = StagedTile(
-                smem,
-                c64(m * k),
-                _operand_swizzle(k if b_n_major else n, b.dtype),
-                (k, n),
-                b.dtype,
-                column_major=b_n_major,
-            )
-            self.emit(L.Barrier())
-            if isinstance(a, RegTile):
-                self.write_tile_vectorized(a, smem, staged_a.offset)
-            if isinstance(b, RegTile):
-                self.write_tile_vectorized(
-                    b, smem, staged_b.offset, contiguous_dim=0 if b_n_major else 1
-                )
-            self.emit(L.Barrier())
-            a = a if isinstance(a, StagedTile) else staged_a
-            b = b if isinstance(b, StagedTile) else staged_b
         if b.dtype.itemsize == 1 and not b.column_major:
             raise NotImplementedError("an 8-bit B operand must be staged n-major")
         a_smem, b_smem = a.buffer, b.buffer

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tegula.ir import loop as L
+from tegula.ir.atoms import WgmmaSmemLayout
 from tegula.ir.distributed import BlockedLayout
 from tegula.ir.dtypes import DType, i64
 from tegula.ir.tile import (
@@ -209,14 +210,61 @@ class StagedTile:
     shape: tuple[int, int]
     dtype: DType
     column_major: bool = False
+    # For wgmma: the descriptor-readable layout (``swizzle`` is then unused), and for an A
+    # operand the order its 8-row groups are stored in.
+    wgmma: WgmmaSmemLayout | None = None
+    row_groups: WarpgroupRows | None = None
 
     def offset(self, coords: list[L.Expr]) -> L.Expr:
         row, col = coords
         row_length = self.shape[1]
         if self.column_major:
             row, col, row_length = col, row, self.shape[0]
-        within = _swizzled(add(mul(row, c64(row_length)), col), self.swizzle)
-        return add(self.base, within)
+        if self.wgmma is None:
+            return add(self.base, _swizzled(add(mul(row, c64(row_length)), col), self.swizzle))
+        if self.row_groups is not None:
+            row = self.row_groups.stored_row(row)
+        lay = self.wgmma
+        within: L.Expr = add(mul(row, c64(lay.block)), L.Binary(BIN.MOD, col, c64(lay.block)))
+        if lay.cols > lay.block:
+            block = L.Binary(BIN.FLOORDIV, col, c64(lay.block))
+            within = add(mul(block, c64(lay.rows * lay.block)), within)
+        return add(self.base, _swizzled(within, lay.swizzle))
+
+
+@dataclass(frozen=True)
+class WarpgroupRows:
+    """The order of a wgmma A operand's rows in shared memory.
+
+    The accumulator keeps the ``mma.sync`` layout with ``warps`` warps along M: warp ``v``,
+    lane group ``g`` and row repeat ``r`` hold tile row ``8 (r * warps + v) + g``. A wgmma
+    gives warp ``w`` of warpgroup ``q`` the rows ``16 w + 8 h + g`` of the 64 its A
+    descriptor points at, so instruction ``a`` of warpgroup ``q`` (repeats ``r = 2 a + h``)
+    wants the 8-row groups of those tile rows side by side: group ``(r, v = 4 q + w)`` is
+    stored at group ``8 (q * reps / 2 + a) + 2 w + h``. Whole 8-row groups move, so the
+    swizzle (which depends on the row within its group of eight) is unchanged.
+    """
+
+    warps: int
+    reps: int
+
+    def stored_row(self, row: L.Expr) -> L.Expr:
+        def div(x: L.Expr, d: int) -> L.Expr:
+            return L.Binary(BIN.FLOORDIV, x, c64(d))
+
+        def mod(x: L.Expr, d: int) -> L.Expr:
+            return L.Binary(BIN.MOD, x, c64(d))
+
+        group = div(row, 8)
+        rep, warp = div(group, self.warps), mod(group, self.warps)
+        q, w, a, h = div(warp, 4), mod(warp, 4), div(rep, 2), mod(rep, 2)
+        instruction = add(mul(q, c64(self.reps // 2)), a)
+        stored_group = add(mul(instruction, c64(8)), add(mul(w, c64(2)), h))
+        return add(mul(stored_group, c64(8)), mod(row, 8))
+
+    def first_row(self, warpgroup: L.Expr, instruction: int) -> L.Expr:
+        """The stored row where instruction ``instruction`` of ``warpgroup`` starts."""
+        return mul(add(mul(warpgroup, c64(self.reps // 2)), c64(instruction)), c64(64))
 
 
 Lowered = Scalar | Tensor | RegTile | SharedTile | StagedTile
