@@ -60,7 +60,7 @@ from .lowbit_codes import (
     is_packed,
     storage_dtype,
 )
-from .lowering.base import LoweringBase
+from .lowering.base import LoweringBase, SharedAlloc
 from .lowering.control import ControlFlow
 from .lowering.dot import Dots
 from .lowering.memory import GlobalMemory
@@ -141,12 +141,22 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
         body = L.seq(*self.frames[0].stmts)
 
         # Shared tiles sit after the scratch area; fix their offsets now that it is sized.
+        # Pipeline rings share bytes with the scratch that only code outside their loops
+        # uses (the unaligned fallback loop, epilogues), unless a shared tile sits there.
         offsets: dict[str, int] = {}
-        cursor = _align(self.scratch_bytes, 16)
-        for name, nbytes, _dt, align in self.shared_allocs:
-            offsets[name] = cursor = _align(cursor, align)
-            cursor = _align(cursor + nbytes, 16)
-            self.smem_align = max(self.smem_align, align)
+
+        def place(allocs: list[SharedAlloc], cursor: int) -> int:
+            for a in allocs:
+                offsets[a.name] = cursor = _align(cursor, a.align)
+                cursor = _align(cursor + a.nbytes, 16)
+                self.smem_align = max(self.smem_align, a.align)
+            return cursor
+
+        tiles = [a for a in self.shared_allocs if not a.ring]
+        rings = [a for a in self.shared_allocs if a.ring]
+        tiles_end = place(tiles, _align(self.scratch_bytes, 16))
+        rings_end = place(rings, tiles_end if tiles else _align(self.pipeline_scratch_bytes, 16))
+        cursor = max(tiles_end, rings_end)
         buffers = tuple(
             L.Buffer(
                 b.name, b.dtype, b.scope, b.size, offsets.get(b.name, b.smem_offset), b.read_only

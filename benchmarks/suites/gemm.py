@@ -74,7 +74,7 @@ TEGULA_KERNELS: Mapping[Precision, str] = {"fp16": "gemm_f16", "bf16": "gemm_bf1
 
 # Tile parameters tegula's GEMMs get on memory-bound rows, until the tuner picks them per
 # shape: narrower blocks put twice as many blocks across N, and deeper K steps halve the
-# K-loop trips. Compute-bound rows use the kernels' defaults (128 x 128 x 32, 8 warps).
+# K-loop trips. Compute-bound rows use the kernels' defaults (examples/gemm.tg).
 MEMORY_BOUND_TILES: Mapping[str, int] = {"BM": 64, "BN": 64, "BK": 64, "WARPS": 4}
 
 SQUARE_SIZES: Mapping[bool, tuple[tuple[str, int], ...]] = {  # by `quick`: (label, size)
@@ -87,6 +87,8 @@ LLM_KN: Mapping[bool, tuple[tuple[int, int], ...]] = {
     True: ((1024, 1024),),
 }
 CUBLAS_F16 = "cuBLAS f16"
+# tegula's portable path (mma.sync, what sm_80 GPUs get) where the GPU has a faster one.
+TEGULA_MMA_SYNC = "tegula mma.sync"
 LLM_GEOMEAN_CASE = "fp16/llm/geomean"
 LLM_GEOMEAN_NAME = "fp16 LLM shapes geomean"
 
@@ -352,19 +354,29 @@ def _capture(precision: Precision) -> Capture:
 
 
 @functools.cache
-def _tegula_gemm(kernel: str, params: tuple[tuple[str, int], ...]) -> Any:
+def _tegula_gemm(kernel: str, params: tuple[tuple[str, int], ...], target: str) -> Any:
     import tegula as tg
 
-    return tg.compile(EXAMPLES / "gemm.tg", target="cuda", kernels=[kernel],
+    return tg.compile(EXAMPLES / "gemm.tg", target=target, kernels=[kernel],
                       **dict(params))[kernel]
 
 
-def tegula_impl(precision: Precision, params: Mapping[str, int]) -> Impl:
+def portable_target() -> str | None:
+    """This GPU's architecture without the "a" features (wgmma, TMA): the mma.sync code an
+    sm_80 GPU runs, built for and measured on this one. None where the GPU has no "a"."""
+    from tegula import resolve_target
+
+    best = str(resolve_target("cuda"))
+    portable = best.removesuffix("a")
+    return portable if portable != best else None
+
+
+def tegula_impl(precision: Precision, params: Mapping[str, int], target: str = "cuda") -> Impl:
     kernel = TEGULA_KERNELS[precision]
     pinned = tuple(sorted(params.items()))
 
     def bind(b: Buffers) -> Call:
-        compiled = _tegula_gemm(kernel, pinned)
+        compiled = _tegula_gemm(kernel, pinned, target)
         a, w, c = b["a"], b["b"], b["c"]
 
         def call() -> Any:
@@ -426,6 +438,9 @@ def gpu_impls(precision: Precision, params: Mapping[str, int]) -> tuple[dict[str
     """tegula and each peer available here, and a note for each peer that is not."""
     impls = {TEGULA: tegula_impl(precision, params)}
     notes = []
+    portable = portable_target()
+    if portable is not None:
+        impls[TEGULA_MMA_SYNC] = tegula_impl(precision, params, portable)
     torch = torch_cuda()
     if precision == "fp16":
         impls[CUBLAS] = _cupy_matmul(lambda array: array)

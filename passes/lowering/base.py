@@ -36,6 +36,18 @@ from .values import (
 )
 
 
+@dataclass(frozen=True)
+class SharedAlloc:
+    """A named shared buffer, placed once the scratch area is sized: a shared tile lives
+    anywhere in the kernel, so it follows the whole scratch area; a pipeline ring lives only
+    inside its loop, so it only follows the scratch that loop bodies use (``ring``)."""
+
+    name: str
+    nbytes: int
+    align: int = 16
+    ring: bool = False
+
+
 @dataclass
 class _Frame:
     stmts: list[L.Stmt] = field(default_factory=list)
@@ -54,12 +66,16 @@ class LoweringBase:
         self.frames: list[_Frame] = [_Frame()]
         self.scratch_bytes = 0
         self.shared_tiles_bytes = 0
-        # (name, bytes, element type, alignment): placed after the scratch area
-        self.shared_allocs: list[tuple[str, int, DType, int]] = []
+        self.shared_allocs: list[SharedAlloc] = []
+        # Scratch bytes used inside pipelined loops, where their rings are live too.
+        self.pipeline_scratch_bytes = 0
+        self.in_pipeline = 0
         self.smem_align = 16  # of the dynamic shared memory's start
         # A pipelined loop's refill of its rings, left for the first of its (planned) dots
         # that runs on wgmma to emit once its products are issued.
         self.deferred_issue: tuple[frozenset[int], Callable[[], None]] | None = None
+        # The wgmma dot (by id) whose products may still run when its iteration ends.
+        self.wgmma_left_running: int | None = None
         self.thread_offsets: dict[tuple, dict[int, L.Expr]] = {}
         self.uses = _use_counts(kernel.body)
         self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE
@@ -98,6 +114,8 @@ class LoweringBase:
         dtype = storage_dtype(dtype)
         nbytes = elements * dtype.itemsize
         self.scratch_bytes = max(self.scratch_bytes, nbytes)
+        if self.in_pipeline:
+            self.pipeline_scratch_bytes = max(self.pipeline_scratch_bytes, nbytes)
         buf = L.Buffer(self.unique(f"scratch_{dtype}"), dtype, L.Scope.SHARED, elements, 0)
         self.buffers.append(buf)
         return buf

@@ -14,6 +14,7 @@ from tegula.ir.atoms import (
     WGMMA_SMEM_ALIGN,
     CpAsyncAtom,
     cp_async_wait,
+    wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
 from tegula.ir.dtypes import i64, u32
@@ -31,7 +32,7 @@ from tegula.ir.tile import (
     YieldOp,
 )
 
-from .base import LoweringBase
+from .base import LoweringBase, SharedAlloc
 from .values import (
     BIN,
     Lowered,
@@ -197,10 +198,17 @@ class ControlFlow(LoweringBase):
             nbytes = numel * stages * dtype.itemsize
             staged = self.staged_operand(p.dot, p.role, buf, c64(0))
             align = WGMMA_SMEM_ALIGN if staged.wgmma is not None else 16
-            self.shared_allocs.append((name, nbytes, dtype, align))
+            self.shared_allocs.append(SharedAlloc(name, nbytes, align, ring=True))
             rings.append((buf, numel))
         # wgmma reads the rings through the async proxy: each thread fences its copies.
         async_readers = any(self.wgmma_atom(p.dot) is not None for p in plan)
+        # A lone wgmma product whose operands both come from the rings and whose result
+        # only feeds the next iteration may still run when the next iteration starts (its
+        # accumulator is not read before): the tensor cores then never wait for the
+        # barrier. Its buffer is refilled one iteration later, so copies run one fewer
+        # iteration ahead.
+        overlapped = self.overlapped_wgmma(op, plan) if stages >= 3 else None
+        ahead = stages - 2 if overlapped is not None else stages - 1
 
         def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
             return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)))
@@ -217,14 +225,18 @@ class ControlFlow(LoweringBase):
         # pipelined loop (serial_for).
         planned = {id(p.load) for p in plan}
         in_registers = [p for p in self.prefetch_plan(op) if id(p.load) not in planned]
-        for s in range(stages - 1):
+        if self.scratch_bytes:
+            # The rings may share bytes with the scratch area code before the loop read.
+            self.emit(L.Barrier())
+        for s in range(ahead):
             issue(c64(s))
         ring = self.ring_prologue(in_registers, loop_var, start, step, stages)
         var = L.Var(self.unique(loop_var.name), i64)
+        self.in_pipeline += 1
         self.nest()
         it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
         self.ring_issue(in_registers, ring, loop_var, var, step, stages)
-        self.emit(L.Asm(cp_async_wait(stages - 2), memory=True))
+        self.emit(L.Asm(cp_async_wait(ahead - 1), memory=True))
         if async_readers:
             self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
         self.emit(L.Barrier())
@@ -232,9 +244,11 @@ class ControlFlow(LoweringBase):
             # The refill waits until the first wgmma of this iteration is issued, so the
             # copies' address arithmetic overlaps the tensor cores' work.
             planned_dots = frozenset(id(p.dot) for p in plan)
-            self.deferred_issue = (planned_dots, lambda: issue(add(it, c64(stages - 1))))
+            self.deferred_issue = (planned_dots, lambda: issue(add(it, c64(ahead))))
         else:
-            issue(add(it, c64(stages - 1)))
+            issue(add(it, c64(ahead)))
+        if overlapped is not None:
+            self.wgmma_left_running = overlapped
         stage = self.let("stage", L.Binary(BIN.MOD, it, c64(stages)))
         self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
         for a, c in zip(op.body.args[1:], carried, strict=True):
@@ -254,9 +268,35 @@ class ControlFlow(LoweringBase):
             self.yield_into(carried, op.body.terminator.values)
         self.ring_shift(ring)
         body = self.unnest()
+        self.in_pipeline -= 1
+        self.wgmma_left_running = None
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        if overlapped is not None:
+            self.emit(L.Asm(wgmma_wait(0), memory=True))
         self.emit(L.Asm(cp_async_wait(0), memory=True))
         self.emit(L.Barrier())
+
+    def overlapped_wgmma(self, op: ForOp, plan: list[_PipelinedLoad]) -> int | None:
+        """The id of the loop's one wgmma ``dot`` that may stay in flight across iterations:
+        both operands from the rings, the accumulator a loop-carried value it alone reads,
+        the result only yielded. None if there is no such dot, or other tensor-core dots."""
+        body = op.body
+        dots = [o for o in body.ops if isinstance(o, DotOp) and self.mma_atom(o) is not None]
+        if len(dots) != 1 or self.wgmma_atom(dots[0]) is None:
+            return None
+        dot = dots[0]
+        roles = {p.role for p in plan if p.dot is dot}
+        uses: dict[str, int] = {}
+        for o in body.ops:  # the yield among them
+            for v in o.operands():
+                uses[v.name] = uses.get(v.name, 0) + 1
+        carried = {a.name for a in body.args[1:]}
+        yielded = {v.name for v in body.terminator.values} if body.terminator else set()
+        if roles != {"a", "b"} or dot.acc.name not in carried or uses.get(dot.acc.name) != 1:
+            return None
+        if dot.result.name not in yielded or uses.get(dot.result.name) != 1:
+            return None
+        return id(dot)
 
     def issue_async_load(
         self, p: _PipelinedLoad, loop_var: Value, k_value: L.Expr, live: L.Expr, dst: StagedTile
@@ -419,6 +459,7 @@ class ControlFlow(LoweringBase):
             self.yield_into(carried, term.values)
         self.ring_shift(ring)
         body = self.unnest()
+        self.in_pipeline -= 1
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if own:
             for r, c in zip(op.results, carried, strict=True):

@@ -339,7 +339,8 @@ class Dots(LoweringBase):
             refill = self.deferred_issue[1]
             self.deferred_issue = None
             refill()
-        self.emit(L.Asm(wgmma_wait(0), memory=True))
+        # Left running, the products finish before the next iteration's refill (its wait).
+        self.emit(L.Asm(wgmma_wait(int(self.wgmma_left_running == id(op))), memory=True))
         self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
 
     def dot_mma(

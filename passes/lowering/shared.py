@@ -15,7 +15,7 @@ from tegula.ir.tile import (
     ToSharedOp,
 )
 
-from .base import LoweringBase
+from .base import LoweringBase, SharedAlloc
 from .values import (
     LoweringError,
     Pos,
@@ -104,7 +104,7 @@ class SharedMemory(LoweringBase):
         name = self.unique(f"{r.name}_smem")
         buf = L.Buffer(name, r.tile.dtype, L.Scope.SHARED, cosize, 0)
         self.buffers.append(buf)
-        self.shared_allocs.append((name, cosize * r.tile.dtype.itemsize, r.tile.dtype, 16))
+        self.shared_allocs.append(SharedAlloc(name, cosize * r.tile.dtype.itemsize))
         self.emit(L.Barrier())
         self.write_tile_to(t, buf, lambda c: shared_offset(layout, c))
         self.emit(L.Barrier())

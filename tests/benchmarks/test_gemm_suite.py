@@ -286,13 +286,14 @@ def test_geomean_row_refuses_no_rows_and_mixed_metrics() -> None:
 def host_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """NumPy for CuPy, no PyTorch or Triton, and a tegula kernel that fails to build."""
 
-    def no_kernel(kernel: str, params: Any) -> Any:
-        raise RuntimeError(f"{kernel} does not build")
+    def no_kernel(kernel: str, params: Any, target: str) -> Any:
+        raise RuntimeError(f"{kernel} does not build for {target}")
 
     monkeypatch.setattr(gemm, "_cupy", lambda: np)
     monkeypatch.setattr(gemm, "torch_cuda", lambda: None)
     monkeypatch.setattr(gemm, "triton_kernels", lambda: None)
     monkeypatch.setattr(gemm, "_tegula_gemm", no_kernel)
+    monkeypatch.setattr(gemm, "portable_target", lambda: None)
 
 
 def test_gpu_row_survives_a_failing_kernel_and_missing_peers(host_gpu: None) -> None:
@@ -303,10 +304,21 @@ def test_gpu_row_survives_a_failing_kernel_and_missing_peers(host_gpu: None) -> 
     assert row.extra["buffer_sets"] > 1  # M=16 is memory-bound: b rotates
     assert row.extra["tegula_params"] == dict(gemm.MEMORY_BOUND_TILES)
     notes = row.extra["notes"]
-    assert "tegula left out: RuntimeError: gemm_f16 does not build" in notes
+    assert "tegula left out: RuntimeError: gemm_f16 does not build for cuda" in notes
     assert "PyTorch left out" in notes and "Triton left out" in notes
     relative = float(row.extra["check"]["cuBLAS"].split()[2].rstrip(","))
     assert 0 < relative <= 1e-2  # a float16 result against the float32 reference
+
+
+def test_the_portable_path_is_measured_beside_the_fastest(
+    host_gpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gemm, "portable_target", lambda: "cuda:sm_90")
+    row = gemm.measure_gpu_case(gemm.llm_case(m=16, k=64, n=32), _fixed_timer(), 4096)
+    notes = row.extra["notes"]
+    assert "tegula left out: RuntimeError: gemm_f16 does not build for cuda" in notes
+    assert (f"{gemm.TEGULA_MMA_SYNC} left out: RuntimeError: gemm_f16 does not build for "
+            "cuda:sm_90") in notes
 
 
 def test_bf16_row_without_pytorch_is_left_empty_with_the_reason(host_gpu: None) -> None:
