@@ -225,6 +225,8 @@ TARGETS: tuple[Target, ...] = (
     *(RowRatioTarget("quant", f"w{bits}a16/M=1", "w4a16/M=1", 1.15 * bits / 4,
                      "(bits / 4) x 1.15") for bits in (2, 3, 5, 6)),
     RowRatioTarget("quant", "w4a16/M=16", "w4a16/M=1", 1.3, "the same weights, 16 rows"),
+    # Prefill: at least 90% of cuBLAS f16's speed on the dequantized weights.
+    PeerTarget("quant", "w4a16/prefill", "cuBLAS f16", 1 / 0.9),
     # W8A8 on integer tensor cores at least 1.6x cuBLAS's f16 speed on the same values.
     PeerTarget("gemm", "w8a8/square/large", "cuBLAS f16", 1 / 1.6),
     *_tuning_targets(),

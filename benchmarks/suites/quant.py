@@ -52,6 +52,7 @@ class GemvCase:
     m: int  # activation rows: 1 for decode
     k: int
     n: int
+    prefill: bool = False  # a prompt's rows (compute-bound), keyed apart from decode rows
 
     @property
     def label(self) -> str:
@@ -61,7 +62,7 @@ class GemvCase:
 
     @property
     def case(self) -> str:
-        return f"{self.label}/M={self.m}"
+        return f"{self.label}/prefill" if self.prefill else f"{self.label}/M={self.m}"
 
     @property
     def name(self) -> str:
@@ -91,6 +92,15 @@ GPU_WIDTHS = ("i4", "i2", "i3", "i5", "i6", "i8")
 def gpu_cases(quick: bool) -> list[GemvCase]:
     k, n = GPU_SHAPE[quick]
     return [GemvCase(dtype, 1, k, n) for dtype in GPU_WIDTHS] + [GemvCase("i4", 16, k, n)]
+
+
+# Prefill: a long prompt's rows through the same weights, compute-bound, in TFLOP/s.
+PREFILL_M = {False: 4096, True: 256}
+
+
+def prefill_case(quick: bool) -> GemvCase:
+    k, n = GPU_SHAPE[quick]
+    return GemvCase("i4", PREFILL_M[quick], k, n, prefill=True)
 
 
 def cpu_cases(quick: bool) -> list[GemvCase]:
@@ -224,15 +234,48 @@ def measure(cases: list[GemvCase], place: Placement, timer: Timer, *, cache_byte
     return rows
 
 
+def measure_prefill(gemv: GemvCase, place: Placement, timer: Timer) -> Row:
+    """The W4A16 GEMM at a prefill's M in TFLOP/s (2*M*N*K), beside cuBLAS multiplying by
+    the dequantized f16 weights (and PyTorch's int4 kernel): compute-bound, so one buffer
+    set, checked against the float32 product with the decoded weights."""
+    from .gemm import CUBLAS_F16, TFLOPS, GemmCase, GemmShape, measure_gemm
+
+    companion = _companion()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((gemv.m, gemv.k)).astype(np.float16)
+    weight = companion.quantized_weight(rng, gemv.dtype, gemv.k, gemv.n)
+    dequantized = companion.dequantized(weight["w"], weight["s"], gemv.dtype, gemv.n)
+    arrays = {"x": x, "w": weight["w"], "s": weight["s"],
+              "x_peer": x.astype(place.peer_dtype), "w_peer": dequantized.astype(place.peer_dtype)}
+    buffers = Buffers({name: place.to_device(a) for name, a in arrays.items()},
+                      {"c": place.xp.empty((gemv.m, gemv.n), dtype=place.xp.float16)})
+    reference = place.xp.matmul(place.to_device(x.astype(np.float32)),
+                                place.to_device(dequantized.astype(np.float32)))
+    case = GemmCase(gemv.case, gemv.name, "fp16", GemmShape(gemv.m, gemv.n, gemv.k), TOLERANCE)
+    file, kernel = gemv.example
+    impls = {TEGULA: tegula_impl(place.target, file, kernel, ("x", "w", "s", "c"), "c"),
+             CUBLAS_F16: _peer_gemv(place)}
+    if place.target == "cuda" and torch_cuda() is not None:
+        impls[TORCH_INT4] = _torch_int4(gemv, place)
+    return measure_gemm(case, [buffers], reference, impls, timer, metric=TFLOPS,
+                        extra_notes=[f"{CUBLAS_F16} multiplies by the dequantized weights in "
+                                     "float16", f"tegula runs {kernel} of examples/{file}"])
+
+
 def run(settings: Settings, quick: bool) -> list[Row]:
     from . import memory
 
     ceiling = {"copy": memory.copy_ceiling(memory.COPY_BYTES[quick], settings)}
     memory.release_memory()
-    return measure(gpu_cases(quick), gpu_placement(), gpu_timer(settings),
+    timer = gpu_timer(settings)
+    rows = measure(gpu_cases(quick), gpu_placement(), timer,
                    cache_bytes=devices.gpu_l2_bytes(), ceiling=ceiling,
                    notes=_torch_notes(),
                    after_each=memory.release_memory)
+    rows.append(measure_prefill(prefill_case(quick), gpu_placement(), timer))
+    print(summary_line(rows[-1]), flush=True)
+    memory.release_memory()
+    return rows
 
 
 def _torch_notes() -> tuple[str, ...]:

@@ -76,6 +76,9 @@ class LoweringBase:
         self.deferred_issue: tuple[frozenset[int], Callable[[], None]] | None = None
         # The wgmma dot (by id) whose products may still run when its iteration ends.
         self.wgmma_left_running: int | None = None
+        # Inside a pipelined loop's body: the iteration's parity (which half of a doubled
+        # staging area it writes).
+        self.pipeline_parity: L.Expr | None = None
         self.thread_offsets: dict[tuple, dict[int, L.Expr]] = {}
         self.uses = _use_counts(kernel.body)
         self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE

@@ -249,6 +249,7 @@ class ControlFlow(LoweringBase):
             issue(add(it, c64(ahead)))
         if overlapped is not None:
             self.wgmma_left_running = overlapped
+            self.pipeline_parity = self.let("parity", L.Binary(BIN.MOD, it, c64(2)))
         stage = self.let("stage", L.Binary(BIN.MOD, it, c64(stages)))
         self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
         for a, c in zip(op.body.args[1:], carried, strict=True):
@@ -270,6 +271,7 @@ class ControlFlow(LoweringBase):
         body = self.unnest()
         self.in_pipeline -= 1
         self.wgmma_left_running = None
+        self.pipeline_parity = None
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if overlapped is not None:
             self.emit(L.Asm(wgmma_wait(0), memory=True))
@@ -278,21 +280,21 @@ class ControlFlow(LoweringBase):
 
     def overlapped_wgmma(self, op: ForOp, plan: list[_PipelinedLoad]) -> int | None:
         """The id of the loop's one wgmma ``dot`` that may stay in flight across iterations:
-        both operands from the rings, the accumulator a loop-carried value it alone reads,
-        the result only yielded. None if there is no such dot, or other tensor-core dots."""
+        the accumulator a loop-carried value it alone reads, the result only yielded (its
+        operands come from the rings, or are staged through a doubled scratch area). None if
+        there is no such dot, or other tensor-core dots."""
         body = op.body
         dots = [o for o in body.ops if isinstance(o, DotOp) and self.mma_atom(o) is not None]
         if len(dots) != 1 or self.wgmma_atom(dots[0]) is None:
             return None
         dot = dots[0]
-        roles = {p.role for p in plan if p.dot is dot}
         uses: dict[str, int] = {}
         for o in body.ops:  # the yield among them
             for v in o.operands():
                 uses[v.name] = uses.get(v.name, 0) + 1
         carried = {a.name for a in body.args[1:]}
         yielded = {v.name for v in body.terminator.values} if body.terminator else set()
-        if roles != {"a", "b"} or dot.acc.name not in carried or uses.get(dot.acc.name) != 1:
+        if dot.acc.name not in carried or uses.get(dot.acc.name) != 1:
             return None
         if dot.result.name not in yielded or uses.get(dot.result.name) != 1:
             return None

@@ -241,13 +241,24 @@ class Dots(LoweringBase):
         if isinstance(a, StagedTile) and isinstance(b, StagedTile):
             return a, b
         (m, k), (_, n) = op.a.tile.shape, op.b.tile.shape
-        smem = self.scratch(a.dtype, m * k + k * n)
-        staged_a = self.staged_operand(op, "a", smem, c64(0))
+        # A product left running across iterations still reads last iteration's operands:
+        # this one's go to the other half of a doubled area. The loop's barrier at the top
+        # of the iteration follows every warpgroup's wait for the product before that, so
+        # the half written here is free without a barrier of its own.
+        double = self.wgmma_left_running == id(op) and self.pipeline_parity is not None
+        area = m * k + k * n
+        smem = self.scratch(a.dtype, 2 * area if double else area)
+        base: L.Expr = c64(0)
+        if double:
+            assert self.pipeline_parity is not None
+            base = mul(self.pipeline_parity, c64(area))
+        staged_a = self.staged_operand(op, "a", smem, base)
         b_n_major = isinstance(b, RegTile) and (
             b.dtype.itemsize == 1 or _runs_along_rows(b.layout)
         )
-        staged_b = self.staged_operand(op, "b", smem, c64(m * k), n_major=b_n_major)
-        self.emit(L.Barrier())
+        staged_b = self.staged_operand(op, "b", smem, add(base, c64(m * k)), n_major=b_n_major)
+        if not double:
+            self.emit(L.Barrier())
         if isinstance(a, RegTile):
             self.write_tile_vectorized(a, smem, staged_a.offset)
         if isinstance(b, RegTile):

@@ -46,6 +46,8 @@ def test_one_row_runs_the_gemv_and_a_batch_the_tensor_core_gemm() -> None:
 def test_targets_name_rows_the_suites_make() -> None:
     by_suite = {(t.suite, t.case) for t in TARGETS}
     assert ("quant", "w4a16/M=1") in by_suite and ("cpu", "w4a16/M=1") in by_suite
+    made = {g.case for g in quant.gpu_cases(quick=False)} | {quant.prefill_case(False).case}
+    assert {case for suite, case in by_suite if suite == "quant"} <= made
     assert "quant" in SUITE_NAMES and all_suites()["quant"].needs_gpu
 
 
@@ -92,3 +94,13 @@ def test_gpu_rows_check_out_with_numpy_standing_in_for_cupy() -> None:
         buffers = case.make_buffers(0)
         read = sum(buffers[name].nbytes for name in ("w", "s", "x"))
         assert case.nbytes == read + buffers["y"].nbytes
+
+
+def test_prefill_row_checks_out_with_numpy_standing_in_for_cupy() -> None:
+    """The prefill row's buffers, reference and cuBLAS peer, on the host in TFLOP/s."""
+    stand_in = quant.Placement("cpu", np, "cuBLAS", np.float16)
+    gemv = quant.prefill_case(quick=True)
+    assert gemv.case == "w4a16/prefill" and gemv.example == ("quant_gemm.tg", "quant_gemm_i4")
+    row = quant.measure_prefill(gemv, stand_in, _fixed_timer())
+    assert row.metric == "TFLOP/s" and "cuBLAS f16" in row.peers, row.extra.get("notes")
+    assert row.extra["flops"] == 2 * gemv.m * gemv.n * gemv.k

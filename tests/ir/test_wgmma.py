@@ -1,0 +1,155 @@
+"""wgmma as data: the shared-memory layouts its descriptors read, the descriptors, and the
+row order that lets the accumulator keep the mma.sync layout (checked against the PTX ISA's
+definitions, computed here from scratch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tegula.ir.atoms import (
+    WgmmaSmemLayout,
+    find_wgmma,
+    wgmma_descriptor,
+    wgmma_tile_fits,
+)
+from tegula.ir.distributed import wgmma_accumulator_layout
+from tegula.ir.dtypes import bf16, f16, f32, i8, i32, i64
+from tegula.ir.loop import Const, Var
+from tegula.passes.lowering.values import StagedTile, WarpgroupRows
+from tegula.passes.simplify import simplify_expr
+
+import tegula as tg
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _value(expr) -> int:
+    folded = simplify_expr(expr)
+    assert isinstance(folded, Const), folded
+    return int(folded.value)
+
+
+def _hardware_swizzle(byte: int, swizzle_bytes: int) -> int:
+    """The PTX ISA's swizzle modes on a byte address: the 16-byte chunk index (bits 4..6)
+    XORed with the 128-byte line index (bits 7..9), as many bits as the mode has."""
+    bits = {128: 0b111, 64: 0b011, 32: 0b001}[swizzle_bytes]
+    return byte ^ (((byte >> 7) & bits) << 4)
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "itemsize"),
+    [(64, 64, 2), (128, 32, 2), (32, 256, 2), (64, 16, 2), (16, 128, 1), (64, 192, 2)],
+)
+def test_staged_layout_is_the_hardware_swizzle_of_its_canonical_offsets(
+    rows: int, cols: int, itemsize: int
+) -> None:
+    lay = WgmmaSmemLayout(rows, cols, itemsize)
+    dtype = {1: i8, 2: f16}[itemsize]
+    tile = StagedTile(
+        buffer=None,  # type: ignore[arg-type]
+        base=Const(0, i64),
+        swizzle=None,
+        shape=(rows, cols),
+        dtype=dtype,
+        wgmma=lay,
+    )
+    seen = set()
+    for row in range(rows):
+        for col in range(cols):
+            offset = _value(tile.offset([Const(row, i64), Const(col, i64)]))
+            # Canonical: blocks of swizzle-row width, each holding every row.
+            block, within = divmod(col, lay.block)
+            canonical = (block * rows * lay.block + row * lay.block + within) * itemsize
+            assert offset * itemsize == _hardware_swizzle(canonical, lay.swizzle_bytes)
+            seen.add(offset)
+    assert seen == set(range(rows * cols))  # a permutation of the tile's bytes
+
+
+def test_rows_that_fit_no_swizzle_mode_are_refused() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        WgmmaSmemLayout(64, 8, 2)  # 16-byte rows
+    with pytest.raises(ValueError, match="do not fit"):
+        WgmmaSmemLayout(64, 96, 2)  # 192-byte rows: not whole 128-byte blocks
+
+
+def test_descriptor_fields() -> None:
+    k_major = WgmmaSmemLayout(128, 64, 2)
+    mn_major = WgmmaSmemLayout(32, 256, 2)
+    address = Var("address", i32)
+    for lay, mn, lbo in ((k_major, False, 16), (mn_major, True, 32 * 128)):
+        bits = lay.descriptor_bits(mn_major=mn)
+        assert (bits >> 16) & 0x3FFF == lbo >> 4
+        assert (bits >> 32) & 0x3FFF == 8 * 128 >> 4  # eight 128-byte rows
+        assert bits >> 62 == 1  # 128-byte swizzle
+        assert bits & 0x3FFF == 0  # the start address is added at run time
+    desc = wgmma_descriptor(k_major.descriptor_bits(mn_major=False), Const(0x12340, i32))
+    assert _value(desc) & 0x3FFF == 0x1234
+    assert wgmma_descriptor(0, address).dtype.bits == 64
+
+
+@pytest.mark.parametrize(("m", "warps"), [(64, 4), (128, 4), (128, 8), (256, 8), (256, 4)])
+def test_each_warp_holds_the_rows_its_instruction_gives_it(m: int, warps: int) -> None:
+    """wgmma gives warp w of a warpgroup rows 16 w + 8 h + g of the 64 its descriptor points
+    at; staged in warpgroup order, those are the tile rows the mma.sync accumulator layout
+    gives that warp's lanes."""
+    lay = wgmma_accumulator_layout((m, 32), warps)
+    order = WarpgroupRows(lay.wpc[0], lay.reps(0))
+    stored = {r: _value(order.stored_row(Const(r, i64))) for r in range(m)}
+    assert sorted(stored.values()) == list(range(m))
+    for thread in range(32 * warps):
+        warp, lane = divmod(thread, 32)
+        warpgroup, w = divmod(warp, 4)
+        for value in range(lay.num_values):
+            row, col = lay.coords(thread, value)
+            instruction, within = divmod(stored[row], 64)
+            rep = row // (8 * warps)
+            assert instruction == warpgroup * (lay.reps(0) // 2) + rep // 2
+            assert within == 16 * w + 8 * (rep % 2) + lane // 4
+            assert col % 8 in (2 * (lane % 4), 2 * (lane % 4) + 1)
+    first = _value(order.first_row(Const(1, i64), 0)) if warps == 8 else 0
+    assert first == (64 * (lay.reps(0) // 2) if warps == 8 else 0)
+
+
+def test_which_products_fit_a_warpgroup() -> None:
+    assert find_wgmma(f16, f16, f32, "sm_90a") is not None
+    assert find_wgmma(bf16, bf16, f32, "sm_90a") is not None
+    assert find_wgmma(f16, f16, f32, "sm_90") is None  # wgmma needs the "a" architecture
+    assert find_wgmma(f16, f16, f32, "sm_100a") is None
+    assert find_wgmma(i8, i8, i32, "sm_90a") is None  # integer operands stay on mma.sync
+    assert wgmma_tile_fits(128, 256, 32, 2, 8)
+    assert not wgmma_tile_fits(128, 256, 32, 2, 4)  # 256 accumulator values a thread
+    assert not wgmma_tile_fits(64, 128, 32, 2, 8)  # 32 rows a warpgroup: not one instruction
+    assert not wgmma_tile_fits(128, 128, 32, 2, 2)  # no whole warpgroup
+    assert not wgmma_tile_fits(128, 128, 24, 2, 4)  # k not a multiple of 16
+
+
+def _source(target: str, **params: int) -> str:
+    module = tg.compile(
+        EXAMPLES / "gemm.tg", target=target, kernels=["gemm_f16"], cache=False, **params
+    )
+    return module.results["gemm_f16"].source
+
+
+def test_gemm_runs_on_wgmma_on_sm90a_and_on_mma_sync_elsewhere() -> None:
+    hopper = _source("cuda:sm_90a")
+    assert "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16" in hopper
+    assert "fence.proxy.async.shared::cta;" in hopper
+    assert "__align__(1024)" in hopper
+    # Five stages of 128 x 32 and 32 x 256 operands; the scratch area the unaligned fallback
+    # loop stages its operands in shares their bytes.
+    assert f"{5 * (128 * 32 + 32 * 256) * 2} bytes of shared memory" in hopper
+    # The lone product stays in flight across iterations; the loop's exit waits for it.
+    assert "wgmma.wait_group.sync.aligned 1;" in hopper
+    assert "wgmma.wait_group.sync.aligned 0;" in hopper
+    assert "mma.sync" not in hopper.split("} else {")[0]
+    for portable in ("cuda:sm_90", "cuda:sm_80"):
+        source = _source(portable)
+        assert "wgmma" not in source and "mma.sync.aligned.m16n8k16" in source
+
+
+def test_two_stages_leave_no_product_in_flight() -> None:
+    """With two stages the ring has no slot to spare for a running product."""
+    source = _source("cuda:sm_90a", STAGES=2)
+    assert "wgmma.wait_group.sync.aligned 1;" not in source
+    assert "wgmma.wait_group.sync.aligned 0;" in source
