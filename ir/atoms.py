@@ -276,7 +276,7 @@ class WgmmaAtom:
     ptx_types: str  # the ``.dtype.atype.btype`` part of the instruction
     m: int = 64
     max_n: int = 256
-    arch: str = "sm_90a"  # the one architecture with wgmma
+    arch: str = "sm_90a"  # the one architecture with wgmma (``Target.has_wgmma``)
 
     def ptx(self, n: int, trans_b: bool) -> str:
         regs = n // 2

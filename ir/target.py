@@ -42,10 +42,16 @@ class Target:
     def __str__(self) -> str:
         return f"cuda:{self.arch}" if self.is_cuda else "cpu"
 
+    @property
+    def has_wgmma(self) -> bool:
+        """Whether the target has warpgroup tensor-core instructions (sm_90a alone)."""
+        return self.arch == "sm_90a"
+
     def constants(self) -> dict[str, bool | int]:
         """The compile-time names a kernel's params may use to choose per target: ``CUDA``
-        (whether it builds for a GPU) and ``SM`` (the compute capability, 0 on the CPU)."""
-        return {"CUDA": self.is_cuda, "SM": self.compute_capability}
+        (whether it builds for a GPU), ``SM`` (the compute capability, 0 on the CPU) and
+        ``WGMMA`` (whether ``dot`` may run on warpgroup tensor cores)."""
+        return {"CUDA": self.is_cuda, "SM": self.compute_capability, "WGMMA": self.has_wgmma}
 
 
 # Shared memory a block may opt into, by compute capability (bytes).

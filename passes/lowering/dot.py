@@ -246,7 +246,9 @@ class Dots(LoweringBase):
         # of the iteration follows every warpgroup's wait for the product before that, so
         # the half written here is free without a barrier of its own.
         double = self.wgmma_left_running == id(op) and self.pipeline_parity is not None
-        area = m * k + k * n
+        # (A doubled area holds only the operands computed in registers.)
+        a_area = m * k if not double or isinstance(a, RegTile) else 0
+        area = a_area + (k * n if not double or isinstance(b, RegTile) else 0)
         smem = self.scratch(a.dtype, 2 * area if double else area)
         base: L.Expr = c64(0)
         if double:
@@ -256,7 +258,7 @@ class Dots(LoweringBase):
         b_n_major = isinstance(b, RegTile) and (
             b.dtype.itemsize == 1 or _runs_along_rows(b.layout)
         )
-        staged_b = self.staged_operand(op, "b", smem, add(base, c64(m * k)), n_major=b_n_major)
+        staged_b = self.staged_operand(op, "b", smem, add(base, c64(a_area)), n_major=b_n_major)
         if not double:
             self.emit(L.Barrier())
         if isinstance(a, RegTile):

@@ -11,7 +11,7 @@ import tegula as tg
 
 SOURCE = """
 kernel scale(x: f32[N], y: f32[N])
-    params BN = select(CUDA, 512, 64) in (64, 512), BIG = SM >= 90
+    params BN = select(CUDA, 512, 64) in (64, 512), BIG = SM >= 90, WIDE = select(WGMMA, 2, 1)
     grid (cdiv(N, BN))
 {
     i = bid.x * BN
@@ -26,9 +26,10 @@ def _constants(target) -> dict:
 
 
 def test_defaults_follow_the_target() -> None:
-    assert _constants(cpu_target()) == {"BN": 64, "BIG": False}
-    assert _constants(cuda_target("sm_80")) == {"BN": 512, "BIG": False}
-    assert _constants(cuda_target("sm_90a")) == {"BN": 512, "BIG": True}
+    assert _constants(cpu_target()) == {"BN": 64, "BIG": False, "WIDE": 1}
+    assert _constants(cuda_target("sm_80")) == {"BN": 512, "BIG": False, "WIDE": 1}
+    assert _constants(cuda_target("sm_90")) == {"BN": 512, "BIG": True, "WIDE": 1}
+    assert _constants(cuda_target("sm_90a")) == {"BN": 512, "BIG": True, "WIDE": 2}
 
 
 def test_the_cpu_is_assumed_without_a_target() -> None:
