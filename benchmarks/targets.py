@@ -94,7 +94,7 @@ class PeerTarget:
             return f"{self.case}: at least as fast as {self.peer}"
         if self.factor < 1.0:
             return f"{self.case}: at least {1 / self.factor:.3g}x as fast as {self.peer}"
-        return f"{self.case}: within {self.factor:g}x of {self.peer}'s time"
+        return f"{self.case}: within {self.factor:.3g}x of {self.peer}'s time"
 
     def evaluate(self, row: Row) -> Verdict:
         if row.tegula is None:
