@@ -16,7 +16,7 @@ import numpy as np
 
 from .database import TuningRecord
 from .features import FEATURE_NAMES
-from .model import CostModel, RandomModel, relative_speed
+from .model import CostModel, RandomModel, make_model, rank_correlation, relative_speed
 from .search import propose_batch
 from .space import Config, SearchSpace, config_key
 
@@ -25,6 +25,8 @@ FeaturesFn = Callable[[Sequence[Config]], list[tuple[float, ...] | None]]
 
 # Tunable params the model sees directly, besides the Loop IR features (more are dropped).
 MAX_KNOBS = 8
+# Own measurements after which transfer rows must earn their place (see TuningLoop._fit).
+TRANSFER_CHECK_AFTER = 4
 
 
 def knob_features(config: Config) -> tuple[float, ...]:
@@ -107,6 +109,7 @@ class TuningLoop:
         self.features: dict[str, tuple[float, ...]] = {}
         self._blind = isinstance(model, RandomModel)
         self._fitted = False
+        self._transfer_judge: CostModel | None = None  # fitted on the transfer rows alone
 
     def observe(self, config: Config, time_s: float | None,
                 features: tuple[float, ...] = ()) -> None:
@@ -130,7 +133,7 @@ class TuningLoop:
                               dtype=np.float64)]
         parts_y = [relative_speed(np.asarray([self.measured[k] for k in keys]))]
         parts_g = [np.full(len(keys), -1, dtype=np.int64)]
-        if self.transfer is not None and len(self.transfer.speed):
+        if self._transfer_helps(parts_x[0], parts_y[0]):
             parts_x.append(self.transfer.features)
             parts_y.append(self.transfer.speed)
             parts_g.append(self.transfer.groups)
@@ -139,6 +142,22 @@ class TuningLoop:
         if len(x):
             self.model.fit(x, np.concatenate(parts_y), np.concatenate(parts_g))
         self._fitted = True
+
+    def _transfer_helps(self, x: np.ndarray, speed: np.ndarray) -> bool:
+        """Whether the transfer rows join this fit. Another workload's records help only
+        where what is fast there is fast here (a memory-bound shape's best tiles can be a
+        compute-bound one's worst): once ``TRANSFER_CHECK_AFTER`` configs of this workload
+        are measured, the rows stay only while a model fitted on them alone ranks those
+        configs in agreement with their measured speeds (rank correlation above 0)."""
+        if self.transfer is None or not len(self.transfer.speed):
+            return False
+        if len(speed) < TRANSFER_CHECK_AFTER:
+            return True
+        if self._transfer_judge is None:
+            self._transfer_judge = make_model("gbdt")
+            self._transfer_judge.fit(self.transfer.features, self.transfer.speed,
+                                     self.transfer.groups)
+        return rank_correlation(self._transfer_judge.predict(x), speed) > 0
 
     def score(self, configs: Sequence[Config]) -> np.ndarray:
         if self._blind:

@@ -133,6 +133,26 @@ def _grades(speed: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return labels
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two equally long score vectors (ties share their mean
+    rank); 0 when either is constant."""
+    ra = _mean_ranks(np.asarray(a, dtype=np.float64))
+    rb = _mean_ranks(np.asarray(b, dtype=np.float64))
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _mean_ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v), dtype=np.float64)
+    for value in np.unique(v):  # ties share the mean of their ranks
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 def make_model(kind: str, seed: int = 0) -> CostModel:
     """``gbdt`` (the learned ranker) or ``random`` (blind search)."""
     if kind == "gbdt":

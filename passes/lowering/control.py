@@ -249,7 +249,7 @@ class ControlFlow(LoweringBase):
             issue(add(it, c64(ahead)))
         if overlapped is not None:
             self.wgmma_left_running = overlapped
-            self.pipeline_parity = self.let("parity", L.Binary(BIN.MOD, it, c64(2)))
+            self.pipeline_parity = L.Binary(BIN.MOD, it, c64(2))
         stage = self.let("stage", L.Binary(BIN.MOD, it, c64(stages)))
         self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
         for a, c in zip(op.body.args[1:], carried, strict=True):

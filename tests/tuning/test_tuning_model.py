@@ -8,7 +8,12 @@ from tegula.compiler.tuning.database import TuningRecord
 from tegula.compiler.tuning.evaluate import evaluate, replay, space_from_records
 from tegula.compiler.tuning.features import FEATURE_NAMES
 from tegula.compiler.tuning.loop import trials_to_fraction
-from tegula.compiler.tuning.model import GBDTRanker, RidgeModel, relative_speed
+from tegula.compiler.tuning.model import (
+    GBDTRanker,
+    RidgeModel,
+    rank_correlation,
+    relative_speed,
+)
 
 
 def _synthetic(shift: float = 0.0) -> list[TuningRecord]:
@@ -75,6 +80,38 @@ def test_transfer_from_another_shape_helps_early() -> None:
     warm = [trials_to_fraction(replay(space, records, "gbdt", 60, s, transfer=other), best)
             for s in range(5)]
     assert statistics.median(w or 61 for w in warm) <= statistics.median(c or 61 for c in cold)
+
+
+def _mirrored(records: list[TuningRecord]) -> list[TuningRecord]:
+    """Another workload where what was fast is slow: the times in reverse order."""
+    times = sorted(r.time_s for r in records)
+    by_speed = sorted(records, key=lambda r: r.time_s)
+    return [TuningRecord(**{**r.__dict__, "shapes": {"N": 999},
+                            "time_s": times[len(times) - 1 - i]})
+            for i, r in enumerate(by_speed)]
+
+
+def test_transfer_that_ranks_this_workload_backwards_is_dropped() -> None:
+    """Rows of a workload whose fast configs are this one's slow ones would steer the search
+    away from the best; once a few configs are measured the loop sees the disagreement and
+    leaves them out, so the search does no worse than without them."""
+    records = _synthetic()
+    misleading = _mirrored(records)
+    best = min(r.time_s for r in records)
+    space = space_from_records("syn", records)
+    cold = [trials_to_fraction(replay(space, records, "gbdt", 80, s), best) for s in range(5)]
+    warm = [trials_to_fraction(replay(space, records, "gbdt", 80, s, transfer=misleading),
+                               best) for s in range(5)]
+    assert statistics.median(w or 81 for w in warm) <= statistics.median(c or 81 for c in cold)
+
+
+def test_rank_correlation() -> None:
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert rank_correlation(a, a * 10) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert rank_correlation(a, np.ones(4)) == 0.0  # a constant has no order
+    assert rank_correlation(np.array([1.0, 1.0, 2.0]), np.array([0.0, 0.0, 5.0])) == (
+        pytest.approx(1.0))  # ties share their rank
 
 
 def test_a_nearly_exhausted_large_space_still_yields_its_last_points() -> None:
