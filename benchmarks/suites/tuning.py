@@ -168,9 +168,12 @@ def describe_device() -> str:
     if devices.gpu_available():
         return devices.describe_gpu()
     from tegula.compiler.tuning.database import TuningDatabase
+    from tegula.compiler.tuning.tuner import load_kernel
 
+    # Records of another version of the kernel's text never count; their devices are not named.
+    kernel_hash = load_kernel(EXAMPLES / "gemm.tg", KERNEL).kernel_hash
     seen = sorted({r.device for path in TRUTH.glob("*.jsonl")
-                   for r in TuningDatabase(path).records()})
+                   for r in TuningDatabase(path).records() if r.kernel_hash == kernel_hash})
     return f"replayed from measurements on {', '.join(seen) or 'no device'}"
 
 
