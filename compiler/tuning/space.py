@@ -27,13 +27,16 @@ from tegula.compiler import syntax as ast
 from tegula.compiler.frontend import param_space
 from tegula.ir.loop import LoopKernel, Scope
 from tegula.ir.target import Target
+from tegula.passes.analysis.register_pressure import peak_local_words
 
 Scalar = int | float | bool
 Config = dict[str, Scalar]
 
-# A thread may hold this many 32-bit words of local values before the register estimate
-# calls the point illegal on CUDA: 255 registers, with room for the spills nvcc handles
-# well. Past it a candidate spills so much that measuring it is a waste of a trial.
+# A thread may hold this many 32-bit words of local buffers live at once before the register
+# estimate (:func:`~tegula.passes.analysis.register_pressure.peak_local_words`) calls the
+# point illegal on CUDA: 255 registers, with room for the copies ptxas folds (a carried
+# accumulator and its next value share registers) and the spills it handles well. Past it a
+# candidate spills so much that measuring it is a waste of a trial.
 MAX_LOCAL_WORDS_PER_THREAD = 2 * 255
 
 
@@ -136,15 +139,16 @@ def legality(loop: LoopKernel, target: Target) -> str | None:
     if loop.block_threads > target.max_block_threads:
         return f"{loop.block_threads} threads per block > {target.max_block_threads}"
     if target.is_cuda:
-        words = local_words_per_thread(loop)
+        words = peak_local_words(loop)
         if words > MAX_LOCAL_WORDS_PER_THREAD:
-            return (f"about {words} 32-bit local values per thread "
+            return (f"about {words} 32-bit words of local buffers live at once per thread "
                     f"> {MAX_LOCAL_WORDS_PER_THREAD}")
     return None
 
 
 def local_words_per_thread(loop: LoopKernel) -> int:
-    """32-bit words of the local buffers one thread holds (registers, on CUDA)."""
+    """32-bit words of every local buffer one thread declares, live or not (a model
+    feature; legality uses the live-range peak)."""
     return sum(
         (b.size or 0) * max(1, b.dtype.bits // 32)
         for b in loop.buffers
