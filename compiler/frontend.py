@@ -992,6 +992,16 @@ class _KernelBuilder:
                 return v
         return self.emit1(ir.BroadcastOp, ir.TileType(v.tile.dtype, shape), hint, node, source=v)
 
+    def integer_codes_as_i8(self, x: ir.Value, node: Any) -> ir.Value:
+        """A sub-byte integer tile (``i1``..``i7``, ``u1``..``u7``) as the ``i8`` values its
+        codes stand for, where an op computes with integers (``dot``: W4A4): every such value
+        fits ``i8`` exactly, and the ``i8`` product is the one the integer tensor cores run.
+        The widening is an ordinary ``cast`` in the IR, so dumps show where codes decode."""
+        dt = x.tile.dtype
+        if not (is_code_type(dt) and dt.is_int):
+            return x
+        return self.emit1(ir.CastOp, x.tile.with_dtype(dtypes.i8), None, node, source=x)
+
     def no_codes(self, x: Operand, node: Any, what: str) -> None:
         """Low-bit tiles hold codes, not numbers: only loads, casts and data movement take
         them (``cast(w, f16)`` decodes)."""
@@ -1467,6 +1477,8 @@ class _KernelBuilder:
             raise self.fail(
                 node, f"dot expects 2-D tiles; got {self.describe(a)} and {self.describe(b)}"
             )
+        a = self.integer_codes_as_i8(a, args["a"])
+        b = self.integer_codes_as_i8(b, args["b"])
         self.no_codes(a, args["a"], "dot")
         self.no_codes(b, args["b"], "dot")
         (m, k), (k2, n) = a.tile.shape, b.tile.shape

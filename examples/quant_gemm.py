@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 from tegula.compiler.checking import load_companion
 from tegula.ir import lowbit
-from tegula.ir.dtypes import e8m0, f4e2m1
+from tegula.ir.dtypes import dtype, e8m0, f4e2m1
 from tegula.ir.packing import unpack
 from tegula.runtime.quant import quantize
 
@@ -15,6 +15,7 @@ _gemv = load_companion(Path(__file__).with_name("quant_gemv.tg"))
 assert _gemv is not None
 
 MX_BLOCK = 32
+I4 = dtype("i4")
 
 
 def _i4_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
@@ -61,6 +62,29 @@ def _w8a8_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, 
     }
 
 
+def _w4a4_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+    """4-bit codes, packed: per-token scales for `a`, per-channel for `w` (stored [N, K])."""
+    a = quantize(rng.standard_normal((M, K)), "i4", axis=1, scale_dtype="f32")
+    w = quantize(rng.standard_normal((N, K)), "i4", axis=1, scale_dtype="f32")
+    return {
+        "a": a.data,
+        "w": w.data,
+        "sa": a.scales.reshape(M),
+        "sw": w.scales.reshape(N),
+        "c": np.full((M, N), np.nan, np.float16),
+    }
+
+
+def _i4_codes(packed: np.ndarray) -> np.ndarray:
+    """The integers of packed i4 rows. A row of odd length ends in a padding code of 0, which
+    adds nothing to a product, so every code the bytes hold is decoded."""
+    return lowbit.decode(unpack(packed, 4, 2 * packed.shape[1]), I4).astype(np.int64)
+
+
+def _w4a4_reference(a, w, sa, sw, c, **_):
+    return {"c": _w8a8_product(_i4_codes(a), _i4_codes(w), sa, sw)}
+
+
 def _w8a8_outlier_inputs(rng: np.random.Generator, M: int, N: int, K: int, KO: int
                          ) -> dict[str, np.ndarray]:
     inputs = _w8a8_inputs(rng, M, N, K)
@@ -104,6 +128,13 @@ KERNELS = {
         "sizes": {"M": 136, "N": 130, "K": 320},
         "inputs": _w8a8_inputs,
         "reference": _w8a8_reference,
+        "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+    },
+    # 4-bit codes: the same exact product and one rounding (K odd: a padding code per row).
+    "quant_gemm_w4a4": {
+        "sizes": {"M": 136, "N": 130, "K": 321},
+        "inputs": _w4a4_inputs,
+        "reference": _w4a4_reference,
         "tolerance": {"rtol": 2e-3, "atol": 2e-2},
     },
     "quant_gemm_w8a8_outliers": {

@@ -97,12 +97,13 @@ def test_examples_on_gpu(name: str) -> None:
             assert r.passed, f"{r.kernel} at {sizes}: max abs error {r.max_abs_error}"
 
 
-_HEADER = "kernel k(w: u4[K, N], z: f32[K, N])\n    grid (1)\n{\n    "
+_HEADER = "kernel k(w: u4[K, N], f: f4e2m1[K, N], z: f32[K, N])\n    grid (1)\n{\n    "
 _MISUSES = {
     "t = load(w[0 : +8, 0 : +8])\n    store(z[0 : +8, 0 : +8], t + 1)":
         r"arithmetic does not take u4\[8, 8\]: a u4 tile holds packed codes; decode it first",
-    "t = load(w[0 : +8, 0 : +8])\n    store(z[0 : +8, 0 : +8], dot(t, t))":
-        r"dot does not take u4\[8, 8\]",
+    # Integer codes are integers to dot (W4A4); float codes must be decoded first.
+    "t = load(f[0 : +8, 0 : +8])\n    store(z[0 : +8, 0 : +8], dot(t, t))":
+        r"dot does not take f4e2m1\[8, 8\]",
     "store(w[0 : +8, 0 : +8], load(z[0 : +8, 0 : +8]))":
         r"store to a u4 tensor: kernels read low-bit codes but do not encode them",
     "t = cast(load(z[0 : +8, 0 : +8]), u4)": r"cast to u4: kernels decode low-bit codes",
