@@ -15,6 +15,7 @@ _gemv = load_companion(Path(__file__).with_name("quant_gemv.tg"))
 assert _gemv is not None
 
 MX_BLOCK = 32
+NV_BLOCK = 16  # NVFP4: one e4m3 scale per 16 elements
 I4 = dtype("i4")
 
 
@@ -47,6 +48,42 @@ def _mx_reference(a, w, s, c, **_):
     values = lowbit.decode(unpack(w, 4, c.shape[1]), f4e2m1).astype(np.float64)
     scales = lowbit.decode(s, e8m0).astype(np.float64)[np.arange(w.shape[0]) // MX_BLOCK]
     return {"c": a.astype(np.float64) @ (values * scales)}
+
+
+def _nvfp4_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+    blocks = -(-K // NV_BLOCK)
+    qt = quantize(rng.standard_normal((blocks * NV_BLOCK, N)), "f4e2m1", group_size=NV_BLOCK,
+                  scale_dtype="f8e4m3")
+    # The last block's rows past K are cut off: its scale still covers the rows kept.
+    return {
+        "a": rng.standard_normal((M, K)).astype(np.float16),
+        "w": np.ascontiguousarray(qt.data[:K]),
+        "s": qt.scales,
+        "st": np.float32(qt.tensor_scale),
+        "c": np.full((M, N), np.nan, np.float16),
+    }
+
+
+def _nvfp4_reference(a, w, s, st, c, **_):
+    values = lowbit.decode(unpack(w, 4, c.shape[1]), f4e2m1).astype(np.float64)
+    scales = s.astype(np.float64)[np.arange(w.shape[0]) // NV_BLOCK] * float(st)
+    return {"c": a.astype(np.float64) @ (values * scales)}
+
+
+def _mxint8_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+    blocks = -(-K // MX_BLOCK)
+    qt = quantize(rng.standard_normal((blocks * MX_BLOCK, N)), "i8", mx=True)
+    return {
+        "a": rng.standard_normal((M, K)).astype(ml_dtypes.bfloat16),
+        "w": np.ascontiguousarray(qt.data[:K].view(np.int8)),
+        "s": qt.scales,
+        "c": np.full((M, N), np.nan, ml_dtypes.bfloat16),
+    }
+
+
+def _mxint8_reference(a, w, s, c, **_):
+    scales = lowbit.decode(s, e8m0).astype(np.float64)[np.arange(w.shape[0]) // MX_BLOCK]
+    return {"c": a.astype(np.float64) @ (w.astype(np.float64) * 2.0**-6 * scales)}
 
 
 def _w8a8_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
@@ -121,6 +158,19 @@ KERNELS = {
         "sizes": {"M": 136, "N": 130, "K": 200},
         "inputs": _mx_inputs,
         "reference": _mx_reference,
+        "tolerance": {"rtol": 1e-2, "atol": 1e-1},
+    },
+    # Exactly dequantized weights, f16 products, f32 accumulation, one rounding to f16.
+    "quant_gemm_nvfp4": {
+        "sizes": {"M": 130, "N": 136, "K": 200},
+        "inputs": _nvfp4_inputs,
+        "reference": _nvfp4_reference,
+        "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+    },
+    "quant_gemm_mxint8": {
+        "sizes": {"M": 136, "N": 130, "K": 200},
+        "inputs": _mxint8_inputs,
+        "reference": _mxint8_reference,
         "tolerance": {"rtol": 1e-2, "atol": 1e-1},
     },
     # An exact integer product, scaled in f32 and rounded once to f16.

@@ -13,7 +13,13 @@ inner loop consumes together:
 * per channel: ``group_size=None`` (one scale per column: the group is all of ``K``);
 * per group: ``group_size=g``, ``g`` dividing ``K`` (32, 64, 128 are usual);
 * MX (OCP Microscaling v1.0): ``mx=True``: blocks of 32, ``e8m0`` scales
-  ``2^(floor(log2(amax)) - emax_elem)``, ``f8e4m3``/``f8e5m2``/``f6*``/``f4e2m1`` elements.
+  ``X = 2^(floor(log2(amax)) - emax_elem)``, ``f8e4m3``/``f8e5m2``/``f6*``/``f4e2m1``
+  elements (MXFP8, MXFP6, MXFP4) or ``i8`` (MXINT8, whose elements carry an implicit factor
+  of ``2^-6``: a code ``q`` stands for ``q * 2^-6 * X``, so ``emax_elem`` is 0);
+* two-level (NVFP4): a low-bit float ``scale_dtype`` (``f8e4m3``, ``f8e5m2``) with one
+  ``f32`` scale for the whole tensor, ``tensor_scale``, chosen so that the largest group's
+  scale is the scale type's largest value: ``quantize(w, "f4e2m1", group_size=16,
+  scale_dtype="f8e4m3")`` is NVFP4.
 
 Scales of a ``scale_dtype`` other than ``e8m0`` are rounded *up* onto that type's grid, so
 no value of the group needs clamping: symmetric integer quantization is then off by at most
@@ -32,8 +38,12 @@ from tegula.ir.packing import Interleave, PackedFormat
 __all__ = ["MX_BLOCK", "QuantizationError", "QuantizedTensor", "dequantize", "quantize"]
 
 MX_BLOCK = 32  # OCP MX v1.0: every concrete MX format shares one scale per 32 elements
-_MX_ELEMENTS = ("f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1")
-_SCALE_TYPES = ("f16", "bf16", "f32", "e8m0")
+_MX_ELEMENTS = ("f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1", "i8")
+# MXINT8's elements are 8-bit integers with an implicit factor of 2^-6 (OCP MX v1.0, 5.3).
+_MX_INT8_ELEMENT_SCALE = 2.0**-6
+_SCALE_TYPES = ("f16", "bf16", "f32", "e8m0", "f8e4m3", "f8e5m2")
+# Scale types too narrow to cover a tensor's range alone: a per-tensor f32 scale goes with them.
+_TWO_LEVEL_SCALE_TYPES = ("f8e4m3", "f8e5m2")
 
 
 class QuantizationError(ValueError):
@@ -48,8 +58,11 @@ class QuantizedTensor:
     ``PackedFormat(dtype.bits, interleave).storage_shape(shape)``). ``scales``: ``shape``
     with ``shape[axis]`` divided by ``group_size`` (all ones for ``axis=None``), stored as
     ``scale_dtype`` arrays (``float16``, ``bfloat16``, ``float32``; ``e8m0`` as its
-    ``uint8`` codes). ``zeros``: ``None`` (symmetric) or ``uint8`` zero-point codes of the
-    element type, the shape of ``scales``.
+    ``uint8`` codes; ``f8e4m3``/``f8e5m2`` as ml_dtypes arrays). ``zeros``: ``None``
+    (symmetric) or ``uint8`` zero-point codes of the element type, the shape of ``scales``.
+    ``tensor_scale``: the per-tensor factor of two-level scaling (8-bit float scales), else 1.
+    ``mx``: an OCP MX tensor, whose elements may carry an implicit factor
+    (:attr:`element_scale`).
     """
 
     data: np.ndarray
@@ -61,6 +74,8 @@ class QuantizedTensor:
     group_size: int
     scale_dtype: DType
     interleave: Interleave | None = None
+    tensor_scale: float = 1.0
+    mx: bool = False
 
     def __post_init__(self) -> None:
         fmt = PackedFormat(self.dtype.bits, self.interleave)
@@ -87,6 +102,11 @@ class QuantizedTensor:
         return (*self.shape[: self.axis], groups, *self.shape[self.axis + 1 :])
 
     @property
+    def element_scale(self) -> float:
+        """The factor every element value carries implicitly: ``2^-6`` for MXINT8, else 1."""
+        return _MX_INT8_ELEMENT_SCALE if self.mx and self.dtype.is_int else 1.0
+
+    @property
     def format(self) -> PackedFormat:
         return PackedFormat(self.dtype.bits, self.interleave)
 
@@ -95,7 +115,7 @@ class QuantizedTensor:
         return self.format.unpack(self.data, self.shape[-1])
 
     def scale_values(self) -> np.ndarray:
-        """The scales as ``float32`` values."""
+        """The per-group scales as ``float32`` values (without ``tensor_scale``)."""
         if self.scale_dtype is dtypes.e8m0:
             return lowbit.decode(self.scales, dtypes.e8m0)
         return self.scales.astype(np.float32)
@@ -131,6 +151,11 @@ def _round_scale_up(scale: np.ndarray, scale_dtype: DType) -> np.ndarray:
             "use scale_dtype=f32"
         )
     np_type = scale_dtype.to_numpy()
+    if scale_dtype.is_lowbit:  # an 8-bit float: round on its code grid
+        codes = lowbit.encode(scale, scale_dtype)
+        low = lowbit.decode(codes, scale_dtype).astype(np.float64) < scale
+        # Positive finite codes are ordered like their values: the next code is the next value.
+        return np.where(low, codes + 1, codes).astype(np.uint8).view(np_type)
     stored = scale.astype(np_type)
     low = stored.astype(np.float64) < scale
     if low.any():  # rounding to nearest went down: one step up is the value above
@@ -141,7 +166,7 @@ def _round_scale_up(scale: np.ndarray, scale_dtype: DType) -> np.ndarray:
 def _as_stored_scale_values(stored: np.ndarray, scale_dtype: DType) -> np.ndarray:
     if scale_dtype is dtypes.e8m0:
         return lowbit.decode(stored, dtypes.e8m0).astype(np.float64)
-    return stored.astype(np.float64)
+    return stored.astype(np.float64)  # ml_dtypes converts its 8-bit floats exactly
 
 
 def _check_axis_and_group(shape: tuple[int, ...], axis: int | None,
@@ -188,7 +213,8 @@ def quantize(
     (``nf4``). Symmetric: ``scale = amax / max_finite(dtype)`` per group. Asymmetric
     (``symmetric=False``, integer types only): the group's range, widened to hold 0, is
     spread over all codes, ``scale = (hi - lo) / (2^bits - 1)``, ``zero = rint(-lo / scale)``
-    in code units. ``scale_dtype`` defaults to ``f16`` (``e8m0`` with ``mx``).
+    in code units. ``scale_dtype`` defaults to ``f16`` (``e8m0`` with ``mx``); an 8-bit float
+    scale type adds a per-tensor ``f32`` scale (``tensor_scale``, NVFP4's second level).
     ``interleave`` permutes the packed codes (:func:`tegula.ir.packing.marlin_interleave`).
     """
     w = np.asarray(w)
@@ -220,6 +246,8 @@ def quantize(
     )
     if sdt.name not in _SCALE_TYPES:
         raise QuantizationError(f"scale_dtype must be one of {_SCALE_TYPES}, not {sdt}")
+    if sdt.name in _TWO_LEVEL_SCALE_TYPES and not symmetric:
+        raise QuantizationError(f"{sdt} scales are symmetric (no zero points)")
     if not symmetric and not dt.is_int:
         raise QuantizationError(f"symmetric=False needs an integer dtype, not {dt}")
     axis, group = _check_axis_and_group(w.shape, axis, group_size)
@@ -228,16 +256,27 @@ def quantize(
     grouped = _grouped(x, axis, group)
     group_axis = -1 if axis is None else axis + 1  # the within-group axis of `grouped`
     zeros = None
+    tensor_scale = 1.0
+    element_scale = _MX_INT8_ELEMENT_SCALE if mx and dt.is_int else 1.0
     if mx:
         amax = np.abs(grouped).max(axis=group_axis)
-        # OCP MX v1.0, 6.3: X = 2^(floor(log2(amax)) - emax_elem), clamped to e8m0's range.
+        # OCP MX v1.0, 6.3: X = 2^(floor(log2(amax)) - emax_elem), clamped to e8m0's range;
+        # MXINT8's largest element is 127/64, so its emax_elem is 0.
+        emax_elem = 0 if dt.is_int else dt.max_exponent
         _, e = np.frexp(amax)
-        exponent = np.where(amax > 0, e - 1 - dt.max_exponent, -127)
+        exponent = np.where(amax > 0, e - 1 - emax_elem, -127)
         stored = lowbit.encode(np.exp2(np.clip(exponent, -127, 127)), dtypes.e8m0)
     elif symmetric:
         amax = np.abs(grouped).max(axis=group_axis)
         bound = dt.max_finite if not dt.is_lut else float(np.abs(dt.table).max())
-        stored = _round_scale_up(np.where(amax > 0, amax / bound, 1.0), sdt)
+        wanted = np.where(amax > 0, amax / bound, 1.0)
+        if sdt.name in _TWO_LEVEL_SCALE_TYPES:
+            # The largest group scale lands on the scale type's largest value; the rest of
+            # the range is the tensor scale's.
+            top = float(amax.max())
+            tensor_scale = float(np.float32(top / bound / sdt.max_finite)) if top > 0 else 1.0
+            wanted = np.minimum(wanted / tensor_scale, sdt.max_finite)
+        stored = _round_scale_up(wanted, sdt)
     else:
         lo = np.minimum(grouped.min(axis=group_axis), 0.0)
         hi = np.maximum(grouped.max(axis=group_axis), 0.0)
@@ -247,7 +286,7 @@ def quantize(
             np.rint(qmin - lo / _as_stored_scale_values(stored, sdt)), qmin, qmax
         )
         zeros = lowbit.encode(zero_value, dt)
-    scale = _as_stored_scale_values(stored, sdt)
+    scale = _as_stored_scale_values(stored, sdt) * (tensor_scale * element_scale)
     if axis is None:
         scale_full = scale.reshape(())
         zero_full = 0.0 if zeros is None else lowbit.decode(zeros, dt).reshape(())
@@ -258,13 +297,15 @@ def quantize(
         zero_full = 0.0 if zeros is None else _expand(lowbit.decode(zeros, dt), axis, group)
     codes = lowbit.encode(x / scale_full + zero_full, dt, saturate=True)
     data = PackedFormat(dt.bits, interleave).pack(codes)
-    return QuantizedTensor(data, stored, zeros, dt, tuple(w.shape), axis, group, sdt, interleave)
+    return QuantizedTensor(data, stored, zeros, dt, tuple(w.shape), axis, group, sdt, interleave,
+                           tensor_scale, mx)
 
 
 def dequantize(qt: QuantizedTensor) -> np.ndarray:
-    """The ``float32`` values ``qt`` stands for: ``(code_value - zero) * scale``."""
+    """The ``float32`` values ``qt`` stands for:
+    ``(code_value - zero) * scale * tensor_scale * element_scale``."""
     values = lowbit.decode(qt.codes(), qt.dtype)
-    scale = qt.scale_values()
+    scale = qt.scale_values() * (qt.tensor_scale * qt.element_scale)
     zero = None if qt.zeros is None else lowbit.decode(qt.zeros, qt.dtype)
     if qt.axis is not None:
         scale = _expand(scale, qt.axis, qt.group_size)

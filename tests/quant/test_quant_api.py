@@ -202,3 +202,55 @@ def test_scale_types_round_up_and_keep_the_bound(scale_dtype: str, storage: obje
     if scale_dtype == "e8m0":  # the next power of two up
         assert np.array_equal(qt.scale_values(), np.exp2(np.ceil(np.log2(ideal))))
     assert np.all(np.abs(dequantize(qt) - w) <= per_element(qt) / 2 * (1 + 1e-6))
+
+
+def test_mxint8_scales_and_elements_follow_the_spec() -> None:
+    rng = np.random.default_rng()
+    w = weights(rng, (96, 5))
+    w[:32, 0] = 0.0
+    qt = quantize(w, "i8", mx=True)
+    assert qt.mx and qt.scale_dtype is dtypes.e8m0 and qt.element_scale == 2.0**-6
+    for block in range(3):
+        for col in range(5):
+            amax = float(np.abs(w[32 * block : 32 * block + 32, col]).max())
+            # INT8 elements carry 2^-6, so the largest is 127/64 and emax_elem is 0.
+            exponent = -127 if amax == 0 else math.floor(math.log2(amax))
+            assert qt.scales[block, col] == exponent + 127
+    # A code q stands for q * 2^-6 * X: the nearest such value, saturating at the int8 range.
+    x = np.repeat(qt.scale_values().astype(np.float64), 32, axis=0) * 2.0**-6
+    want = np.clip(np.rint(w / x), -128, 127)
+    codes = decode(qt.codes(), dtypes.dtype("i8")).astype(np.float64)
+    assert np.array_equal(codes, want)
+    assert np.array_equal(dequantize(qt).astype(np.float64), (codes * x).astype(np.float32))
+
+
+def test_nvfp4_is_two_level_scaling_with_e4m3_block_scales() -> None:
+    rng = np.random.default_rng()
+    w = weights(rng, (64, 6))
+    qt = quantize(w, "f4e2m1", group_size=16, scale_dtype="f8e4m3")
+    assert qt.scales.dtype == np.dtype("float8_e4m3fn") and qt.scales.shape == (4, 6)
+    # The tensor scale puts the largest block scale at e4m3's largest value, 448.
+    assert qt.tensor_scale == pytest.approx(float(np.abs(w).max()) / 6 / 448, rel=1e-6)
+    assert float(qt.scale_values().max()) == 448.0
+    # Each block scale is the smallest e4m3 value at or above amax / 6 (in tensor-scale
+    # units), so no element needs clamping.
+    ideal = np.abs(w.reshape(4, 16, 6)).max(axis=1) / 6 / qt.tensor_scale
+    stored = qt.scale_values().astype(np.float64)
+    assert np.all(stored >= ideal * (1 - 1e-6))
+    e4m3 = np.sort(grid(dtypes.dtype("f8e4m3")).astype(np.float64))
+    below = np.array([e4m3[np.searchsorted(e4m3, s) - 1] for s in stored.ravel()])
+    assert np.all(below.reshape(stored.shape) < ideal * (1 + 1e-6))
+    # Elements: the nearest e2m1 value of w / (block scale * tensor scale).
+    scale = np.repeat(stored, 16, axis=0) * qt.tensor_scale
+    values = grid(dtypes.dtype("f4e2m1")).astype(np.float64)
+    target = w / scale
+    assert np.abs(target).max() <= 6 * (1 + 1e-6)
+    best = np.abs(target[..., None] - values).min(axis=-1)
+    got = dequantize(qt).astype(np.float64) / scale
+    assert np.all(np.abs(got - target) <= best * (1 + 1e-6) + 1e-6)
+
+
+def test_two_level_scales_are_symmetric_only() -> None:
+    with pytest.raises(QuantizationError, match="f8e4m3 scales are symmetric"):
+        quantize(weights(np.random.default_rng(), (32, 4)), "u4", group_size=16,
+                 scale_dtype="f8e4m3", symmetric=False)
