@@ -142,8 +142,9 @@ def run(settings: Settings, quick: bool) -> list[Row]:
                               f"tuning/{label}/transfer", note)]
             continue
         scores = {s.strategy: s for s in evaluate(records, seeds=SEEDS, transfer=other)}
-        unvisited = (f"; {size - measured} of the {size} configs never measured (the sweeps "
-                     "did not reach them), replays count them as failed trials"
+        unvisited = (f"; {size - measured} of the {size} configs have no measurement that holds "
+                     "for this compiler (not reached by the sweeps, or built differently now), "
+                     "replays count them as failed trials"
                      if measured < size else "")
         rows.append(_row(f"gemm_f16 {name}: {size} configs", f"tuning/{label}", records,
                          "gbdt", scores, f"median over seeds {list(SEEDS)}{unvisited}"))
