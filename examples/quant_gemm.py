@@ -5,7 +5,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 from tegula.compiler.checking import load_companion
-from tegula.ir import lowbit
+from tegula.ir import dtypes, lowbit
 from tegula.ir.dtypes import dtype, e8m0, f4e2m1
 from tegula.ir.packing import unpack
 from tegula.runtime.quant import quantize
@@ -19,18 +19,31 @@ NV_BLOCK = 16  # NVFP4: one e4m3 scale per 16 elements
 I4 = dtype("i4")
 
 
-def _i4_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
-    w = _gemv.quantized_weight(rng, "i4", K, N)
-    return {
-        "a": rng.standard_normal((M, K)).astype(np.float16),
-        "w": w["w"],
-        "s": w["s"],
-        "c": np.full((M, N), np.nan, np.float16),
-    }
+def _weight_only_inputs(dtype: str, symmetric: bool = True, activations: str = "f16"):
+    """Inputs of a weight-only GEMM with ``dtype`` weights; ``activations`` is also the
+    scales' and the output's type."""
+    act = dtypes.dtype(activations).to_numpy()
+
+    def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+        w = _gemv.quantized_weight(rng, dtype, K, N, symmetric=symmetric,
+                                   scale_dtype=activations)
+        return {
+            "a": rng.standard_normal((M, K)).astype(act),
+            **w,
+            "c": np.full((M, N), np.nan, act),
+        }
+
+    return make
 
 
-def _i4_reference(a, w, s, c, **_):
-    return {"c": a.astype(np.float64) @ _gemv.dequantized(w, s, "i4", c.shape[1])}
+def _weight_only_reference(dtype: str):
+    def reference(a, w, s, c, z=None, **_):
+        # The kernel dequantizes in the activations' type (the slab feeds an f16 or bf16
+        # product): each weight rounds once there, and the rest is exact in float64.
+        weights = _gemv.dequantized(w, s, dtype, c.shape[1], z).astype(a.dtype)
+        return {"c": a.astype(np.float64) @ weights.astype(np.float64)}
+
+    return reference
 
 
 def _mx_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
@@ -147,11 +160,27 @@ def _w8a8_outlier_reference(a, w, sa, sw, xo, wo, c, **_):
 
 KERNELS = {
     # f16 products of exact weights, f32 accumulation, one rounding to f16 (~1e-3).
-    "quant_gemm_i4": {
+    **{
+        f"quant_gemm_{name}": {
+            "sizes": {"M": 130, "N": 136, "K": 300},
+            "inputs": _weight_only_inputs(name),
+            "reference": _weight_only_reference(name),
+            "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+        }
+        for name in ("i4", "i2", "i3", "i5", "i6", "i7", "i8")
+    },
+    "quant_gemm_u1_zeros": {
         "sizes": {"M": 130, "N": 136, "K": 300},
-        "inputs": _i4_inputs,
-        "reference": _i4_reference,
+        "inputs": _weight_only_inputs("u1", symmetric=False),
+        "reference": _weight_only_reference("u1"),
         "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+    },
+    # bf16 keeps 8 significant bits: the output rounds by up to ~4e-3 relative.
+    "quant_gemm_i4_bf16": {
+        "sizes": {"M": 130, "N": 136, "K": 300},
+        "inputs": _weight_only_inputs("i4", activations="bf16"),
+        "reference": _weight_only_reference("i4"),
+        "tolerance": {"rtol": 8e-3, "atol": 1e-1},
     },
     # bf16 output: ~8e-3 relative.
     "quant_gemm_mxfp4": {

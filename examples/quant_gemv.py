@@ -14,14 +14,15 @@ GROUP = 128  # the kernels' G
 
 
 def quantized_weight(rng: np.random.Generator, dtype: str, K: int, N: int, *,
-                     symmetric: bool = True, group: int = GROUP) -> dict[str, np.ndarray]:
+                     symmetric: bool = True, group: int = GROUP,
+                     scale_dtype: str = "f16") -> dict[str, np.ndarray]:
     """A random [K, N] weight quantized to ``dtype`` in groups of ``group`` rows: ``w`` (the
-    packed codes), ``s`` (f16 scales, [ceil(K / group), N]) and for ``symmetric=False``
+    packed codes), ``s`` (scales, [ceil(K / group), N]) and for ``symmetric=False``
     ``z`` (zero-point codes). K need not be a multiple of the group: the weight is
     quantized with its last group padded, and the padding rows are dropped."""
     groups = -(-K // group)
     full = rng.standard_normal((groups * group, N)).astype(np.float32)
-    qt = quantize(full, dtype, group_size=group, symmetric=symmetric)
+    qt = quantize(full, dtype, group_size=group, symmetric=symmetric, scale_dtype=scale_dtype)
     data = np.ascontiguousarray(qt.data[:K])
     if dtypes.dtype(dtype).numpy is not None:  # i8 and the like travel as their own type
         data = data.view(dtypes.dtype(dtype).to_numpy())
@@ -42,12 +43,16 @@ def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
     return values * s.astype(np.float64)[rows]
 
 
-def _inputs(dtype: str, symmetric: bool = True):
+def _inputs(dtype: str, symmetric: bool = True, activations: str = "f16"):
+    """Inputs of a GEMV with ``dtype`` weights; ``activations`` is also the scales' and the
+    output's type."""
+    act = dtypes.dtype(activations).to_numpy()
+
     def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
         return {
-            "x": rng.standard_normal((M, K)).astype(np.float16),
-            **quantized_weight(rng, dtype, K, N, symmetric=symmetric),
-            "y": np.full((M, N), np.nan, np.float16),
+            "x": rng.standard_normal((M, K)).astype(act),
+            **quantized_weight(rng, dtype, K, N, symmetric=symmetric, scale_dtype=activations),
+            "y": np.full((M, N), np.nan, act),
         }
 
     return make
@@ -78,4 +83,17 @@ KERNELS["quant_gemv_u4_zeros"] = {
     "inputs": _inputs("u4", symmetric=False),
     "reference": _reference("u4"),
     "tolerance": _TOLERANCE,
+}
+KERNELS["quant_gemv_u1_zeros"] = {
+    "sizes": _SIZES,
+    "inputs": _inputs("u1", symmetric=False),
+    "reference": _reference("u1"),
+    "tolerance": _TOLERANCE,
+}
+# The bf16 output keeps 8 significant bits: one rounding of up to ~4e-3 relative.
+KERNELS["quant_gemv_i4_bf16"] = {
+    "sizes": _SIZES,
+    "inputs": _inputs("i4", activations="bf16"),
+    "reference": _reference("i4"),
+    "tolerance": {"rtol": 8e-3, "atol": 1e-1},
 }
