@@ -70,6 +70,27 @@ def _rsqrt(x: float) -> float:
     return 1.0 / math.sqrt(x)
 
 
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+# Activations are definitions over the core ops (the front end expands them, so every
+# back end runs them and the Tile IR shows what they compute).
+ACTIVATIONS: Mapping[str, tuple[str, Callable[[float], float]]] = {
+    "relu": ("max(x, 0)", lambda x: max(x, 0.0)),
+    "sigmoid": ("1 / (1 + exp(-x))", _sigmoid),
+    "silu": ("x * sigmoid(x) (swish)", lambda x: x * _sigmoid(x)),
+    "gelu": ("0.5 x (1 + erf(x / sqrt(2))), the exact form", lambda x: 0.5 * x * (
+        1.0 + math.erf(x / math.sqrt(2.0)))),
+}
+
+
+def _activation(name: str) -> Builtin:
+    summary, fold = ACTIVATIONS[name]
+    return Builtin(name, "activation", (Arg("x"),), summary,
+                   "float tile → same type; an int tile is an error", fold=fold)
+
+
 _TABLE: tuple[Builtin, ...] = (
     Builtin(
         "load",
@@ -137,6 +158,7 @@ _TABLE: tuple[Builtin, ...] = (
     _math("cos", "cosine", math.cos),
     _math("floor", "round down", lambda x: float(math.floor(x))),
     _math("ceil", "round up", lambda x: float(math.ceil(x))),
+    *(_activation(name) for name in ACTIVATIONS),
     Builtin(
         "abs",
         "abs",

@@ -382,6 +382,7 @@ class _KernelBuilder:
             "arange": self.rule_arange,
             "cast": self.rule_cast,
             "math": self.rule_math,
+            "activation": self.rule_activation,
             "abs": self.rule_math,
             "minmax": self.rule_minmax,
             "sum": self.rule_sum,
@@ -1398,6 +1399,43 @@ class _KernelBuilder:
         if dt.is_bool:
             raise self.fail(node, f"{node.func} expects a numeric tile; got {self.describe(x)}")
         return self.emit1(ir.ElementwiseOp, x.tile, hint, node, fn=builtin.fn, args=(x,))
+
+    def rule_activation(
+        self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None
+    ) -> Operand:
+        """An activation, expanded into the core elementwise ops it is defined by
+        (:data:`~tegula.compiler.builtins.ACTIVATIONS`); ``x`` is computed once."""
+        x = self.operand(args["x"])
+        if isinstance(x, Const):
+            if isinstance(x.value, bool):
+                raise self.fail(node, f"{node.func} does not take a bool")
+            _, fold = bi.ACTIVATIONS[node.func]
+            return Const(fold(float(x.value)))
+        dt = x.tile.dtype
+        if not dt.is_float:
+            raise self.fail(node, f"{node.func} expects a float tile; got {self.describe(x)}")
+        where = args["x"]
+
+        def op(fn: str, *operands: Operand, name: str | None = None) -> ir.Value:
+            return self.elementwise(fn, list(operands), dt, dt, node, [where] * len(operands),
+                                    name)
+
+        def sigmoid(v: ir.Value, name: str | None) -> ir.Value:
+            return op("div", Const(1.0), op("add", Const(1.0), op("exp", op("neg", v))),
+                      name=name)
+
+        match node.func:
+            case "relu":
+                return op("max", x, Const(0.0), name=hint)
+            case "sigmoid":
+                return sigmoid(x, hint)
+            case "silu":
+                return op("mul", x, sigmoid(x, None), name=hint)
+            case "gelu":
+                inner = op("erf", op("mul", x, Const(1.0 / math.sqrt(2.0))))
+                return op("mul", op("mul", x, Const(0.5)), op("add", Const(1.0), inner),
+                          name=hint)
+        raise AssertionError(f"activation {node.func} has no expansion")
 
     def rule_minmax(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
         if "b" not in args:

@@ -26,6 +26,19 @@ def _bias_inputs(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, 
     return out
 
 
+def _silu_residual_inputs(rng: np.random.Generator, M: int, N: int, K: int
+                          ) -> dict[str, np.ndarray]:
+    out = _bias_inputs(rng, M, N, K)
+    out["residual"] = rng.standard_normal((M, N)).astype(np.float16)
+    out["alpha"] = np.float32(rng.uniform(0.5, 2.0))
+    return out
+
+
+def _silu_residual(a, b, bias, residual, alpha, **_):
+    h = float(alpha) * _product(a, b) + bias.astype(np.float64)[None, :]
+    return {"c": h / (1.0 + np.exp(-h)) + residual.astype(np.float64)}
+
+
 def _bias_gelu(a, b, bias, **_):
     h = _product(a, b) + bias.astype(np.float64)[None, :]
     return {"c": 0.5 * h * (1.0 + _erf(h / np.sqrt(2.0)))}
@@ -49,6 +62,12 @@ KERNELS = {
         "sizes": {"M": 130, "N": 256, "K": 64},
         "inputs": _bias_inputs,
         "reference": _bias_gelu,
+        "tolerance": {"rtol": 2e-3, "atol": 2e-2},
+    },
+    "gemm_silu_residual": {
+        "sizes": {"M": 130, "N": 200, "K": 72},
+        "inputs": _silu_residual_inputs,
+        "reference": _silu_residual,
         "tolerance": {"rtol": 2e-3, "atol": 2e-2},
     },
 }

@@ -399,12 +399,15 @@ class _Inference:
 
     def weight(self, v: Value) -> int:
         """How costly it is to give ``v`` another layout: 0 for values rebuilt for free
-        (``full``, ``arange``), 1 for broadcasts and loop-carried values (which take the
-        layout the loop body produces), 2 for loads (rebuilt, at some cost in coalescing)
-        and 3 for computed values, which only a conversion through shared memory moves."""
+        (``full``, ``arange``, a scalar's broadcast), 1 for other broadcasts and loop-carried
+        values (which take the layout the loop body produces), 2 for loads (rebuilt, at some
+        cost in coalescing) and 3 for computed values, which only a conversion through shared
+        memory moves."""
         maker = self.defs.get(v.name)
         if maker is None or isinstance(maker, FullOp | ArangeOp):
             return 0 if maker is not None else 1
+        if isinstance(maker, BroadcastOp) and not maker.source.tile.shape:
+            return 0  # a scalar spread over a tile: a register copy in any layout
         if isinstance(maker, BroadcastOp | ExpandDimsOp | ForOp):
             return 1
         if isinstance(maker, LoadOp):
