@@ -225,8 +225,8 @@ f6e3m2 = _define(DType("f6e3m2", 6, Kind.FLOAT, None, None, None, 3, 2))
 f6e2m3 = _define(DType("f6e2m3", 6, Kind.FLOAT, None, None, None, 2, 3))
 f4e2m1 = _define(DType("f4e2m1", 4, Kind.FLOAT, None, None, None, 2, 1))
 # The OCP MX scale type: 2^(code - 127), unsigned, no zero, 0xFF is NaN.
-e8m0 = _define(DType("e8m0", 8, Kind.FLOAT, None, None, None, 8, 0, nan=NanEncoding.ALL_ONES,
-                     has_sign=False))
+e8m0 = _define(DType("e8m0", 8, Kind.FLOAT, None, None, "ml_dtypes.float8_e8m0fnu", 8, 0,
+                     nan=NanEncoding.ALL_ONES, has_sign=False))
 
 # Integers: the usual widths with native arithmetic, every width from 1 to 7 packed.
 _CUDA_INT = {8: "signed char", 16: "short", 32: "int", 64: "long long"}

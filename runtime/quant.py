@@ -57,9 +57,10 @@ class QuantizedTensor:
     ``data``: the codes, packed along the last dimension (``uint8``,
     ``PackedFormat(dtype.bits, interleave).storage_shape(shape)``). ``scales``: ``shape``
     with ``shape[axis]`` divided by ``group_size`` (all ones for ``axis=None``), stored as
-    ``scale_dtype`` arrays (``float16``, ``bfloat16``, ``float32``; ``e8m0`` as its
-    ``uint8`` codes; ``f8e4m3``/``f8e5m2`` as ml_dtypes arrays). ``zeros``: ``None``
-    (symmetric) or ``uint8`` zero-point codes of the element type, the shape of ``scales``.
+    ``scale_dtype`` arrays (``float16``, ``bfloat16``, ``float32``; ``e8m0``, ``f8e4m3`` and
+    ``f8e5m2`` as ml_dtypes arrays, which kernels take as tensors of those types).
+    ``zeros``: ``None`` (symmetric) or ``uint8`` zero-point codes of the element type, the
+    shape of ``scales``.
     ``tensor_scale``: the per-tensor factor of two-level scaling (8-bit float scales), else 1.
     ``mx``: an OCP MX tensor, whose elements may carry an implicit factor
     (:attr:`element_scale`).
@@ -116,9 +117,7 @@ class QuantizedTensor:
 
     def scale_values(self) -> np.ndarray:
         """The per-group scales as ``float32`` values (without ``tensor_scale``)."""
-        if self.scale_dtype is dtypes.e8m0:
-            return lowbit.decode(self.scales, dtypes.e8m0)
-        return self.scales.astype(np.float32)
+        return self.scales.astype(np.float32)  # ml_dtypes converts its 8-bit floats exactly
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -138,13 +137,18 @@ def _expand(per_group: np.ndarray, axis: int | None, group_size: int) -> np.ndar
     return np.repeat(per_group, group_size, axis=axis)
 
 
+def _e8m0_array(powers_of_two: np.ndarray) -> np.ndarray:
+    """Exact powers of two as an ``e8m0`` array (ml_dtypes ``float8_e8m0fnu``)."""
+    return lowbit.encode(powers_of_two, dtypes.e8m0).view(dtypes.e8m0.to_numpy())
+
+
 def _round_scale_up(scale: np.ndarray, scale_dtype: DType) -> np.ndarray:
     """The stored scales: the smallest value of ``scale_dtype`` at or above ``scale``."""
     if scale_dtype is dtypes.e8m0:
         exponent = np.ceil(np.log2(scale))
         if exponent.max() > 127:
             raise QuantizationError("scales overflow e8m0 (above 2^127)")
-        return lowbit.encode(np.exp2(np.maximum(exponent, -127)), dtypes.e8m0)
+        return _e8m0_array(np.exp2(np.maximum(exponent, -127)))
     if scale.max() > scale_dtype.max_finite:
         raise QuantizationError(
             f"scales overflow {scale_dtype} (largest needed {scale.max():.6g}); "
@@ -161,12 +165,6 @@ def _round_scale_up(scale: np.ndarray, scale_dtype: DType) -> np.ndarray:
     if low.any():  # rounding to nearest went down: one step up is the value above
         stored = np.where(low, np.nextafter(stored, np.asarray(np.inf, np_type)), stored)
     return stored
-
-
-def _as_stored_scale_values(stored: np.ndarray, scale_dtype: DType) -> np.ndarray:
-    if scale_dtype is dtypes.e8m0:
-        return lowbit.decode(stored, dtypes.e8m0).astype(np.float64)
-    return stored.astype(np.float64)  # ml_dtypes converts its 8-bit floats exactly
 
 
 def _check_axis_and_group(shape: tuple[int, ...], axis: int | None,
@@ -265,7 +263,7 @@ def quantize(
         emax_elem = 0 if dt.is_int else dt.max_exponent
         _, e = np.frexp(amax)
         exponent = np.where(amax > 0, e - 1 - emax_elem, -127)
-        stored = lowbit.encode(np.exp2(np.clip(exponent, -127, 127)), dtypes.e8m0)
+        stored = _e8m0_array(np.exp2(np.clip(exponent, -127, 127)))
     elif symmetric:
         amax = np.abs(grouped).max(axis=group_axis)
         bound = dt.max_finite if not dt.is_lut else float(np.abs(dt.table).max())
@@ -283,10 +281,10 @@ def quantize(
         qmin, qmax = dt.int_range
         stored = _round_scale_up(np.where(hi > lo, (hi - lo) / (qmax - qmin), 1.0), sdt)
         zero_value = np.clip(
-            np.rint(qmin - lo / _as_stored_scale_values(stored, sdt)), qmin, qmax
+            np.rint(qmin - lo / stored.astype(np.float64)), qmin, qmax
         )
         zeros = lowbit.encode(zero_value, dt)
-    scale = _as_stored_scale_values(stored, sdt) * (tensor_scale * element_scale)
+    scale = stored.astype(np.float64) * (tensor_scale * element_scale)
     if axis is None:
         scale_full = scale.reshape(())
         zero_full = 0.0 if zeros is None else lowbit.decode(zeros, dt).reshape(())
