@@ -62,6 +62,9 @@ from tegula.ir.tile import (
 
 from .manager import PassContext, register_pass
 
+# The longest chain of elementwise ops rebuilt in a new layout instead of converted.
+_REBUILT_CHAIN = 3
+
 
 class LayoutInferenceError(RuntimeError):
     pass
@@ -163,6 +166,12 @@ class _Inference:
         elif isinstance(maker, CastOp) and self.weight(maker.source) <= 2:
             op = replace(maker, source=self.coerce(self.unconverted(maker.source), layout, out,
                                                    loc), results=(nv,))
+        elif isinstance(maker, ElementwiseOp) and self.weight(v) <= 2:
+            # Arithmetic on values that are themselves rebuilt (a scale times a constant, a
+            # code minus its zero point): computing it again is cheaper than moving it.
+            args = tuple(a if not a.tile.shape else
+                         self.coerce(self.unconverted(a), layout, out, loc) for a in maker.args)
+            op = replace(maker, args=args, results=(nv,))
         elif isinstance(maker, BroadcastOp) and isinstance(layout, BlockedLayout) and not (
             layout.removed or layout.unit
         ):
@@ -401,7 +410,8 @@ class _Inference:
         """How costly it is to give ``v`` another layout: 0 for values rebuilt for free
         (``full``, ``arange``, a scalar's broadcast), 1 for other broadcasts and loop-carried
         values (which take the layout the loop body produces), 2 for loads (rebuilt, at some
-        cost in coalescing) and 3 for computed values, which only a conversion through shared
+        cost in coalescing) and for short chains of elementwise ops over such values (computed
+        again), and 3 for other computed values, which only a conversion through shared
         memory moves."""
         maker = self.defs.get(v.name)
         if maker is None or isinstance(maker, FullOp | ArangeOp):
@@ -414,7 +424,26 @@ class _Inference:
             return 2
         if isinstance(maker, CastOp):
             return max(2, self.weight(maker.source))
+        if isinstance(maker, ElementwiseOp) and self.rebuildable(v):
+            return 2
         return 3
+
+    def rebuildable(self, v: Value, depth: int = 0) -> bool:
+        """Whether ``v`` can be made again in another layout from memory and constants alone
+        (no conversion anywhere below it): fills, loads, and casts, broadcasts and short
+        elementwise chains of such values. A loop's result or a product is not."""
+        maker = self.defs.get(v.name)
+        if not v.tile.shape:
+            return True  # a scalar has no layout
+        if isinstance(maker, FullOp | ArangeOp):
+            return True
+        if isinstance(maker, LoadOp):
+            return maker.mask is None  # what rebuild() reloads
+        if isinstance(maker, CastOp | BroadcastOp | ExpandDimsOp):
+            return self.rebuildable(maker.source, depth)
+        if isinstance(maker, ElementwiseOp) and depth < _REBUILT_CHAIN:
+            return all(self.rebuildable(a, depth + 1) for a in maker.args)
+        return False
 
     def blocked_operand(self, v: Value, out: list[Op], loc, allow_sliced: bool = True) -> Value:
         lay = self.layout_of(v)

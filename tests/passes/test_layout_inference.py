@@ -63,3 +63,31 @@ kernel k(x: f32[M, N], g: f32[N], y: f32[N])
     assert not any(isinstance(op, ConvertLayoutOp) for op in ops)
     loads_of_g = [op for op in ops if isinstance(op, LoadOp) and op.tensor.name == "g"]
     assert len(loads_of_g) == 1
+
+
+def test_a_short_chain_over_loads_is_recomputed_not_converted() -> None:
+    # `g` is a scale times a constant, and `r` a loaded tile times one: both meet the
+    # accumulator's layout by being loaded and computed again in it, not moved through
+    # shared memory.
+    source = """
+kernel k(a: f16[M, K], b: f16[K, N], s: f32[N], r: f16[M, N], c: f16[M, N])
+    params BM = 64, BN = 64, BK = 32
+    grid (cdiv(M, BM), cdiv(N, BN)) warps 4
+{
+    i = bid.x * BM
+    j = bid.y * BN
+    acc = zeros(f32, [BM, BN])
+    for k in pipeline(0, K, BK, stages=2) {
+        acc = dot(load(a[i : +BM, k : +BK]), load(b[k : +BK, j : +BN]), acc)
+    }
+    g = load(s[j : +BN]) * 0.5
+    y = acc * g[None, :] + cast(load(r[i : +BM, j : +BN]), f32) * 2.0
+    store(c[i : +BM, j : +BN], cast(y, f16))
+}
+"""
+    program = parse(source)
+    tile = build_tile_kernel(program, "k", {}, {"M": 256, "N": 256, "K": 256})
+    for target in (cuda_target("sm_80"), cuda_target("sm_90a")):
+        kernel = run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"),
+                              PassContext(target=target))
+        assert not any(isinstance(op, ConvertLayoutOp) for op in walk_ops(kernel.body))
