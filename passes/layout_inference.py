@@ -7,9 +7,11 @@ one. Propagation carries layouts forward: an elementwise op or cast keeps its op
 layout; a reduction slices its operand's layout (the threads along the reduced dim keep
 copies of the result, so nothing moves); ``expand_dims`` and ``broadcast`` undo a slice;
 ``transpose`` permutes the layout's dims. Where two layouts meet at one op, the operand
-made by a ``full``/``arange`` is rebuilt in the layout wanted (free), and any other gets a
-``convert_layout`` (a trip through shared memory). A loop-carried value takes the layout its
-loop body produces, so an accumulator is never converted once per iteration.
+hardest to move sets the layout (:meth:`_Inference.weight`) and the others are rebuilt in it
+where they can be — fills, loads read again, casts, broadcasts and short elementwise chains
+over those — and only the rest get a ``convert_layout`` (a trip through shared memory). A
+loop-carried value takes the layout its loop body produces, so an accumulator is never
+converted once per iteration.
 
 Values that end in a global store pass a *hint* backwards, so tiles made from nothing
 (``full``, reads of shared memory) are born in the layout the store wants.
