@@ -39,6 +39,7 @@ from tegula.ir.loop import (
     Let,
     LoopKernel,
     LoopKind,
+    Prefetch,
     Scope,
     Seq,
     Stmt,
@@ -53,7 +54,7 @@ from tegula.ir.loop import (
 from tegula.ir.verify_loop import LoopIRError
 
 from .llvm_expr import LlvmExprLowering
-from .llvm_types import I8, I32, I64, PTR, convert, memory_type, value_type
+from .llvm_types import I8, I32, I64, PTR, convert, declare, memory_type, value_type
 from .nonnegative import NonNegative, is_positive_constant
 
 
@@ -338,6 +339,8 @@ class _KernelLowering:
                 self.expr.store(buf, self.expr(index), self.expr(value))
             case AtomicAdd(buffer=buf, index=index, value=value):
                 self.atomic_add(buf, index, value)
+            case Prefetch(buffer=buf, index=index):
+                self.prefetch(buf, index)
             case Barrier():
                 pass  # one thread per block
             case Copy():
@@ -402,6 +405,13 @@ class _KernelLowering:
             enable = ir.Constant(ir.IntType(1), 1)
             return [m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.enable"), enable])]
         return []
+
+    def prefetch(self, buf: Buffer, index: Expr) -> None:
+        """``llvm.prefetch``: a read, kept in every cache level (locality 3), of data."""
+        fn = declare(self.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        address = self.expr.address(buf, self.expr(index), name=f"{buf.name}.ahead")
+        flags = [ir.Constant(I32, v) for v in (0, 3, 1)]
+        self.b.call(fn, [address, *flags])
 
     def atomic_add(self, buf: Buffer, index: Expr, value: Expr) -> None:
         dt = buf.dtype

@@ -4,7 +4,8 @@ Semantics match the CUDA back end: floor division and modulo of signed integers 
 (plain ``udiv``/``urem`` where both operands are proved non-negative); float ``min``/``max``
 are ``llvm.minnum``/``llvm.maxnum`` (``fminf``'s NaN rule); ``!=`` on floats is unordered
 (true for NaN), the other comparisons ordered, as in C; ``f16``/``bf16`` arithmetic rounds
-after each operation. Math maps onto LLVM intrinsics, except ``tanh`` and ``erf`` (the C
+after each operation; a product and a sum may fuse into one multiply-add (``contract``, as
+CUDA compiles by default). Math maps onto LLVM intrinsics, except ``tanh`` and ``erf`` (the C
 library's ``tanhf``/``erff``, which the JIT resolves in the process) and ``rsqrt``
 (``1 / sqrt``).
 """
@@ -55,6 +56,9 @@ _FLOAT_OPS = {
     BinaryOp.MUL: "fmul",
     BinaryOp.DIV: "fdiv",
 }
+# A product feeding a sum may become one fused multiply-add, as nvcc and NVRTC contract by
+# default: the CUDA back end's arithmetic, one rounding fewer.
+_CONTRACT = ("contract",)
 _INT_OPS = {
     BinaryOp.ADD: "add",
     BinaryOp.SUB: "sub",
@@ -198,7 +202,7 @@ class LlvmExprLowering:
     ) -> ir.Value:
         b = self.b
         if op in _FLOAT_OPS:
-            return getattr(b, _FLOAT_OPS[op])(lhs, rhs, name=name)
+            return getattr(b, _FLOAT_OPS[op])(lhs, rhs, name=name, flags=_CONTRACT)
         if op.is_comparison:
             if op is BinaryOp.NE:
                 return b.fcmp_unordered("!=", lhs, rhs, name=name)

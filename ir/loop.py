@@ -393,6 +393,16 @@ class Barrier(Stmt):
 
 
 @dataclass(frozen=True)
+class Prefetch(Stmt):
+    """A hint that ``buffer[index]`` is read soon: the CPU back end asks for its cache line
+    ahead of the load (a prefetch never faults, so the element may lie outside the buffer).
+    CUDA kernels keep their loads in flight with pipelining instead and never carry one."""
+
+    buffer: Buffer
+    index: Expr
+
+
+@dataclass(frozen=True)
 class AtomicAdd(Stmt):
     """``atomicAdd(&buffer[index], value)`` (relaxed); a plain add on the CPU target."""
 
@@ -487,6 +497,8 @@ def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
             return (v,)
         case Store(index=i, value=v) | AtomicAdd(index=i, value=v):
             return (i, v)
+        case Prefetch(index=i):
+            return (i,)
         case Copy():
             exprs: list[Expr] = [stmt.dst_index, stmt.src_index]
             if stmt.predicate is not None:

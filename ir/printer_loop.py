@@ -41,6 +41,7 @@ from .loop import (
     Load,
     LoopKernel,
     LoopKind,
+    Prefetch,
     Scope,
     Select,
     Seq,
@@ -208,6 +209,8 @@ def _stmt(s: Stmt, depth: int, out: list[str]) -> None:
             out.append(f"{pad}atomic {buf.name}[{format_expr(index)}] += {format_expr(value)}")
         case Barrier():
             out.append(f"{pad}barrier()")
+        case Prefetch(buffer=buf, index=index):
+            out.append(f"{pad}prefetch {buf.name}[{format_expr(index)}]")
         case Copy():
             out.append(pad + _copy(s))
         case Asm(template=template, outputs=outputs, inputs=inputs):

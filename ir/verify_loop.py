@@ -48,6 +48,7 @@ from .loop import (
     Let,
     Load,
     LoopKernel,
+    Prefetch,
     Scope,
     Select,
     Seq,
@@ -237,6 +238,9 @@ class _Verifier:
                 self.expect(self.expr(value), buf.dtype, f"value added to {buf.name!r}")
             case Copy():
                 self.copy(s)
+            case Prefetch(buffer=buf, index=index):
+                self.buffer(buf, "prefetch from")
+                self.expect_int(self.expr(index), f"index of prefetch from {buf.name!r}")
             case Asm(template=template, outputs=outputs, inputs=inputs):
                 if len(outputs) != len(s.output_constraints) or len(inputs) != len(
                     s.input_constraints

@@ -51,6 +51,7 @@ from tegula.ir.loop import (
     Let,
     Load,
     LoopKernel,
+    Prefetch,
     Select,
     Seq,
     ShuffleXor,
@@ -1082,6 +1083,8 @@ class _KernelSimplifier:
                 return [Store(buf, simplify(index), simplify(value))]
             case AtomicAdd(buffer=buf, index=index, value=value):
                 return [AtomicAdd(buf, simplify(index), simplify(value))]
+            case Prefetch(buffer=buf, index=index):
+                return [Prefetch(buf, simplify(index))]
             case Copy():
                 return self._copy(s, simplify)
             case Asm(outputs=outputs, inputs=inputs):

@@ -20,11 +20,8 @@ from tegula.ir.distributed import BlockedLayout
 from tegula.ir.dtypes import i64, u32
 from tegula.ir.tile import (
     Block,
-    CastOp,
     DotOp,
-    ElementwiseOp,
     ForOp,
-    FullOp,
     IfOp,
     LoadOp,
     Op,
@@ -33,6 +30,8 @@ from tegula.ir.tile import (
 )
 
 from .base import LoweringBase, SharedAlloc
+from .grouped import GroupedLoops
+from .prefetch import Prefetches
 from .values import (
     BIN,
     Lowered,
@@ -48,9 +47,10 @@ from .values import (
     mul,
     value_index,
 )
+from .values import scalar_chain as _scalar_chain
 
 
-class ControlFlow(LoweringBase):
+class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
     # ------------------------------------------------------------------ control flow
 
     def carried_storage(self, name: str, v: Value) -> Lowered:
@@ -446,23 +446,32 @@ class ControlFlow(LoweringBase):
         loop_var = op.body.args[0]
         prefetch = prefetch or []
         ring = self.ring_prologue(prefetch, loop_var, start, step, op.pipeline_stages)
-        var = L.Var(self.unique(loop_var.name), i64)
-        self.nest()
-        self.ring_issue(prefetch, ring, loop_var, var, step, op.pipeline_stages)
-        self.vals[loop_var.name] = Scalar(
-            cast(var, loop_var.tile.dtype) if loop_var.tile.dtype is not i64 else var
-        )
-        for a, c in zip(op.body.args[1:], carried, strict=True):
-            self.vals[a.name] = self.read_carried(a.name, c)
-        skip = {id(p.load) for p in prefetch}
-        self.block(Block(op.body.args, tuple(o for o in op.body.ops if id(o) not in skip)))
-        term = op.body.terminator
-        if term is not None:
-            self.yield_into(carried, term.values)
-        self.ring_shift(ring)
-        body = self.unnest()
+
+        def lower_body(var: L.Var, hoisted: frozenset[int]) -> None:
+            self.ring_issue(prefetch, ring, loop_var, var, step, op.pipeline_stages)
+            self.vals[loop_var.name] = Scalar(
+                cast(var, loop_var.tile.dtype) if loop_var.tile.dtype is not i64 else var
+            )
+            for a, c in zip(op.body.args[1:], carried, strict=True):
+                self.vals[a.name] = self.read_carried(a.name, c)
+            skip = {id(p.load) for p in prefetch} | hoisted
+            self.prefetch_ahead(op, var, frozenset(skip))
+            self.block(Block(op.body.args, tuple(o for o in op.body.ops if id(o) not in skip)))
+            term = op.body.terminator
+            if term is not None:
+                self.yield_into(carried, term.values)
+            self.ring_shift(ring)
+
+        plan = self.group_plan(op)
+        if plan is not None:
+            self.grouped_loop(op, plan, lower_body)
+        else:
+            var = L.Var(self.unique(loop_var.name), i64)
+            self.nest()
+            lower_body(var, frozenset())
+            body = self.unnest()
+            self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         self.in_pipeline -= 1
-        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if own:
             for r, c in zip(op.results, carried, strict=True):
                 self.vals[r.name] = self.read_carried(r.name, c)
@@ -473,6 +482,9 @@ class ControlFlow(LoweringBase):
         staged: list[Value] = []
         for c, v in zip(carried, values, strict=True):
             lv = self.vals[v.name]
+            if self.updates_in_place(c, lv, carried, [o for o in values if o is not v]):
+                staged.append(v)
+                continue
             if isinstance(lv, RegTile) and (
                 lv.element is not None
                 or any(
@@ -492,6 +504,58 @@ class ControlFlow(LoweringBase):
             staged.append(v)
         for c, v in zip(carried, staged, strict=True):
             self.store_carried(c, v)
+
+    def updates_in_place(
+        self, dst: Lowered, value: Lowered, carried: list[Lowered], others: list[Value]
+    ) -> bool:
+        """Whether a carried tile may be overwritten by its next value position by
+        position, without a staging copy: on the CPU (on CUDA the copy is register renaming
+        after unrolling; on the CPU it is a pass over memory each iteration), when the next
+        value reads its own carried buffer only at the position it writes and no other
+        carried buffer (an earlier one in this yield may be written already), and no other
+        yielded value reads this buffer at all (its loop may run after this one)."""
+        if self.gpu or not isinstance(dst, RegTile) or not isinstance(value, RegTile):
+            return False
+        if dst.buffer is None or value.element is None or value.layout != dst.layout:
+            return False
+        probe = self.probe_position(dst.layout)
+        same_index = value_index(dst.layout, probe)
+        for c in carried:
+            if not isinstance(c, RegTile | Scalar) or c is dst:
+                continue
+            buffer = c.buffer if isinstance(c, RegTile) else getattr(c.expr, "buffer", None)
+            if buffer is not None and self.probe_loads(value, probe, buffer) != []:
+                return False
+        reads = self.probe_loads(value, probe, dst.buffer)
+        if reads is None or any(index != same_index for index in reads):
+            return False
+        for other in others:
+            lv = self.vals.get(other.name)
+            if isinstance(lv, RegTile) and lv.buffer is dst.buffer:
+                return False
+            if isinstance(lv, RegTile) and lv.element is not None:
+                other_reads = self.probe_loads(lv, self.probe_position(lv.layout), dst.buffer)
+                if other_reads is None or other_reads:
+                    return False
+        return True
+
+    def probe_position(self, lay: BlockedLayout) -> Pos:
+        """A symbolic value position of ``lay``: one fresh variable per part."""
+        return {
+            d: (L.Var(f"probe_rep{d}", i64), L.Var(f"probe_s{d}", i64))
+            for d in lay.order
+            if d in lay.live_dims
+        }
+
+    def probe_loads(self, tile: RegTile, pos: Pos, buffer: L.Buffer) -> list[L.Expr] | None:
+        """The indices at which ``tile``'s value at ``pos`` reads ``buffer``; None when
+        building that value would emit statements (it is then not a plain expression)."""
+        self.nest()
+        expr = tile.at(pos)
+        emitted = self.unnest()
+        if not isinstance(emitted, L.Seq) or emitted.body:
+            return None
+        return [e.index for e in L.walk_exprs(expr) if isinstance(e, L.Load) and e.buffer == buffer]
 
     def if_op(self, op: IfOp) -> None:
         cond = self.scalar(op.cond)
@@ -526,27 +590,3 @@ class _PipelinedLoad:
     chunk: int  # elements per 16-byte cp.async
     dot: DotOp  # the tensor-core product it feeds
     role: str  # as its operand "a" or "b"
-
-
-def _scalar_chain(starts: tuple[Value, ...], producers: dict[str, Op]) -> list[Op] | None:
-    """The body ops (in order) computing ``starts``, if all are scalar arithmetic."""
-    needed: list[Op] = []
-    seen: set[int] = set()
-
-    def visit(v: Value) -> bool:
-        o = producers.get(v.name)
-        if o is None:
-            return True  # defined outside the body, or the loop variable
-        if id(o) in seen:
-            return True
-        if not isinstance(o, ElementwiseOp | CastOp | FullOp) or not v.tile.is_scalar:
-            return False
-        seen.add(id(o))
-        if not all(visit(a) for a in o.operands()):
-            return False
-        needed.append(o)
-        return True
-
-    if not all(visit(s) for s in starts):
-        return None
-    return needed

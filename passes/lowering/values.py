@@ -13,7 +13,12 @@ from tegula.ir.atoms import WgmmaSmemLayout
 from tegula.ir.distributed import BlockedLayout
 from tegula.ir.dtypes import DType, i64
 from tegula.ir.tile import (
+    CastOp,
+    ElementwiseOp,
+    FullOp,
+    Op,
     ReduceKind,
+    Value,
 )
 
 
@@ -390,3 +395,27 @@ def _flatten(t: object) -> list[int]:
 
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
+
+
+def scalar_chain(starts: tuple[Value, ...], producers: dict[str, Op]) -> list[Op] | None:
+    """The body ops (in order) computing ``starts``, if all are scalar arithmetic."""
+    needed: list[Op] = []
+    seen: set[int] = set()
+
+    def visit(v: Value) -> bool:
+        o = producers.get(v.name)
+        if o is None:
+            return True  # defined outside the body, or the loop variable
+        if id(o) in seen:
+            return True
+        if not isinstance(o, ElementwiseOp | CastOp | FullOp) or not v.tile.is_scalar:
+            return False
+        seen.add(id(o))
+        if not all(visit(a) for a in o.operands()):
+            return False
+        needed.append(o)
+        return True
+
+    if not all(visit(s) for s in starts):
+        return None
+    return needed

@@ -23,7 +23,9 @@ def _inferred(path: Path, name: str, target):
     program = parse(path.read_text(), str(path))
     kdef = program.kernel(name)
     assert kdef is not None
-    tile = build_tile_kernel(program, name, {}, dict.fromkeys(specialization_symbols(kdef), 4096))
+    # The target's own constants: `select(CUDA, gpu, cpu)` params give each target its shapes.
+    tile = build_tile_kernel(program, name, {}, dict.fromkeys(specialization_symbols(kdef), 4096),
+                             target=target.constants())
     return run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"), PassContext(target=target))
 
 
