@@ -4,9 +4,12 @@ specialization on a packed tensor typed by one, the tuning space, and numerics."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tegula.compiler import constexpr as cx
+from tegula.compiler.checking import check_kernel, entry_kernel, load_companion
 from tegula.compiler.constexpr import ConstEvalError
 from tegula.compiler.diagnostics import DSLError
 from tegula.compiler.frontend import build_tile_kernel, dtype_params, param_space
@@ -19,6 +22,8 @@ from tegula.ir.packing import pack
 from tegula.ir.target import cpu_target
 
 import tegula as tg
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # N is read from the packed last dim of `w`, whose element width is WT's.
 ROWSUM = """\
@@ -194,6 +199,28 @@ def test_the_generic_kernel_scales_at_every_type() -> None:
         module.scale(x, 2.0, y)
         expected = (x.astype(np.float64) * 2.0 + 0.5).astype(np_type)
         np.testing.assert_array_equal(y.astype(np.float64), expected.astype(np.float64))
+
+
+def _generic_gemm_entries() -> dict[str, dict]:
+    companion = load_companion(EXAMPLES / "quant_gemm.tg")
+    assert companion is not None
+    entries = {n: e for n, e in companion.KERNELS.items()
+               if entry_kernel(n, e) == "quant_gemm_w"}
+    # i4 with f16 activations too: quant_gemm_i4 has its own entry, the generic kernel not.
+    entries["quant_gemm_w[i4]"] = companion._generic_entry("i4", "f16")
+    return entries
+
+
+GEMM_ENTRIES = _generic_gemm_entries()
+
+
+@pytest.mark.parametrize("entry", sorted(GEMM_ENTRIES))
+def test_the_generic_weight_only_gemm_matches_float64_numpy(entry: str) -> None:
+    sizes = {"M": 20, "N": 72, "K": 260}  # past one group, ragged against the tiles
+    result = check_kernel(EXAMPLES / "quant_gemm.tg", entry, GEMM_ENTRIES[entry],
+                          cpu_target(), sizes, repeats=1, seed=0)
+    assert result.passed, f"{entry}: max abs error {result.max_abs_error}"
+    assert result.kernel == entry
 
 
 def test_a_kernel_specialized_on_shapes_refuses_a_type_outside_its_candidates_up_front() -> None:

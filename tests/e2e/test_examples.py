@@ -82,6 +82,24 @@ def test_every_kernel_of_an_example_has_an_entry() -> None:
         assert checked == {k.name for k in parse(path.read_text()).kernels}, path.name
 
 
+def test_the_generic_weight_only_gemm_is_checked_at_every_weight_type() -> None:
+    from tegula.compiler.parser import parse
+
+    path = EXAMPLES / "quant_gemm.tg"
+    companion = load_companion(path)
+    assert companion is not None
+    types = {
+        (cfg["constants"]["WT"], cfg["constants"].get("AT", "f16"))
+        for e, cfg in companion.KERNELS.items()
+        if entry_kernel(e, cfg) == "quant_gemm_w"
+    }
+    decl = next(c for c in parse(path.read_text()).kernel("quant_gemm_w").const_params
+                if c.name == "WT")
+    # i4 with f16 activations is quant_gemm_i4's (its own tiles); every other width here.
+    assert {w for w, _ in types} | {"i4"} == {c.id for c in decl.candidates}
+    assert ("i4", "bf16") in types
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_example_on_gpu(path: Path) -> None:
