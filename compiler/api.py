@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tegula.ir import dtypes
+from tegula.ir.dtypes import DType
 from tegula.ir.target import Target
 from tegula.runtime.kernel import Kernel
 
@@ -113,7 +115,9 @@ def split_constants(
     claimed: set[str] = set()
     for kernel in index.kernels:
         names = set(kernel.declared)
-        per_kernel[kernel.name] = {k: v for k, v in constants.items() if k in names}
+        per_kernel[kernel.name] = {
+            k: _constant(v) for k, v in constants.items() if k in names
+        }
         claimed |= names
     unknown = sorted(set(constants) - claimed)
     if unknown:
@@ -121,6 +125,17 @@ def split_constants(
             f"{filename}: no kernel declares compile-time parameter(s) {', '.join(unknown)}"
         )
     return per_kernel
+
+
+def _constant(value: Any) -> Any:
+    """A constant as compilations and cache keys hold it: a dtype (a tegula DType, or a name
+    or alias of one) by its canonical name; anything else as given (the front end checks
+    it against the param's kind)."""
+    if isinstance(value, DType):
+        return value.name
+    if isinstance(value, str) and dtypes.is_dtype_name(value):
+        return dtypes.dtype(value).name
+    return value
 
 
 def compile(
@@ -157,7 +172,11 @@ def compile(
     for header in chosen:
         pinned = per_kernel[header.name]
         kdump = Path(dump_dir) / header.name if dump_dir is not None else None
-        tunable = [p.name for p in header.const_params if p.candidates and p.name not in pinned]
+        tunable = [
+            p.name
+            for p in header.const_params
+            if p.candidates and not p.is_dtype and p.name not in pinned
+        ]
         tuned = TunedConfigs.load(header, str(tgt), tuning_db) if tunable else None
         if header.specialization_symbols(pinned) or tuned is not None:
             specialized[header.name] = SpecializedKernel(

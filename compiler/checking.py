@@ -13,6 +13,11 @@ kernels::
         },
     }
 
+An entry is keyed by its kernel's name, or checks one kernel at given constants under a
+name of its own: a kernel generic over dtypes gets an entry per type it is checked at::
+
+    "quant_gemm_w[i2]": {"kernel": "quant_gemm_w", "constants": {"WT": "i2"}, ...},
+
 ``tegula run``, the test suite and the quick-start job all go through :func:`check_file`.
 Inputs are fresh random numbers each run and every output is poisoned (NaN) before the
 call, so an element the kernel forgets to write fails the check.
@@ -112,6 +117,11 @@ def compare(
     return max_abs, max_rel, ok
 
 
+def entry_kernel(entry: str, config: Mapping[str, Any]) -> str:
+    """The kernel a companion entry checks: its ``kernel``, else the entry's own name."""
+    return str(config.get("kernel", entry))
+
+
 def check_kernel(
     tg_path: Path,
     kernel: str,
@@ -122,14 +132,17 @@ def check_kernel(
     repeats: int = 5,
     seed: int | None = None,
 ) -> CheckResult:
+    """Check the companion entry ``kernel`` (a kernel's name, or an entry naming its kernel
+    in ``config["kernel"]``); the result carries the entry's name."""
     rng = np.random.default_rng(seed)
     use_sizes = dict(config.get("sizes", {}))
     # A size given for the whole file applies to the kernels that have that symbol.
     use_sizes.update({k: v for k, v in (sizes or {}).items() if k in use_sizes})
+    name = entry_kernel(kernel, config)
     start = time.perf_counter()
-    module = compile_source(tg_path, target, kernels=[kernel], **config.get("constants", {}))
+    module = compile_source(tg_path, target, kernels=[name], **config.get("constants", {}))
     compile_s = time.perf_counter() - start
-    k = module[kernel]
+    k = module[name]
     inputs = config["inputs"](rng, **use_sizes)
     device_args = {name: _to_device(v, target) for name, v in inputs.items()}
     k(**device_args)

@@ -2,6 +2,7 @@
 
     tegula run FILE.tg|DIR [--target T] [--size M=4096 ...]
     tegula dump FILE.tg [--kernel K] [--stage S|all] [--out DIR] [--target T] [--size N=8192]
+                [--const WT=i2]
     tegula layout EXPR [--png FILE]
 
 Bad input (a DSL error, an unknown target, a wrong size) prints one clear message and exits
@@ -44,7 +45,30 @@ def _sizes(pairs: list[str]) -> dict[str, int]:
     return int_assignments(pairs, "--size")
 
 
+def const_assignments(pairs: list[str]) -> dict[str, int | float | str]:
+    """``["BN=64", "WT=i2"]`` as ``{"BN": 64, "WT": "i2"}``: a number where the text is one,
+    else the text (a dtype's name; the front end checks each against its param)."""
+    out: dict[str, int | float | str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--const expects NAME=VALUE, got {pair!r}")
+        out[name] = _number(value)
+    return out
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from .checking import check_file, example_files
     from .targets import resolve_target
 
@@ -61,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = "no reference" if r.passed is None else ("ok" if r.passed else "MISMATCH")
             failed += r.passed is False
             table.add_row(
-                f"{Path(r.file).stem}.{r.kernel}",
+                # An entry's name may hold brackets ("quant_gemm_w[i2]"), not markup.
+                escape(f"{Path(r.file).stem}.{r.kernel}"),
                 r.target,
                 " ".join(f"{k}={v}" for k, v in r.sizes.items()),
                 "-" if r.max_abs_error is None else f"{r.max_abs_error:.2e}",
@@ -78,7 +103,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
     from .api import read_source
     from .driver import build_binary, generate_code, lower_kernel
-    from .frontend import build_tile_kernel, specialization_symbols
+    from .frontend import build_tile_kernel, declared_params, specialization_symbols
     from .parser import parse
     from .targets import resolve_target
 
@@ -95,10 +120,13 @@ def cmd_dump(args: argparse.Namespace) -> int:
     out_root = Path(args.out) if args.out else None
     del KernelCache
     symbols = _sizes(args.size)
+    constants = const_assignments(args.const)
     for name in names:
         kernel = program.kernel(name)
         assert kernel is not None
-        wanted = specialization_symbols(kernel)
+        # Each kernel takes the constants it declares (as tg.compile gives them out).
+        pinned = {k: v for k, v in constants.items() if k in declared_params(kernel)}
+        wanted = specialization_symbols(kernel, pinned)
         given = {k: v for k, v in symbols.items() if k in wanted}
         if missing := [s for s in wanted if s not in given]:
             raise ValueError(
@@ -108,7 +136,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             )
         for tname in targets:
             target = resolve_target(tname)
-            tile = build_tile_kernel(program, name, {}, given, target.constants())
+            tile = build_tile_kernel(program, name, pinned, given, target.constants())
             folder = None
             if out_root is not None:
                 folder = out_root / name / ("cuda" if target.is_cuda else "cpu")
@@ -171,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=N",
         help="a size symbol's value, for params whose defaults depend on it (repeatable)",
+    )
+    dump.add_argument(
+        "--const",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a compile-time param's value, a number or a dtype (WT=i2; repeatable)",
     )
     dump.set_defaults(fn=cmd_dump)
 

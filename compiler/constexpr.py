@@ -6,8 +6,12 @@ of the same expressions, kept in the module index so that no parse is needed. Bo
 through the folds below, so the two can never disagree.
 
 The JSON form is a nested list: ``["int", 3]``, ``["float", 0.5]``, ``["bool", true]``,
-``["name", "N"]``, ``["unary", "-", x]``, ``["binary", "+", a, b]``,
+``["dtype", "i4"]``, ``["name", "N"]``, ``["unary", "-", x]``, ``["binary", "+", a, b]``,
 ``["call", "min", [a, b]]``.
+
+A dtype is a constant too (the value of a param such as ``params WT = i4 in (i2, i4)``),
+held as its canonical name so that configs and cache keys stay JSON. Dtypes are not
+numbers: only ``==``, ``!=`` and ``select`` take them.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tegula.ir import dtypes
+
 from . import syntax as ast
 
-Scalar = int | float | bool
+# A constant's value; a str is a dtype, by its canonical name ("i4", "bf16").
+Scalar = int | float | bool | str
 ConstJSON = list[Any]
 
 __all__ = [
     "FUNCTIONS",
     "ConstEvalError",
     "cdiv",
+    "dtype_constant",
     "evaluate_json",
     "fold_binary",
     "fold_call",
@@ -44,6 +52,12 @@ class ConstEvalError(ValueError):
 
 def is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def dtype_constant(name: str) -> str | None:
+    """The canonical name of dtype ``name`` (an alias such as ``half`` included), or None
+    when ``name`` names no dtype."""
+    return dtypes.dtype(name).name if dtypes.is_dtype_name(name) else None
 
 
 def cdiv(a: int, b: int) -> int:
@@ -90,6 +104,8 @@ FUNCTIONS: Mapping[str, int] = {
 
 
 def fold_binary(op: str, a: Scalar, b: Scalar) -> Scalar:
+    if isinstance(a, str) or isinstance(b, str):
+        return _fold_dtypes(op, a, b)
     if op in ("and", "or") and not (isinstance(a, bool) and isinstance(b, bool)):
         raise ConstEvalError(f"'{op}' expects bool operands")
     try:
@@ -100,7 +116,24 @@ def fold_binary(op: str, a: Scalar, b: Scalar) -> Scalar:
         raise ConstEvalError(f"cannot evaluate '{a!r} {op} {b!r}': {exc}") from None
 
 
+def _fold_dtypes(op: str, a: Scalar, b: Scalar) -> bool:
+    """A binary operator with a dtype operand: dtypes only compare, and only with dtypes
+    (``WT == 4`` is a mistake, not False)."""
+    if op not in ("==", "!="):
+        raise ConstEvalError(f"'{op}' does not take a dtype ({_dtype_operand(a, b)}); "
+                             "dtypes only compare with == and !=")
+    if not (isinstance(a, str) and isinstance(b, str)):
+        raise ConstEvalError(f"'{op}' compares a dtype with a number ({a!r} {op} {b!r})")
+    return (a == b) == (op == "==")
+
+
+def _dtype_operand(*values: Scalar) -> str:
+    return next(v for v in values if isinstance(v, str))
+
+
 def fold_unary(op: str, a: Scalar) -> Scalar:
+    if isinstance(a, str):
+        raise ConstEvalError(f"'{op}' does not take a dtype ({a})")
     if op == "not":
         if not isinstance(a, bool):
             raise ConstEvalError("'not' expects a bool operand")
@@ -118,6 +151,10 @@ def fold_unary(op: str, a: Scalar) -> Scalar:
 
 def fold_call(func: str, args: tuple[Scalar, ...]) -> Scalar:
     """``func(*args)`` for a function of :data:`FUNCTIONS` (arity already checked)."""
+    # select chooses between dtypes as between numbers; nothing else computes with them.
+    computed = args[:1] if func == "select" else args
+    if dtype_args := [a for a in computed if isinstance(a, str)]:
+        raise ConstEvalError(f"{func} does not take a dtype ({dtype_args[0]})")
     if func in ("min", "max"):
         return min(args) if func == "min" else max(args)
     if func == "select":
@@ -146,6 +183,8 @@ def to_json(node: ast.Expr) -> ConstJSON | None:
         case ast.FloatLit(value=v):
             # JSON has no inf/nan; their text round-trips through float().
             return ["float", v if math.isfinite(v) else repr(v)]
+        case ast.Name(id=name) if (canonical := dtype_constant(name)) is not None:
+            return ["dtype", canonical]
         case ast.Name(id=name):
             return ["name", name]
         case ast.Unary(op=op, operand=x):
@@ -195,6 +234,10 @@ def evaluate_json(tree: Any, env: Mapping[str, Scalar]) -> Scalar:
             return float(rest[0])
         except ValueError:
             raise ConstEvalError(f"malformed float {rest[0]!r}") from None
+    if kind == "dtype" and len(rest) == 1 and isinstance(rest[0], str):
+        if dtype_constant(rest[0]) != rest[0]:
+            raise ConstEvalError(f"malformed dtype {rest[0]!r}")
+        return rest[0]
     if kind == "name" and len(rest) == 1 and isinstance(rest[0], str):
         if rest[0] not in env:
             raise ConstEvalError(f"'{rest[0]}' has no value here")

@@ -37,17 +37,19 @@ from .constexpr import ConstEvalError
 from .constexpr import cdiv as _cdiv
 from .constexpr import is_int as _is_int
 from .diagnostics import DSLError, did_you_mean, error_at, name_hint, one_of
+from .headers import declares_dtype as _declares_dtype
 from .headers import kernel_header
 
 __all__ = [
     "build_tile_kernel",
     "declared_params",
+    "dtype_params",
     "param_space",
     "size_symbols",
     "specialization_symbols",
 ]
 
-Scalar = int | float | bool
+Scalar = cx.Scalar  # a str is a dtype, by its canonical name
 
 
 @dataclass(frozen=True)
@@ -154,16 +156,31 @@ class _ConstEvaluator:
         return error_at(self.source, node.span, message)
 
     def binary(self, node: ast.Binary, a: Scalar, b: Scalar) -> Scalar:
+        if node.op not in ("==", "!="):
+            self.no_dtypes((node.left, a), (node.right, b))
         try:
             return cx.fold_binary(node.op, a, b)
         except ConstEvalError as exc:
             raise self.fail(node, str(exc)) from None
 
     def unary(self, node: ast.Unary, a: Scalar) -> Scalar:
+        self.no_dtypes((node.operand, a))
         try:
             return cx.fold_unary(node.op, a)
         except ConstEvalError as exc:
             raise self.fail(node, str(exc)) from None
+
+    def no_dtypes(self, *operands: tuple[ast.Expr, Scalar]) -> None:
+        """Refuse a dtype where a number is computed with, at the operand that is one."""
+        for node, value in operands:
+            if isinstance(value, str):
+                raise self.fail(node, _not_a_value(node, value, self.source.snippet(node.span)))
+
+    def number(self, node: ast.Expr, env: Mapping[str, Scalar], what: str) -> Scalar:
+        """As :meth:`evaluate`, for a context that needs a number (a dim, warps...)."""
+        value = self.evaluate(node, env, what)
+        self.no_dtypes((node, value))
+        return value
 
     def evaluate(self, node: ast.Expr, env: Mapping[str, Scalar], what: str) -> Scalar:
         """``node``'s value over the constants ``env``; ``what`` names the context."""
@@ -173,6 +190,8 @@ class _ConstEvaluator:
             case ast.Name(id=name):
                 if name in env:
                     return env[name]
+                if (canonical := cx.dtype_constant(name)) is not None:
+                    return canonical
                 if name in self.unbound_symbols:
                     raise self.fail(
                         node,
@@ -193,6 +212,9 @@ class _ConstEvaluator:
                 cx.FUNCTIONS.get(func) == len(node.args) and not node.keywords
             ):
                 args = tuple(self.evaluate(x, env, what) for x in node.args)
+                # select may choose between dtypes; nothing computes with them.
+                checked = 1 if func == "select" else len(args)
+                self.no_dtypes(*zip(node.args[:checked], args[:checked], strict=True))
                 try:
                     return cx.fold_call(func, args)
                 except ConstEvalError as exc:
@@ -204,7 +226,18 @@ class _ConstEvaluator:
         )
 
 
+def _not_a_value(node: ast.Expr, value: str, text: str) -> str:
+    """What is wrong with a dtype where a number is needed, in the user's words."""
+    if isinstance(node, ast.Name) and cx.dtype_constant(node.id) is None:
+        return f"'{node.id}' is a dtype parameter, not a value"
+    if isinstance(node, ast.Name):
+        return f"'{node.id}' is a dtype, not a value"
+    return f"'{text}' is the dtype {value}, not a value"
+
+
 def _kind_name(v: Scalar) -> str:
+    if isinstance(v, str):
+        return "a dtype"
     return "a bool" if isinstance(v, bool) else "an int" if isinstance(v, int) else "a float"
 
 
@@ -244,17 +277,29 @@ def _defaults(
             raise error_at(
                 kernel.source, decl.span, f"compile-time parameter '{decl.name}' is declared twice"
             )
+        if cx.dtype_constant(decl.name) is not None:
+            raise error_at(
+                kernel.source, decl.span, f"'{decl.name}' is a dtype; name the parameter otherwise"
+            )
+        if _declares_dtype(decl):
+            values[decl.name] = _dtype_param(kernel, decl, overrides, header_symbols)
+            continue
         env = {**target, **given, **values}
         if decl.name in overrides and _names_of(decl) & unbound:
             # Set by the caller, so its default is never needed; only its kind is checked.
             kind = _default_kind(decl, env, unbound)
+            _no_computed_dtype(kernel, decl, kind)
             values[decl.name] = _check_override(kernel, decl, kind, overrides[decl.name])
             continue
+        if _names_of(decl) & unbound:
+            # Say that a computed dtype is the mistake, before that a size has no value.
+            _no_computed_dtype(kernel, decl, _default_kind(decl, env, unbound))
         cands = tuple(
             ev.evaluate(c, env, f"a candidate of {decl.name}") for c in decl.candidates
         )
         what = f"the default of {decl.name}"
         default = ev.evaluate(decl.default, env, what) if decl.default else cands[0]
+        _no_computed_dtype(kernel, decl, default, *cands)
         if cands and default not in cands:
             raise error_at(
                 kernel.source,
@@ -277,6 +322,98 @@ def _defaults(
             f"{name_hint(unknown[0], values, 'it has')}",
         )
     return values, choices
+
+
+def _dtype_param(
+    kernel: ast.KernelDef,
+    decl: ast.ConstParamDecl,
+    overrides: Mapping[str, object],
+    symbols: Collection[str],
+) -> str:
+    """The value of dtype param ``decl``: the caller's (checked against the candidates),
+    else its default."""
+    default, cands = _dtype_choices(kernel, decl, symbols)
+    if cands and default not in cands:
+        raise error_at(
+            kernel.source,
+            decl.span,
+            f"the default {default} of {decl.name} is not among its types ({', '.join(cands)})",
+        )
+    if decl.name not in overrides:
+        return default
+    chosen = _given_dtype(overrides[decl.name])
+    if chosen is None:
+        given = overrides[decl.name]
+        raise error_at(
+            kernel.source,
+            decl.span,
+            f"compile-time parameter {decl.name} is a dtype (a name such as {default}, or a "
+            f"tegula DType); got {given!r} ({type(given).__name__})",
+        )
+    if cands and chosen not in cands:
+        raise error_at(
+            kernel.source,
+            decl.span,
+            f"{decl.name} = {chosen} is not one of its types; it may be {one_of(cands)}",
+        )
+    return chosen
+
+
+def _dtype_choices(
+    kernel: ast.KernelDef, decl: ast.ConstParamDecl, symbols: Collection[str]
+) -> tuple[str, tuple[str, ...]]:
+    """A dtype param's default and candidates, as canonical names. Each must be a dtype
+    name: the param is set per compile, so nothing it is may wait for the arguments' shapes
+    or be computed."""
+    names: list[str] = []
+    for e in (*((decl.default,) if decl.default is not None else ()), *decl.candidates):
+        canonical = cx.dtype_constant(e.id) if isinstance(e, ast.Name) else None
+        if canonical is None:
+            uses = sorted(n for n in cx.names_in(e) if n in symbols)
+            why = f"it cannot depend on the size symbol '{uses[0]}'; " if uses else ""
+            raise error_at(
+                kernel.source,
+                e.span,
+                f"{decl.name} is a dtype parameter: {why}its default and candidates are "
+                f"dtype names such as i4, and '{kernel.source.snippet(e.span)}' is not one",
+            )
+        names.append(canonical)
+    if decl.default is None:
+        return names[0], tuple(names)
+    return names[0], tuple(names[1:])
+
+
+def _given_dtype(given: object) -> str | None:
+    """The canonical name of the dtype a caller gave (a name, an alias or a DType)."""
+    if isinstance(given, DType):
+        return given.name
+    return cx.dtype_constant(given) if isinstance(given, str) else None
+
+
+def _no_computed_dtype(kernel: ast.KernelDef, decl: ast.ConstParamDecl, *values: object) -> None:
+    """A param whose value turns out a dtype without declaring one (``select(N > 16, i4,
+    i8)``, ``2 in (i4, 4)``): a dtype param's default and candidates are dtype names."""
+    if any(isinstance(v, str) for v in values):
+        raise error_at(
+            kernel.source,
+            decl.span,
+            f"{decl.name} computes a dtype or mixes dtypes with numbers: a dtype parameter's "
+            "default and candidates are dtype names such as i4, fixed per compile (they "
+            "cannot depend on size symbols)",
+        )
+
+
+def dtype_params(
+    kernel: ast.KernelDef, constants: Mapping[str, object] | None = None
+) -> dict[str, str]:
+    """Each dtype param's value (``constants``' where it sets one, else the default)."""
+    symbols = size_symbols(kernel)
+    given = dict(constants or {})
+    return {
+        decl.name: _dtype_param(kernel, decl, given, symbols)
+        for decl in kernel.const_params
+        if _declares_dtype(decl)
+    }
 
 
 def _names_of(decl: ast.ConstParamDecl) -> set[str]:
@@ -497,6 +634,8 @@ class _KernelBuilder:
         name = d.value
         if name in self.consts:
             v = self.consts[name]
+            if isinstance(v, str):
+                raise self.fail(d, f"'{name}' is a dtype parameter, not a value")
             if not _is_int(v) or v < 1:  # type: ignore[operator]
                 raise self.fail(d, f"a tensor dim must be a positive integer; {name} is {v!r}")
             return int(v)
@@ -518,7 +657,7 @@ class _KernelBuilder:
     def warps(self) -> int:
         if self.kdef.warps is None:
             return 4
-        v = self.const_eval.evaluate(self.kdef.warps, self.consts, "warps")
+        v = self.const_eval.number(self.kdef.warps, self.consts, "warps")
         if not _is_int(v) or not 1 <= v <= 32:  # type: ignore[operator]
             raise self.fail(self.kdef.warps, f"warps must be an integer from 1 to 32; got {v!r}")
         return int(v)
@@ -546,6 +685,8 @@ class _KernelBuilder:
             case ast.Name(id=name):
                 if name in self.consts:
                     v = self.consts[name]
+                    if isinstance(v, str):
+                        raise self.fail(node, f"'{name}' is a dtype parameter, not a value")
                     if not _is_int(v):
                         raise self.fail(node, f"{rule}; {name} is {v!r}")
                     return str(v)
@@ -580,6 +721,13 @@ class _KernelBuilder:
         return did_you_mean(name, [*self.visible_names(), *_SPECIAL_NAMES])
 
     def dtype_named(self, name: str, span: ast.Span) -> DType:
+        if name in self.consts:
+            value = self.consts[name]
+            if isinstance(value, str):  # a dtype param: its value for this compile
+                return dtypes.dtype(value)
+            raise error_at(
+                self.source, span, f"'{name}' is a compile-time parameter ({value!r}), not a dtype"
+            )
         if not dtypes.is_dtype_name(name):
             names = [d.name for d in dtypes.all_dtypes() if d.bits >= 8]
             raise error_at(self.source, span, f"unknown dtype '{name}'{did_you_mean(name, names)}")
@@ -600,6 +748,9 @@ class _KernelBuilder:
             if dtypes.is_dtype_name(node.id):
                 raise self.fail(node, f"'{node.id}' is a dtype, not a value")
             raise self.fail(node, f"unknown name '{node.id}'{self.suggest(node.id)}")
+        if isinstance(b, Const) and isinstance(b.value, str):
+            # Only a dtype argument (cast, zeros, full) or a tensor's type takes one.
+            raise self.fail(node, f"'{node.id}' is a dtype parameter, not a value")
         if isinstance(b, Hidden):
             where = "block" if b.construct == "block" else f"'{b.construct}'"
             raise self.fail(

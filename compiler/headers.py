@@ -10,6 +10,7 @@ each depends on), and where each size symbol is read from the arguments. A
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Collection, Mapping
@@ -29,10 +30,11 @@ __all__ = [
     "KernelHeader",
     "ModuleIndex",
     "SymbolSource",
+    "declares_dtype",
     "kernel_header",
 ]
 
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 
 
 class IndexFormatError(ValueError):
@@ -51,12 +53,23 @@ class ConstParamInfo:
     symbols: tuple[str, ...]
     params: tuple[str, ...]
 
+    @property
+    def is_dtype(self) -> bool:
+        """Whether the param's value is a dtype (its default, or first candidate, is one:
+        the front end checks that the rest agree)."""
+        first = self.default if self.default is not None else next(iter(self.candidates), None)
+        return first is not None and first[:1] == ["dtype"]
+
 
 @dataclass(frozen=True)
 class SymbolSource:
     """Size symbol ``symbol`` is ``shape[dim]`` of argument ``position`` (``param``), or, when
     ``bits`` is set, the number of ``bits``-wide elements the ``shape[dim]`` bytes of a packed
-    sub-byte tensor's last dim hold (``floor(8 * bytes / bits)``, docs/quantization.md)."""
+    sub-byte tensor's last dim hold (``floor(8 * bytes / bits)``, docs/quantization.md).
+
+    When the tensor's element type is a dtype param (``w: WT[K, N]``), ``dtype_param`` names
+    it and the last dim's ``bits`` are known only once its value is: :meth:`resolved` gives
+    the source for that value."""
 
     symbol: str
     param: str
@@ -64,6 +77,20 @@ class SymbolSource:
     dim: int
     bits: int  # 0: an ordinary dim
     type_text: str  # the parameter's declared type, for messages: "f32[M, N]"
+    dtype_param: str = ""  # the dtype param naming the element type of a last dim, if any
+
+    @property
+    def may_pack(self) -> bool:
+        """Whether the dim may count packed bytes (and give the symbol only up to padding)."""
+        return bool(self.bits or self.dtype_param)
+
+    def resolved(self, constants: Mapping[str, Scalar]) -> SymbolSource:
+        """This source with ``bits`` set from the dtype param's value in ``constants``."""
+        if not self.dtype_param:
+            return self
+        value = constants[self.dtype_param]
+        assert isinstance(value, str), f"{self.dtype_param} is not a dtype: {value!r}"
+        return dataclasses.replace(self, bits=_packed_bits(value), dtype_param="")
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,24 @@ class KernelHeader:
             needs[p.name] = found
         used = set().union(*needs.values()) if needs else set()
         return tuple(s for s in self.size_symbols if s in used)
+
+    def dtype_values(self, pinned: Mapping[str, Scalar]) -> dict[str, str]:
+        """Each dtype param's value: ``pinned``'s, else its default (a dtype name, which
+        depends on no size symbol, so it is known before any call). Raises
+        :class:`ConstEvalError` for a pinned value that is not one of its candidates (the
+        front end then says so, at the source)."""
+        values: dict[str, str] = {}
+        for p in self.const_params:
+            if not p.is_dtype:
+                continue
+            cands = tuple(cx.evaluate_json(c, {}) for c in p.candidates if c is not None)
+            value = pinned[p.name] if p.name in pinned else cx.evaluate_json(
+                p.default if p.default is not None else p.candidates[0], {}
+            )
+            if not isinstance(value, str) or (cands and value not in cands):
+                raise ConstEvalError(f"{p.name} is a dtype among {cands}; got {value!r}")
+            values[p.name] = value
+        return values
 
     def constants_for(
         self,
@@ -140,7 +185,8 @@ class KernelHeader:
             ],
             "size_symbols": list(self.size_symbols),
             "sources": [
-                [s.symbol, s.param, s.position, s.dim, s.bits, s.type_text] for s in self.sources
+                [s.symbol, s.param, s.position, s.dim, s.bits, s.type_text, s.dtype_param]
+                for s in self.sources
             ],
             "kernel_hash": self.kernel_hash,
             "dtypes": [list(pair) for pair in self.dtypes],
@@ -162,11 +208,11 @@ class KernelHeader:
             )
             sources = []
             for entry in _list(data["sources"]):
-                symbol, param, position, dim, bits, type_text = _list(entry)
+                symbol, param, position, dim, bits, type_text, dtype_param = _list(entry)
                 sources.append(
                     SymbolSource(
                         _str(symbol), _str(param), _int(position), _int(dim), _int(bits),
-                        _str(type_text),
+                        _str(type_text), _str(dtype_param),
                     )
                 )
             header = cls(
@@ -183,6 +229,8 @@ class KernelHeader:
         for s in header.sources:
             if not 0 <= s.position < len(header.params) or header.params[s.position] != s.param:
                 raise IndexFormatError(f"symbol {s.symbol} names a parameter out of place")
+            if s.dtype_param and s.dtype_param not in header.declared:
+                raise IndexFormatError(f"symbol {s.symbol} names no dtype param")
         return header
 
 
@@ -254,6 +302,7 @@ def _expr(v: Any) -> ConstJSON | None:
 def kernel_header(kernel: ast.KernelDef) -> KernelHeader:
     """``kernel``'s header as values (no checking: the front end reports mistakes)."""
     declared = {c.name for c in kernel.const_params}
+    dtype_params = {c.name for c in kernel.const_params if declares_dtype(c)}
     scalars = {p.name for p in kernel.params if p.shape is None}
     symbols: list[str] = []
     sources: dict[str, SymbolSource] = {}
@@ -263,13 +312,16 @@ def kernel_header(kernel: ast.KernelDef) -> KernelHeader:
                 if d.value not in symbols:
                     symbols.append(d.value)
                 last = dim == len(p.shape or ()) - 1
+                typed = last and p.dtype in dtype_params
                 source = SymbolSource(
                     d.value, p.name, position, dim, _packed_bits(p.dtype) if last else 0,
-                    _type_text(p),
+                    _type_text(p), p.dtype if typed else "",
                 )
-                # An ordinary dim gives the exact value; a packed one only up to padding.
+                # An ordinary dim gives the exact value; a packed one only up to padding, and
+                # one whose type is a param may be either (which is preferred to one sure
+                # to be packed).
                 known = sources.get(d.value)
-                if known is None or (known.bits and not source.bits):
+                if known is None or _rank(source) < _rank(known):
                     sources[d.value] = source
         for d in p.strides or ():
             if isinstance(d.value, str) and d.value not in declared | scalars | set(symbols):
@@ -300,6 +352,18 @@ def kernel_header(kernel: ast.KernelDef) -> KernelHeader:
         kernel_text_hash(kernel),
         tuple((p.name, p.dtype) for p in kernel.params),
     )
+
+
+def _rank(source: SymbolSource) -> int:
+    """How exactly ``source`` gives its symbol: 0 exactly, 1 maybe padded, 2 padded."""
+    return 2 if source.bits else 1 if source.dtype_param else 0
+
+
+def declares_dtype(decl: ast.ConstParamDecl) -> bool:
+    """Whether ``decl``'s value is a dtype, judged as :attr:`ConstParamInfo.is_dtype` does
+    (the front end reports a param whose default and candidates disagree)."""
+    first = decl.default if decl.default is not None else next(iter(decl.candidates), None)
+    return first is not None and (cx.to_json(first) or [])[:1] == ["dtype"]
 
 
 def kernel_text_hash(kernel: ast.KernelDef) -> str:

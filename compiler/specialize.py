@@ -83,7 +83,14 @@ class SpecializedKernel:
                 f"kernel {header.name}: a compile-time param's default depends on size symbol "
                 f"{unread[0]}, which no tensor dim gives (only a stride); set the param"
             )
-        self._sources = tuple(by_symbol[s] for s in self.symbols)
+        # A dim of a tensor typed by a dtype param packs or not by that param's value, fixed
+        # for this kernel (pinned, or the default: dtype params are never tuned).
+        try:
+            dtype_values = header.dtype_values(self.pinned)
+        except ConstEvalError as exc:
+            # Any sizes will do: the front end finds the dtype that is wrong before any call.
+            raise self._explained(exc, dict.fromkeys(header.size_symbols, 1)) from None
+        self._sources = tuple(by_symbol[s].resolved(dtype_values) for s in self.symbols)
         # What a call reads: (argument position, dim, element bits of a packed dim or 0).
         self._reads = tuple((s.position, s.dim, s.bits) for s in self._sources)
         self._arity = len(header.params)
@@ -158,17 +165,22 @@ class SpecializedKernel:
         pinned = dict(self.pinned)
         if self.tuned is not None:
             best = self.tuned.config_for(symbols) or {}
-            declared = set(self.header.declared)
+            # A dtype param changes what the kernel computes: a record never sets it.
+            declared = {p.name for p in self.header.const_params if not p.is_dtype}
             pinned.update({k: v for k, v in best.items() if k in declared and k not in self.pinned})
         try:
             return self.header.constants_for(symbols, pinned, self.target.constants())
         except ConstEvalError as exc:
-            # The front end says what is wrong, at the source; parse to let it.
-            from .frontend import build_tile_kernel
+            raise self._explained(exc, symbols) from None
 
-            program = self._program() if callable(self._program) else self._program
-            build_tile_kernel(program, self.name, self.pinned, symbols, self.target.constants())
-            raise TypeError(f"kernel {self.name}: {exc}") from None
+    def _explained(self, exc: ConstEvalError, symbols: Mapping[str, int]) -> Exception:
+        """The front end's error for what ``exc`` found (it says what is wrong, at the
+        source: parse to let it), else ``exc`` as a TypeError."""
+        from .frontend import build_tile_kernel
+
+        program = self._program() if callable(self._program) else self._program
+        build_tile_kernel(program, self.name, self.pinned, symbols, self.target.constants())
+        return TypeError(f"kernel {self.name}: {exc}")
 
     # -- arguments -----------------------------------------------------------------------
 

@@ -164,29 +164,40 @@ F16_TOLERANCE = {"rtol": 2e-3, "atol": 2e-2}
 BF16_TOLERANCE = {"rtol": 1e-2, "atol": 1e-1}
 SIZES = {"M": 130, "N": 136, "K": 300}  # ragged against every tile: masked edges, a partial slab
 
+def _generic_entry(weights: str, activations: str) -> dict:
+    """The entry of quant_gemm_w at weight type ``weights`` and activations' type
+    ``activations`` (its params WT and AT)."""
+    return {
+        "kernel": "quant_gemm_w",
+        "constants": {"WT": weights, "AT": activations},
+        "sizes": SIZES,
+        "inputs": _weight_only_inputs(weights, activations=activations),
+        "reference": _weight_only_reference(weights),
+        "tolerance": F16_TOLERANCE if activations == "f16" else BF16_TOLERANCE,
+    }
+
+
 KERNELS = {
     # Weights dequantized in the activations' type (as the reference does), f16 or bf16
     # products, f32 sums, one rounding of the output.
-    **{
-        f"quant_gemm_{name}": {
-            "sizes": SIZES,
-            "inputs": _weight_only_inputs(name),
-            "reference": _weight_only_reference(name),
-            "tolerance": F16_TOLERANCE,
-        }
-        for name in ("i4", "i2", "i3", "i5", "i6", "i7", "i8")
+    "quant_gemm_i4": {
+        "sizes": SIZES,
+        "inputs": _weight_only_inputs("i4"),
+        "reference": _weight_only_reference("i4"),
+        "tolerance": F16_TOLERANCE,
     },
+    # The generic kernel at each weight type it declares but i4 (quant_gemm_i4 above), and
+    # at i4 with bf16 activations.
+    **{
+        f"quant_gemm_w[{name}]": _generic_entry(name, "f16")
+        for name in ("i2", "i3", "i5", "i6", "i7", "i8")
+    },
+    "quant_gemm_w[i4,bf16]": _generic_entry("i4", "bf16"),
     "quant_gemm_u1_zeros": {
         "sizes": SIZES,
         "inputs": _weight_only_inputs("u1", symmetric=False),
         "reference": _weight_only_reference("u1"),
         "tolerance": F16_TOLERANCE,
-    },
-    "quant_gemm_i4_bf16": {
-        "sizes": SIZES,
-        "inputs": _weight_only_inputs("i4", activations="bf16"),
-        "reference": _weight_only_reference("i4"),
-        "tolerance": BF16_TOLERANCE,
     },
     "quant_gemm_mxfp4": {
         "sizes": {"M": 136, "N": 130, "K": 200},

@@ -1,8 +1,9 @@
 """The search space of one kernel at one set of shapes, and what makes a point legal.
 
 The space is the product of the candidates each tunable compile-time param declares
-(``params BM in (32, 64, 128)``); params with a single value are fixed. Two kinds of rule
-prune it:
+(``params BM in (32, 64, 128)``); params with a single value are fixed, and so are dtype
+params (``params WT = i4 in (i2, i4)``), at the value the compile sets: they change what
+the kernel computes, not how fast. Two kinds of rule prune it:
 
 * **before anything is built** (:meth:`SearchSpace.from_kernel`): a ``warps`` count that
   gives more threads than the target allows, and a tile that only adds padding — a window
@@ -24,12 +25,12 @@ from typing import Any
 
 import numpy as np
 from tegula.compiler import syntax as ast
-from tegula.compiler.frontend import param_space
+from tegula.compiler.constexpr import Scalar
+from tegula.compiler.frontend import dtype_params, param_space
 from tegula.ir.loop import LoopKernel, Scope
 from tegula.ir.target import Target
 from tegula.passes.analysis.register_pressure import peak_local_words
 
-Scalar = int | float | bool
 Config = dict[str, Scalar]
 
 # A thread may hold this many 32-bit words of local buffers live at once before the register
@@ -61,12 +62,17 @@ class SearchSpace:
 
     @classmethod
     def from_kernel(
-        cls, kernel: ast.KernelDef, shapes: Mapping[str, int], target: Target
+        cls,
+        kernel: ast.KernelDef,
+        shapes: Mapping[str, int],
+        target: Target,
+        constants: Mapping[str, Scalar] | None = None,
     ) -> SearchSpace:
+        """The space at ``shapes``; ``constants`` sets dtype params (else their defaults)."""
         declared = param_space(kernel, shapes)
         covering = _window_params(kernel)
         params: list[tuple[str, tuple[Scalar, ...]]] = []
-        fixed: list[tuple[str, Scalar]] = []
+        fixed: list[tuple[str, Scalar]] = list(dtype_params(kernel, constants).items())
         pruned: list[str] = []
         for name, candidates in declared.items():
             kept = list(candidates)

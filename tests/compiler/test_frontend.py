@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tegula.compiler import syntax as ast
 from tegula.compiler.builtins import BUILTINS, markdown_table
-from tegula.compiler.checking import load_companion
+from tegula.compiler.checking import entry_kernel, load_companion
 from tegula.compiler.diagnostics import DSLError
 from tegula.compiler.frontend import build_tile_kernel, param_space, size_symbols
 from tegula.compiler.parser import parse
@@ -39,9 +39,13 @@ def test_examples_build_verified_tile_ir(path: Path) -> None:
     program = parse(path.read_text(), path.name)
     module = load_companion(path)
     assert module is not None, f"{path.name} has no companion"
-    assert set(module.KERNELS) == {k.name for k in program.kernels}
-    for kernel_def in program.kernels:
-        entry = module.KERNELS[kernel_def.name]
+    # Every kernel has an entry; an entry may check a kernel at given constants.
+    assert {entry_kernel(n, e) for n, e in module.KERNELS.items()} == {
+        k.name for k in program.kernels
+    }
+    for name, entry in module.KERNELS.items():
+        kernel_def = program.kernel(entry_kernel(name, entry))
+        assert kernel_def is not None
         symbols = {k: v for k, v in entry["sizes"].items() if k in size_symbols(kernel_def)}
         kernel = build_tile_kernel(program, kernel_def.name, entry.get("constants", {}), symbols)
         verify_tile_kernel(kernel)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tegula.compiler.checking import check_file, example_files, load_companion
+from tegula.compiler.checking import check_file, entry_kernel, example_files, load_companion
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FILES = example_files(EXAMPLES)
@@ -48,24 +48,56 @@ def test_example_ragged_shapes_on_cpu(path: Path) -> None:
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_example_cuda_builds_with_nvrtc(path: Path, arch: str) -> None:
-    """The generated CUDA C compiles to a cubin (no GPU needed)."""
+    """The generated CUDA C of every companion entry (a kernel at the entry's constants and
+    sizes) compiles to a cubin without spilling (no GPU needed)."""
     from tegula.compiler.specialize import SpecializedKernel
 
     import tegula as tg
 
     companion = load_companion(path)
     assert companion is not None
-    module = tg.compile(path, target=f"cuda:{arch}", cache=False)
-    for name in module:
+    for entry, cfg in companion.KERNELS.items():
+        name = entry_kernel(entry, cfg)
+        module = tg.compile(path, target=f"cuda:{arch}", cache=False, kernels=[name],
+                            **cfg.get("constants", {}))
         kernel = module[name]
         if isinstance(kernel, SpecializedKernel):  # built for the companion's sizes
-            sizes = companion.KERNELS[name]["sizes"]
+            sizes = cfg["sizes"]
             result = kernel.result_for(**{s: sizes[s] for s in kernel.symbols})
         else:
             result = module.results[name]
         assert result.source.count("__global__") == 1
         assert re.search(rf"__global__ void .*\b{name}\(", result.source)
-        assert "spill" not in result.backend_log or " 0 bytes spill stores" in result.backend_log
+        log = result.backend_log
+        assert "spill" not in log or " 0 bytes spill stores" in log, f"{entry}: {log}"
+
+
+def test_every_kernel_of_an_example_has_an_entry() -> None:
+    from tegula.compiler.parser import parse
+
+    for path in FILES:
+        companion = load_companion(path)
+        assert companion is not None
+        checked = {entry_kernel(e, cfg) for e, cfg in companion.KERNELS.items()}
+        assert checked == {k.name for k in parse(path.read_text()).kernels}, path.name
+
+
+def test_the_generic_weight_only_gemm_is_checked_at_every_weight_type() -> None:
+    from tegula.compiler.parser import parse
+
+    path = EXAMPLES / "quant_gemm.tg"
+    companion = load_companion(path)
+    assert companion is not None
+    types = {
+        (cfg["constants"]["WT"], cfg["constants"].get("AT", "f16"))
+        for e, cfg in companion.KERNELS.items()
+        if entry_kernel(e, cfg) == "quant_gemm_w"
+    }
+    decl = next(c for c in parse(path.read_text()).kernel("quant_gemm_w").const_params
+                if c.name == "WT")
+    # i4 with f16 activations is quant_gemm_i4's (its own tiles); every other width here.
+    assert {w for w, _ in types} | {"i4"} == {c.id for c in decl.candidates}
+    assert ("i4", "bf16") in types
 
 
 @pytest.mark.gpu

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tegula.passes.pipeline  # noqa: F401  (registers the passes)
+from tegula.compiler.checking import entry_kernel, load_companion
 from tegula.compiler.frontend import build_tile_kernel, specialization_symbols
 from tegula.compiler.parser import parse
 from tegula.ir.target import cpu_target, cuda_target
@@ -19,23 +21,42 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KNOWN_CONVERSIONS = {"quant_gemm_w8a8_outliers": 1}
 
 
-def _inferred(path: Path, name: str, target):
+def _inferred(path: Path, name: str, constants: dict[str, Any], target):
     program = parse(path.read_text(), str(path))
     kdef = program.kernel(name)
     assert kdef is not None
     # The target's own constants: `select(CUDA, gpu, cpu)` params give each target its shapes.
-    tile = build_tile_kernel(program, name, {}, dict.fromkeys(specialization_symbols(kdef), 4096),
-                             target=target.constants())
+    symbols = dict.fromkeys(specialization_symbols(kdef, constants), 4096)
+    tile = build_tile_kernel(program, name, constants, symbols, target=target.constants())
     return run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"), PassContext(target=target))
 
 
-CASES = [(p, k.name) for p in sorted(EXAMPLES.glob("*.tg")) for k in parse(p.read_text()).kernels]
+def _cases() -> list[tuple[Path, str, str, dict[str, Any]]]:
+    """(file, case id, kernel, constants): every kernel at its defaults, and every companion
+    entry that sets constants at them (a kernel generic over dtypes at each type it is
+    checked at)."""
+    cases = []
+    for path in sorted(EXAMPLES.glob("*.tg")):
+        cases += [(path, k.name, k.name, {}) for k in parse(path.read_text()).kernels]
+        for entry, cfg in getattr(load_companion(path), "KERNELS", {}).items():
+            if constants := dict(cfg.get("constants", {})):
+                kernel = entry_kernel(entry, cfg)
+                shown = ",".join(f"{k}={v}" for k, v in constants.items())
+                case = entry if entry != kernel else f"{entry}[{shown}]"
+                cases.append((path, case, kernel, constants))
+    return cases
 
 
-@pytest.mark.parametrize(("path", "name"), CASES, ids=[n for _, n in CASES])
-def test_examples_convert_layouts_only_where_needed(path: Path, name: str) -> None:
+CASES = _cases()
+
+
+@pytest.mark.parametrize(("path", "case", "name", "constants"), CASES,
+                         ids=[c for _, c, _, _ in CASES])
+def test_examples_convert_layouts_only_where_needed(
+    path: Path, case: str, name: str, constants: dict[str, Any]
+) -> None:
     for target in (cuda_target("sm_90a"), cpu_target()):
-        kernel = _inferred(path, name, target)
+        kernel = _inferred(path, name, constants, target)
         conversions = sum(isinstance(op, ConvertLayoutOp) for op in walk_ops(kernel.body))
         limit = KNOWN_CONVERSIONS.get(name, 0)
         assert conversions <= limit, f"{name} on {target}: {conversions} conversions"
