@@ -7,6 +7,24 @@ import pytest
 from tegula.ir.dtypes import DType
 from tegula.ir.packing import pack
 
+# A pipelined integer GEMM into an i32 accumulator; ``b_tile`` reads B ([K, N] or, transposed,
+# [N, K]) for one k-slab.
+INTEGER_DOT_KERNEL = """
+kernel {name}(a: {a_type}[M, K], b: {b_type}[{b_dims}], c: i32[M, N])
+    params BM = 64, BN = 64, BK = 64, STAGES = 2
+    grid (cdiv(M, BM), cdiv(N, BN)) warps 4
+{{
+    i = bid.x * BM
+    j = bid.y * BN
+    acc = zeros(i32, [BM, BN])
+    for k in pipeline(0, K, BK, stages=STAGES) {{
+        acc = dot(load(a[i : +BM, k : +BK]), {b_tile}, acc)
+    }}
+    store(c[i : +BM, j : +BN], acc)
+}}
+"""
+N_MAJOR_B = "transpose(load(b[j : +BN, k : +BK]))"
+
 
 def as_argument(codes: np.ndarray, dt: DType) -> np.ndarray:
     """What a kernel parameter of ``dt`` takes for these codes (packed bytes below 8 bits)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from quant_kernel_helpers import INTEGER_DOT_KERNEL, N_MAJOR_B
 from tegula.compiler.diagnostics import DSLError
 from tegula.compiler.frontend import build_tile_kernel
 from tegula.compiler.parser import parse
@@ -17,22 +18,14 @@ from tegula.ir.printer_tile import print_tile_kernel
 
 import tegula as tg
 
-KERNEL = """
-kernel dot_{name}(a: {a_type}[M, K], b: {b_type}[N, K], c: i32[M, N])
-    params BM = 64, BN = 64, BK = 64, STAGES = 2
-    grid (cdiv(M, BM), cdiv(N, BN)) warps 4
-{{
-    i = bid.x * BM
-    j = bid.y * BN
-    acc = zeros(i32, [BM, BN])
-    for k in pipeline(0, K, BK, stages=STAGES) {{
-        acc = dot(load(a[i : +BM, k : +BK]), transpose(load(b[j : +BN, k : +BK])), acc)
-    }}
-    store(c[i : +BM, j : +BN], acc)
-}}
-"""
+
+def _kernel(name: str, a_type: str, b_type: str) -> str:
+    return INTEGER_DOT_KERNEL.format(name=f"dot_{name}", a_type=a_type, b_type=b_type,
+                                     b_dims="N, K", b_tile=N_MAJOR_B)
+
+
 PAIRS = {"i4": ("i4", "i4"), "u4": ("u4", "u4"), "i4_i8": ("i4", "i8"), "i2": ("i2", "i2")}
-SOURCE = "".join(KERNEL.format(name=n, a_type=a, b_type=b) for n, (a, b) in PAIRS.items())
+SOURCE = "".join(_kernel(n, a, b) for n, (a, b) in PAIRS.items())
 
 # Multiples of the tiles, and ragged shapes (masked edges, a partial slab, an odd K whose
 # rows end mid-byte).
@@ -86,7 +79,7 @@ def test_low_bit_integer_dot_uses_the_s8_atom(arch: str) -> None:
 
 @pytest.mark.parametrize("type_name", ["f4e2m1", "nf4"])
 def test_dot_refuses_codes_that_are_not_integers(type_name: str) -> None:
-    source = KERNEL.format(name="bad", a_type=type_name, b_type=type_name)
+    source = _kernel("bad", type_name, type_name)
     with pytest.raises(DSLError, match="decode it first"):
         tg.compile(source, target="cpu", cache=False)
 

@@ -10,27 +10,17 @@ import re
 
 import numpy as np
 import pytest
+from quant_kernel_helpers import INTEGER_DOT_KERNEL, N_MAJOR_B
 
 import tegula as tg
 
 # B stored [K, N] (loaded k-major: its registers are turned n-major on the way to shared
 # memory) and [N, K] (a linear layer's layout, transposed in registers: already n-major).
-KERNEL = """
-kernel {name}(a: i8[M, K], b: i8[{b_dims}], c: i32[M, N])
-    params BM = 64, BN = 64, BK = 64, STAGES = 2
-    grid (cdiv(M, BM), cdiv(N, BN)) warps 4
-{{
-    i = bid.x * BM
-    j = bid.y * BN
-    acc = zeros(i32, [BM, BN])
-    for k in pipeline(0, K, BK, stages=STAGES) {{
-        acc = dot(load(a[i : +BM, k : +BK]), {b_tile}, acc)
-    }}
-    store(c[i : +BM, j : +BN], acc)
-}}
-"""
-SOURCE = KERNEL.format(name="dot_kn", b_dims="K, N", b_tile="load(b[k : +BK, j : +BN])") + \
-    KERNEL.format(name="dot_nk", b_dims="N, K", b_tile="transpose(load(b[j : +BN, k : +BK]))")
+SOURCE = INTEGER_DOT_KERNEL.format(
+    name="dot_kn", a_type="i8", b_type="i8", b_dims="K, N", b_tile="load(b[k : +BK, j : +BN])"
+) + INTEGER_DOT_KERNEL.format(
+    name="dot_nk", a_type="i8", b_type="i8", b_dims="N, K", b_tile=N_MAJOR_B
+)
 
 # Multiples of the tiles, and ragged shapes (masked edges, a partial k slab).
 SHAPES = [(128, 64, 192), (77, 45, 100)]
