@@ -258,7 +258,11 @@ class _KernelLowering:
         for buf in k.buffers:
             if buf.scope is Scope.LOCAL:
                 array = ir.ArrayType(memory_type(buf.dtype), buf.size)
-                self.pointers[buf] = _opaque(b.alloca(array, name=buf.name))
+                slot = b.alloca(array, name=buf.name)
+                # Whole cache lines: a vector stored to a buffer and loaded back (a staged
+                # tile) is forwarded from the store only if neither access splits a line.
+                slot.align = _LOCAL_ALIGN
+                self.pointers[buf] = _opaque(slot)
         shared = [buf for buf in k.buffers if buf.scope is Scope.SHARED]
         if shared:
             smem = _opaque(b.alloca(ir.ArrayType(I8, k.smem_bytes), name="smem"))
@@ -488,6 +492,9 @@ class _KernelLowering:
     def fill_all(self, c: Copy, dst_index: ir.Value) -> None:
         for lane in range(c.lanes):
             self.fill_lane(c, dst_index, lane)
+
+
+_LOCAL_ALIGN = 64  # bytes: a cache line, and the widest vector (AVX-512)
 
 
 def _opaque(alloca: ir.AllocaInstr) -> ir.AllocaInstr:

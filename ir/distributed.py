@@ -9,6 +9,10 @@ Three kinds, all immutable values:
   away (the tile does not have it; the threads along it hold copies); a dim in ``unit`` is
   kept with extent 1 (the same copies, as a size-1 dim ready to broadcast). This is the
   "slice" of the base layout, so ``reduce`` and ``broadcast`` need no data movement.
+  ``interleave`` (the CPU's packed low-bit tiles) reorders the values of a thread's run
+  along the fastest dim: with ``interleave = n`` element ``s = l * n + i`` of the run is
+  value ``i * (spt / n) + l``, so the ``n`` codes one 32-bit word packs sit ``spt / n``
+  values apart and the words line up as vector lanes (each code one shift from its word).
 * :class:`UniformLayout` — a scalar every thread holds.
 * :class:`TVRegisterLayout` — any thread-value layout of the layout algebra, written by a
   user; elementwise ops, loads and stores take it as it is; other ops convert it first.
@@ -53,6 +57,7 @@ class BlockedLayout:
     order: tuple[int, ...]
     removed: tuple[int, ...] = ()
     unit: tuple[int, ...] = ()
+    interleave: int = 1
 
     def __post_init__(self) -> None:
         r = len(self.base_shape)
@@ -63,6 +68,8 @@ class BlockedLayout:
         for d in range(r):
             if self.spt[d] < 1 or self.base_shape[d] % self.spt[d]:
                 raise ValueError(f"spt {self.spt} does not divide shape {self.base_shape}")
+        if self.interleave < 1 or self.spt[self.order[0]] % self.interleave:
+            raise ValueError(f"interleave {self.interleave} does not divide spt {self.spt}")
 
     # ------------------------------------------------------------------ derived sizes
 
@@ -125,7 +132,7 @@ class BlockedLayout:
         rest = v
         live = [d for d in self.order if d in self.live_dims]
         for d in live:  # element within the thread's contiguous run, fastest dims first
-            out[d] = (0, rest % self.spt[d])
+            out[d] = (0, self._run_element(d, rest % self.spt[d]))
             rest //= self.spt[d]
         for d in live:
             out[d] = (rest % self.reps(d), out[d][1])
@@ -137,12 +144,33 @@ class BlockedLayout:
         live = [d for d in self.order if d in self.live_dims]
         v, scale = 0, 1
         for d in live:
-            v += position.get(d, (0, 0))[1] * scale
+            v += self._run_slot(d, position.get(d, (0, 0))[1]) * scale
             scale *= self.spt[d]
         for d in live:
             v += position.get(d, (0, 0))[0] * scale
             scale *= self.reps(d)
         return v
+
+    @property
+    def interleaved_dim(self) -> int | None:
+        """The live base dim whose runs are word-interleaved, if any."""
+        if self.interleave == 1 or self.order[0] not in self.live_dims:
+            return None
+        return self.order[0]
+
+    def _run_element(self, d: int, slot: int) -> int:
+        """The element of the run along ``d`` that run slot ``slot`` holds (interleave)."""
+        if d != self.interleaved_dim:
+            return slot
+        words = self.spt[d] // self.interleave
+        return (slot % words) * self.interleave + slot // words
+
+    def _run_slot(self, d: int, element: int) -> int:
+        """Inverse of :meth:`_run_element`."""
+        if d != self.interleaved_dim:
+            return element
+        words = self.spt[d] // self.interleave
+        return (element % self.interleave) * words + element // self.interleave
 
     def value_offset(self, v: int) -> dict[int, int]:
         """The value's contribution to each live base dim's coordinate."""
@@ -241,6 +269,7 @@ class BlockedLayout:
             wpc=tuple(self.wpc[p] for p in perm),
             order=tuple(inv[o] for o in self.order),
             unit=tuple(sorted(inv[u] for u in self.unit)),
+            interleave=self.interleave,  # order[0] still names the same dim
         )
 
     def contiguous_run(self) -> int:
@@ -248,8 +277,8 @@ class BlockedLayout:
         if self.rank == 0:
             return 1
         d = self.tile_dims[-1]
-        if d not in self.live_dims or self.order[0] != d:
-            return 1
+        if d not in self.live_dims or self.order[0] != d or self.interleaved_dim == d:
+            return 1  # an interleaved run is not in element order in the registers
         return self.spt[d]
 
     def __str__(self) -> str:
@@ -261,6 +290,8 @@ class BlockedLayout:
             s += f", removed={list(self.removed)}"
         if self.unit:
             s += f", unit={list(self.unit)}"
+        if self.interleave > 1:
+            s += f", interleave={self.interleave}"
         return s + ">"
 
 

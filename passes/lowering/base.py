@@ -245,6 +245,9 @@ class LoweringBase:
                 return
             d, part = plan[i]
             extent = lay.reps(d) if part == "rep" else lay.spt[d]
+            if part == "s" and d == lay.interleaved_dim:
+                self.interleaved_run(lay, d, pos, lambda: go(i + 1))
+                return
 
             def inner(var: L.Expr, d=d, part=part) -> None:
                 rep, s = pos[d]
@@ -259,6 +262,23 @@ class LoweringBase:
             self.loop(f"{part}{d}", extent, inner, kind)
 
         go(0)
+
+    def interleaved_run(
+        self, lay: BlockedLayout, d: int, pos: Pos, then: Callable[[], None]
+    ) -> None:
+        """The run along ``d`` of an interleaved layout as two loops: the code ``i`` of each
+        word outside, the words ``l`` inside (consecutive values, the loop LLVM vectorizes),
+        at element ``l * n + i``."""
+        n = lay.interleave
+
+        def code(i: L.Expr) -> None:
+            def word(w: L.Expr) -> None:
+                pos[d] = (pos[d][0], add(mul(w, c64(n)), i))
+                then()
+
+            self.loop(f"w{d}", lay.spt[d] // n, word, self.loop_kind)
+
+        self.loop(f"i{d}", n, code, L.LoopKind.SERIAL)
 
     # ------------------------------------------------------------------ value access
 

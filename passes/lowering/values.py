@@ -281,12 +281,23 @@ def value_index(lay: BlockedLayout, pos: Pos) -> L.Expr:
     terms: L.Expr = c64(0)
     scale = 1
     for d in live:
-        terms = add(terms, mul(pos[d][1], c64(scale)))
+        terms = add(terms, mul(run_slot(lay, d, pos[d][1]), c64(scale)))
         scale *= lay.spt[d]
     for d in live:
         terms = add(terms, mul(pos[d][0], c64(scale)))
         scale *= lay.reps(d)
     return terms
+
+
+def run_slot(lay: BlockedLayout, d: int, s: L.Expr) -> L.Expr:
+    """Where element ``s`` of a thread's run along ``d`` sits in the run's values: itself,
+    or for an interleaved run, ``s % n * (spt / n) + s // n`` (the loops that visit it
+    write ``s`` as ``l * n + i``, which simplifies to ``i * (spt / n) + l``)."""
+    n = lay.interleave
+    if d != lay.interleaved_dim:
+        return s
+    words = lay.spt[d] // n
+    return add(mul(L.Binary(BIN.MOD, s, c64(n)), c64(words)), L.Binary(BIN.FLOORDIV, s, c64(n)))
 
 
 def _operand_swizzle(row_elements: int, dtype: DType) -> tuple[int, int, int] | None:

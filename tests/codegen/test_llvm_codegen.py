@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import ml_dtypes
 import numpy as np
@@ -68,6 +69,14 @@ def test_straight_line_vectorize_loops_are_forced():
                Store(local, i, LoadExpr(local, i)), LoopKind.VECTORIZE)
     k2 = replace(k, buffers=(*k.buffers, local), body=loop)
     assert "llvm.loop.vectorize.enable" in generate_llvm(k2)
+
+
+def test_local_buffers_start_on_a_cache_line():
+    """A vector stored to a local buffer and read back is forwarded from the store only if
+    neither access splits a cache line: every local buffer is 64-byte aligned."""
+    text = generate_llvm(row_sum(cpu=True))
+    allocas = re.findall(r"alloca \[.*?\](.*)", text)
+    assert allocas and all(a.endswith("align 64") for a in allocas)
 
 
 def test_axpy4_vector_copies_and_masked_tail(jit):
