@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -22,23 +24,36 @@ from tegula.ir.target import TargetError
 
 from .diagnostics import DSLError
 
+V = TypeVar("V")
+
 # Tables stay readable when the output is a pipe or a log (no terminal width to ask).
 console = Console(highlight=False, width=shutil.get_terminal_size((140, 24)).columns)
 err_console = Console(stderr=True, highlight=False)
 
 
-def int_assignments(pairs: list[str], option: str) -> dict[str, int]:
-    """``["M=4096", "N=128"]`` as ``{"M": 4096, "N": 128}``; errors name ``option``."""
-    out: dict[str, int] = {}
+def assignments(pairs: list[str], option: str, convert: Callable[[str, str], V]
+                ) -> dict[str, V]:
+    """``["M=4096", "N=128"]`` as a dict, each value ``convert(name, text)``; errors name
+    ``option``."""
+    out: dict[str, V] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.isidentifier():
             raise ValueError(f"{option} expects NAME=VALUE, got {pair!r}")
-        try:
-            out[name] = int(value)
-        except ValueError:
-            raise ValueError(f"{option} {name}: {value!r} is not an integer") from None
+        out[name] = convert(name, value)
     return out
+
+
+def int_assignments(pairs: list[str], option: str) -> dict[str, int]:
+    """``["M=4096", "N=128"]`` as ``{"M": 4096, "N": 128}``; errors name ``option``."""
+
+    def integer(name: str, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{option} {name}: {text!r} is not an integer") from None
+
+    return assignments(pairs, option, integer)
 
 
 def _sizes(pairs: list[str]) -> dict[str, int]:
@@ -48,13 +63,7 @@ def _sizes(pairs: list[str]) -> dict[str, int]:
 def const_assignments(pairs: list[str]) -> dict[str, int | float | str]:
     """``["BN=64", "WT=i2"]`` as ``{"BN": 64, "WT": "i2"}``: a number where the text is one,
     else the text (a dtype's name; the front end checks each against its param)."""
-    out: dict[str, int | float | str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise ValueError(f"--const expects NAME=VALUE, got {pair!r}")
-        out[name] = _number(value)
-    return out
+    return assignments(pairs, "--const", lambda _name, text: _number(text))
 
 
 def _number(text: str) -> int | float | str:

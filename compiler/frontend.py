@@ -228,11 +228,16 @@ class _ConstEvaluator:
 
 def _not_a_value(node: ast.Expr, value: str, text: str) -> str:
     """What is wrong with a dtype where a number is needed, in the user's words."""
-    if isinstance(node, ast.Name) and cx.dtype_constant(node.id) is None:
-        return f"'{node.id}' is a dtype parameter, not a value"
     if isinstance(node, ast.Name):
-        return f"'{node.id}' is a dtype, not a value"
+        return _name_not_a_value(node.id)
     return f"'{text}' is the dtype {value}, not a value"
+
+
+def _name_not_a_value(name: str) -> str:
+    """The message for a name that stands for a dtype (a dtype's own, or a dtype param's)
+    where a value is needed."""
+    kind = "dtype" if cx.dtype_constant(name) is not None else "dtype parameter"
+    return f"'{name}' is a {kind}, not a value"
 
 
 def _kind_name(v: Scalar) -> str:
@@ -635,7 +640,7 @@ class _KernelBuilder:
         if name in self.consts:
             v = self.consts[name]
             if isinstance(v, str):
-                raise self.fail(d, f"'{name}' is a dtype parameter, not a value")
+                raise self.fail(d, _name_not_a_value(name))
             if not _is_int(v) or v < 1:  # type: ignore[operator]
                 raise self.fail(d, f"a tensor dim must be a positive integer; {name} is {v!r}")
             return int(v)
@@ -686,7 +691,7 @@ class _KernelBuilder:
                 if name in self.consts:
                     v = self.consts[name]
                     if isinstance(v, str):
-                        raise self.fail(node, f"'{name}' is a dtype parameter, not a value")
+                        raise self.fail(node, _name_not_a_value(name))
                     if not _is_int(v):
                         raise self.fail(node, f"{rule}; {name} is {v!r}")
                     return str(v)
@@ -746,11 +751,11 @@ class _KernelBuilder:
                     return self.emit1(ir.ThreadIndexOp, ir.TileType(dtypes.i32, ()), None, node)
                 raise self.fail(node, "'bid' needs an axis: bid.x, bid.y or bid.z")
             if dtypes.is_dtype_name(node.id):
-                raise self.fail(node, f"'{node.id}' is a dtype, not a value")
+                raise self.fail(node, _name_not_a_value(node.id))
             raise self.fail(node, f"unknown name '{node.id}'{self.suggest(node.id)}")
         if isinstance(b, Const) and isinstance(b.value, str):
             # Only a dtype argument (cast, zeros, full) or a tensor's type takes one.
-            raise self.fail(node, f"'{node.id}' is a dtype parameter, not a value")
+            raise self.fail(node, _name_not_a_value(node.id))
         if isinstance(b, Hidden):
             where = "block" if b.construct == "block" else f"'{b.construct}'"
             raise self.fail(

@@ -5,7 +5,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 from tegula.compiler.checking import load_companion
-from tegula.ir import dtypes, lowbit
+from tegula.ir import lowbit
 from tegula.ir.dtypes import dtype, f4e2m1
 from tegula.ir.packing import unpack
 from tegula.runtime.quant import quantize
@@ -20,20 +20,8 @@ I4 = dtype("i4")
 
 
 def _weight_only_inputs(dtype: str, symmetric: bool = True, activations: str = "f16"):
-    """Inputs of a weight-only GEMM with ``dtype`` weights; ``activations`` is also the
-    scales' and the output's type."""
-    act = dtypes.dtype(activations).to_numpy()
-
-    def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
-        w = _gemv.quantized_weight(rng, dtype, K, N, symmetric=symmetric,
-                                   scale_dtype=activations)
-        return {
-            "a": rng.standard_normal((M, K)).astype(act),
-            **w,
-            "c": np.full((M, N), np.nan, act),
-        }
-
-    return make
+    """Inputs of a weight-only GEMM (``a`` and ``c``), as the GEMV's."""
+    return _gemv.weight_only_inputs(dtype, symmetric, activations, names=("a", "c"))
 
 
 def _weight_only_reference(dtype: str):

@@ -43,16 +43,19 @@ def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
     return values * s.astype(np.float64)[rows]
 
 
-def _inputs(dtype: str, symmetric: bool = True, activations: str = "f16"):
-    """Inputs of a GEMV with ``dtype`` weights; ``activations`` is also the scales' and the
-    output's type."""
+def weight_only_inputs(dtype: str, symmetric: bool = True, activations: str = "f16",
+                       names: tuple[str, str] = ("x", "y")):
+    """Inputs of a weight-only product with ``dtype`` weights: the activations and the
+    poisoned output under ``names``; ``activations`` is also the scales' and the output's
+    type."""
     act = dtypes.dtype(activations).to_numpy()
+    x, y = names
 
     def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
         return {
-            "x": rng.standard_normal((M, K)).astype(act),
+            x: rng.standard_normal((M, K)).astype(act),
             **quantized_weight(rng, dtype, K, N, symmetric=symmetric, scale_dtype=activations),
-            "y": np.full((M, N), np.nan, act),
+            y: np.full((M, N), np.nan, act),
         }
 
     return make
@@ -72,7 +75,7 @@ _SIZES = {"M": 3, "N": 300, "K": 520}
 KERNELS = {
     f"quant_gemv_{name}": {
         "sizes": _SIZES,
-        "inputs": _inputs(name),
+        "inputs": weight_only_inputs(name),
         "reference": _reference(name),
         "tolerance": _TOLERANCE,
     }
@@ -80,20 +83,20 @@ KERNELS = {
 }
 KERNELS["quant_gemv_u4_zeros"] = {
     "sizes": _SIZES,
-    "inputs": _inputs("u4", symmetric=False),
+    "inputs": weight_only_inputs("u4", symmetric=False),
     "reference": _reference("u4"),
     "tolerance": _TOLERANCE,
 }
 KERNELS["quant_gemv_u1_zeros"] = {
     "sizes": _SIZES,
-    "inputs": _inputs("u1", symmetric=False),
+    "inputs": weight_only_inputs("u1", symmetric=False),
     "reference": _reference("u1"),
     "tolerance": _TOLERANCE,
 }
 # The bf16 output keeps 8 significant bits: one rounding of up to ~4e-3 relative.
 KERNELS["quant_gemv_i4_bf16"] = {
     "sizes": _SIZES,
-    "inputs": _inputs("i4", activations="bf16"),
+    "inputs": weight_only_inputs("i4", activations="bf16"),
     "reference": _reference("i4"),
     "tolerance": {"rtol": 8e-3, "atol": 1e-1},
 }

@@ -516,6 +516,24 @@ def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
     return ()
 
 
+def stmt_buffers(stmt: Stmt) -> Iterator[Buffer]:
+    """The buffers a statement reads or writes directly: its own buffer operands and those
+    its expressions load from or take the address of (not those of nested statements)."""
+    match stmt:
+        case Store(buffer=b) | AtomicAdd(buffer=b) | Prefetch(buffer=b):
+            yield b
+        case Copy(dst=d, src=s):
+            yield d
+            yield s
+        case Asm(outputs=outs):
+            for b, _ in outs:
+                yield b
+    for expr in stmt_exprs(stmt):
+        for e in walk_exprs(expr):
+            if isinstance(e, Load | Address):
+                yield e.buffer
+
+
 # ----------------------------------------------------------------------------- builders
 
 

@@ -18,23 +18,8 @@ the most 32-bit words live at one statement.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
-from tegula.ir.loop import (
-    Address,
-    Asm,
-    AtomicAdd,
-    Buffer,
-    Copy,
-    For,
-    Load,
-    LoopKernel,
-    Scope,
-    Stmt,
-    Store,
-    stmt_exprs,
-    walk_exprs,
-)
+from tegula.ir.loop import Buffer, For, LoopKernel, Scope, Stmt, stmt_buffers
 
 __all__ = ["buffer_words", "live_ranges", "peak_local_words"]
 
@@ -69,7 +54,9 @@ def live_ranges(body: Stmt) -> dict[Buffer, tuple[int, int]]:
         nonlocal position
         here = position
         position += 1
-        for buffer in _local_buffers(stmt):
+        for buffer in stmt_buffers(stmt):
+            if buffer.scope is not Scope.LOCAL:
+                continue
             first, last = ranges.get(buffer, (here, here))
             ranges[buffer] = (min(first, here), max(last, here))
         for child in stmt.children():
@@ -86,25 +73,3 @@ def live_ranges(body: Stmt) -> dict[Buffer, tuple[int, int]]:
             if crosses:
                 ranges[buffer] = (min(first, start), max(last, end))
     return ranges
-
-
-def _local_buffers(stmt: Stmt) -> Iterator[Buffer]:
-    """The local buffers ``stmt`` itself reads or writes (not those of nested statements)."""
-    match stmt:
-        case Store(buffer=b) | AtomicAdd(buffer=b):
-            yield from _if_local(b)
-        case Copy(dst=d, src=s):
-            yield from _if_local(d)
-            yield from _if_local(s)
-        case Asm(outputs=outs):
-            for b, _ in outs:
-                yield from _if_local(b)
-    for expr in stmt_exprs(stmt):
-        for e in walk_exprs(expr):
-            if isinstance(e, Load | Address):
-                yield from _if_local(e.buffer)
-
-
-def _if_local(buffer: Buffer) -> Iterator[Buffer]:
-    if buffer.scope is Scope.LOCAL:
-        yield buffer

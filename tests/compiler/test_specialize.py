@@ -280,3 +280,17 @@ def test_phase_timings() -> None:
     assert specialized.timings("softmax") == {}
     specialized.softmax.compile_for(N=10)
     assert "frontend" in specialized.timings("softmax")
+
+
+def test_dump_takes_constants_and_refuses_a_bad_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gemm = SOFTMAX.with_name("quant_gemm.tg")
+    args = ["dump", str(gemm), "--kernel", "quant_gemm_w", "--target", "cpu", "--stage",
+            "infer-layouts", "--size", "M=8", "--out", str(tmp_path)]
+    assert cli.main([*args, "--const", "WT=i3", "--const", "AT=bf16"]) == 0
+    (dump,) = (tmp_path / "quant_gemm_w" / "cpu").glob("*infer-layouts*")
+    text = dump.read_text()
+    assert "i3[K, N]" in text and "bf16[M, K]" in text
+    assert cli.main([*args, "--const", "WT"]) == 2
+    assert "--const expects NAME=VALUE, got 'WT'" in capsys.readouterr().err

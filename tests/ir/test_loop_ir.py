@@ -167,3 +167,25 @@ def test_grid_uses_only_symbols():
     k = dataclasses.replace(kernel(seq()), grid=(Var("M"), Const(1), Const(1)))
     with pytest.raises(LoopIRError, match="grid uses 'M', which is not a symbol"):
         verify_loop_kernel(k)
+
+
+def test_stmt_buffers_names_every_buffer_a_statement_touches_itself() -> None:
+    from tegula.ir import loop as L
+    from tegula.ir.dtypes import f32, i64
+
+    def buf(name: str) -> L.Buffer:
+        return L.Buffer(name, f32, L.Scope.LOCAL, 4)
+
+    a, b, c, d, e = (buf(n) for n in "abcde")
+    zero = L.Const(0, i64)
+    store = L.Store(a, zero, L.Load(b, zero))
+    assert [x.name for x in L.stmt_buffers(store)] == ["a", "b"]
+    copy = L.Copy(c, zero, d, zero)
+    assert [x.name for x in L.stmt_buffers(copy)] == ["c", "d"]
+    assert [x.name for x in L.stmt_buffers(L.Prefetch(e, zero))] == ["e"]
+    asm = L.Asm("mov.b32 %0, %1;", ((a, zero),), ("=f",), (L.Address(b, zero),), ("l",))
+    assert [x.name for x in L.stmt_buffers(asm)] == ["a", "b"]
+    # A loop's own buffers are those of its bounds; its body's statements answer for theirs.
+    bounds = L.Buffer("bounds", i64, L.Scope.LOCAL, 1)
+    loop = L.For(L.Var("k"), zero, L.Load(bounds, zero), L.Const(1, i64), store)
+    assert [x.name for x in L.stmt_buffers(loop)] == ["bounds"]
