@@ -25,6 +25,7 @@ call, so an element the kernel forgets to write fails the check.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import time
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from tegula.ir.target import Target
+from tegula.runtime.arrays import Reinterpreted, dtype_from_numpy, reinterpret
 
 from .api import compile as compile_source
 from .targets import resolve_target
@@ -70,11 +72,27 @@ def _to_device(value: Any, target: Target) -> Any:
     if target.is_cuda and isinstance(value, np.ndarray):
         import cupy
 
+        held = dtype_from_numpy(value.dtype)
+        if held is not None and not _cupy_holds(value.dtype):  # e8m0: pass its bytes, typed
+            return reinterpret(cupy.asarray(value.view(f"u{value.itemsize}")), held)
         return cupy.asarray(value)
     return value
 
 
+@functools.cache
+def _cupy_holds(np_dtype: np.dtype) -> bool:
+    import cupy
+
+    try:
+        cupy.empty(0, np_dtype)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _to_host(value: Any) -> np.ndarray:
+    if isinstance(value, Reinterpreted):
+        return _to_host(value.array).view(value.dtype.to_numpy())
     if hasattr(value, "get"):
         return value.get()
     return np.asarray(value)

@@ -81,6 +81,10 @@ class ArrayReader:
     def dtype(self, a: Any) -> DType | None:
         return dtype_from_numpy(a.dtype)
 
+    def library_of(self, a: Any) -> str:
+        """The library that owns ``a`` (whose stream a launch joins)."""
+        return self.library
+
     def dtype_name(self, a: Any) -> str:
         """The library's own name of the element type, for error messages."""
         return str(a.dtype)
@@ -148,7 +152,7 @@ class CupyReader(ArrayReader):
 # torch dtype name (after "torch.") -> tegula dtype name.
 _TORCH_DTYPES = {
     "float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
-    "float8_e4m3fn": "f8e4m3", "float8_e5m2": "f8e5m2",
+    "float8_e4m3fn": "f8e4m3", "float8_e5m2": "f8e5m2", "float8_e8m0fnu": "e8m0",
     "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
     "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "bool",
 }  # fmt: skip
@@ -269,6 +273,72 @@ class HostDLPackReader(ArrayReader):
         return not self._view(a).flags.writeable
 
 
+@dataclass(frozen=True)
+class Reinterpreted:
+    """An array whose bytes are read as ``dtype``: how to pass an element type the array's
+    library lacks (CuPy has no ``e8m0`` or 8-bit floats) without giving up the dtype check.
+    ``array`` holds elements of ``dtype``'s width (``uint8`` bytes for an 8-bit type);
+    :func:`reinterpret` builds one and checks that."""
+
+    array: Any
+    dtype: DType
+
+
+def reinterpret(array: Any, dtype: DType | str) -> Reinterpreted:
+    """``array`` (any array the runtime reads) with its elements read as ``dtype``, e.g.
+    ``reinterpret(cupy.asarray(scales.view(np.uint8)), "e8m0")``."""
+    dt = dtypes.dtype(dtype) if isinstance(dtype, str) else dtype
+    reader = reader_for(type(array))
+    if reader is None or isinstance(array, Reinterpreted):
+        raise TypeError(f"reinterpret needs an array, not {describe(array)}")
+    if dt.is_subbyte:
+        raise TypeError(f"reinterpret takes whole-byte types; {dt.name} is stored packed")
+    held = reader.dtype(array)
+    if held is None or held.bits != dt.bits:
+        raise TypeError(
+            f"reinterpret as {dt.name} needs elements of {dt.bits} bits, not "
+            f"{describe(array)}")
+    return Reinterpreted(array, dt)
+
+
+class ReinterpretedReader(ArrayReader):
+    """Everything from the wrapped array's reader except the element type."""
+
+    def _inner(self, a: Reinterpreted) -> ArrayReader:
+        reader = reader_for(type(a.array))
+        assert reader is not None  # checked by reinterpret
+        return reader
+
+    library = "reinterpreted"
+
+    def library_of(self, a: Any) -> str:
+        return self._inner(a).library_of(a.array)
+
+    def pointer(self, a: Any) -> int:
+        return self._inner(a).pointer(a.array)
+
+    def shape(self, a: Any) -> tuple[int, ...]:
+        return self._inner(a).shape(a.array)
+
+    def strides(self, a: Any) -> tuple[int, ...]:
+        return self._inner(a).strides(a.array)
+
+    def is_c_contiguous(self, a: Any) -> bool:
+        return self._inner(a).is_c_contiguous(a.array)
+
+    def dtype(self, a: Any) -> DType | None:
+        return a.dtype
+
+    def dtype_name(self, a: Any) -> str:
+        return f"{a.dtype.name} (as {self._inner(a).dtype_name(a.array)})"
+
+    def device(self, a: Any) -> str:
+        return self._inner(a).device(a.array)
+
+    def is_readonly(self, a: Any) -> bool:
+        return self._inner(a).is_readonly(a.array)
+
+
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, step = [], 1
     for extent in reversed(shape):
@@ -278,7 +348,8 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 _NUMPY_READER = NumpyReader()
-_READERS: dict[type, ArrayReader | None] = {np.ndarray: _NUMPY_READER}
+_READERS: dict[type, ArrayReader | None] = {
+    np.ndarray: _NUMPY_READER, Reinterpreted: ReinterpretedReader()}
 
 
 def _find_reader(cls: type) -> ArrayReader | None:

@@ -193,7 +193,7 @@ class Kernel:
             if (where == CPU) is self._on_cuda:
                 raise self._wrong_device(plan, arg, where)
             if device is None:
-                device, library, first = where, reader.library, plan.name
+                device, library, first = where, reader.library_of(arg), plan.name
             elif where != device:
                 raise ArgumentError(
                     f"parameter {plan.name!r} is on {where} but {first!r} is on {device}; "

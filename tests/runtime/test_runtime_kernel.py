@@ -357,3 +357,25 @@ def test_device_memory_offered_only_through_dlpack_is_refused_by_name() -> None:
     with pytest.raises(ArgumentError, match=r"parameter 'x':.*device memory only through "
                                             r"DLPack.*cupy.from_dlpack"):
         kernel(HostDLPackOnly(x, device=(2, 0)), y, out, 0.5)
+
+
+def test_an_array_whose_library_lacks_the_type_is_passed_reinterpreted() -> None:
+    from tegula.runtime.arrays import array_info, reinterpret
+
+    params = (ParamSpec("s", "tensor", "e8m0", ("N",)), ParamSpec("o", "tensor", "f32", ("N",)))
+    kernel, launcher = make("cuda:sm_90a", params=params, symbols=("N",), grid=("N", "1", "1"))
+    raw = FakeCupyArray((7,), "uint8", ptr=0x7F0000002000)
+    out = FakeCupyArray((7,), "float32")
+    with pytest.raises(ArgumentError, match=r"'s'.*e8m0.*uint8"):
+        kernel(raw, out)  # bytes alone are not scales: the type is still checked
+    kernel(reinterpret(raw, "e8m0"), out)
+    assert launcher.calls[0][1][0] == 0x7F0000002000 and launcher.calls[0][3] == "cupy"
+    info = array_info(reinterpret(raw, "e8m0"))
+    assert (info.dtype.name, info.shape, info.device) == ("e8m0", (7,), "cuda:0")
+    assert "e8m0 (as uint8)" in info.dtype_name
+    with pytest.raises(TypeError, match="needs elements of 8 bits"):
+        reinterpret(out, "e8m0")
+    with pytest.raises(TypeError, match="packed"):
+        reinterpret(raw, "u4")
+    with pytest.raises(TypeError, match="needs an array"):
+        reinterpret([1, 2], "e8m0")
