@@ -32,6 +32,20 @@ def quantized_weight(rng: np.random.Generator, dtype: str, K: int, N: int, *,
     return out
 
 
+def quantized_weight_nk(rng: np.random.Generator, dtype: str, K: int, N: int, *,
+                        group: int = GROUP) -> dict[str, np.ndarray]:
+    """A random weight stored [N, K] (K contiguous), quantized symmetrically to ``dtype`` in
+    groups of ``group`` along K: ``w`` (packed codes, [N, K * bits / 8] bytes) and ``s``
+    ([N, ceil(K / group)]). Padding columns of a partial last group are dropped."""
+    bits = dtypes.dtype(dtype).bits
+    if K * bits % 8:
+        raise ValueError(f"K = {K} {dtype} codes do not fill whole bytes")
+    groups = -(-K // group)
+    full = rng.standard_normal((N, groups * group)).astype(np.float32)
+    qt = quantize(full, dtype, group_size=group, axis=1)
+    return {"w": np.ascontiguousarray(qt.data[:, : K * bits // 8]), "s": qt.scales}
+
+
 def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
                 z: np.ndarray | None = None, group: int = GROUP) -> np.ndarray:
     """The float64 weights ``w`` (packed ``dtype`` codes) and its group scales stand for."""
@@ -68,6 +82,28 @@ def _reference(dtype: str):
     return reference
 
 
+def _nk_inputs(dtype: str):
+    def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+        return {
+            "x": rng.standard_normal((M, K)).astype(np.float16),
+            **quantized_weight_nk(rng, dtype, K, N),
+            "y": np.full((M, N), np.nan, np.float16),
+        }
+
+    return make
+
+
+def _nk_reference(dtype: str):
+    def reference(x, w, s, y, **_):
+        dt = dtypes.dtype(dtype)
+        K = x.shape[1]
+        values = lowbit.decode(unpack(w.view(np.uint8), dt.bits, K), dt).astype(np.float64)
+        weights = values * s.astype(np.float64)[:, np.arange(K) // GROUP]  # [N, K]
+        return {"y": x.astype(np.float64) @ weights.T}
+
+    return reference
+
+
 # f32 accumulation, one rounding to f16 at the end (~5e-4 relative).
 _TOLERANCE = {"rtol": 2e-3, "atol": 2e-2}
 _SIZES = {"M": 3, "N": 300, "K": 520}
@@ -99,4 +135,10 @@ KERNELS["quant_gemv_i4_bf16"] = {
     "inputs": weight_only_inputs("i4", activations="bf16"),
     "reference": _reference("i4"),
     "tolerance": {"rtol": 8e-3, "atol": 1e-1},
+}
+KERNELS["quant_gemv_i4_nk"] = {
+    "sizes": _SIZES,
+    "inputs": _nk_inputs("i4"),
+    "reference": _nk_reference("i4"),
+    "tolerance": _TOLERANCE,
 }
