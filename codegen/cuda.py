@@ -321,6 +321,8 @@ class _CudaKernelWriter:
         self.depth -= 1
         if s.kind is LoopKind.UNROLL:
             self.emit("#pragma unroll")
+        elif s.unroll > 1:
+            self.emit(f"#pragma unroll {s.unroll}")
         self.emit(
             f"for ({ctype(var.dtype)} {name} = {start_text}; {name} {compare} {stop_text}; "
             f"{advance}) {{"

@@ -394,15 +394,18 @@ class _KernelLowering:
         following = b.add(induction, step, name=f"{tag}.next")
         induction.add_incoming(following, b.block)
         backedge = b.branch(header)
-        hints = self.loop_hints(s.kind, s.body)
+        hints = self.loop_hints(s.kind, s.body, s.unroll)
         if hints:
             backedge.set_metadata("llvm.loop", _LoopID(self.module, hints))
         self.start(exit_)
 
-    def loop_hints(self, kind: LoopKind, body: Stmt) -> list[ir.values.MDValue]:
+    def loop_hints(self, kind: LoopKind, body: Stmt, unroll: int) -> list[ir.values.MDValue]:
         m = self.module
         if kind is LoopKind.UNROLL:
             return [m.add_metadata([ir.MetaDataString(m, "llvm.loop.unroll.full")])]
+        if unroll > 1:
+            count = ir.Constant(ir.IntType(32), unroll)
+            return [m.add_metadata([ir.MetaDataString(m, "llvm.loop.unroll.count"), count])]
         if kind is LoopKind.VECTORIZE and _straight_line(body):
             # Forcing also lets LLVM reassociate float reductions. A body with branches is
             # left to the vectorizer's own judgement: forcing it there only earns a warning.

@@ -35,15 +35,16 @@ def quantized_weight(rng: np.random.Generator, dtype: str, K: int, N: int, *,
 def quantized_weight_nk(rng: np.random.Generator, dtype: str, K: int, N: int, *,
                         group: int = GROUP) -> dict[str, np.ndarray]:
     """A random weight stored [N, K] (K contiguous), quantized symmetrically to ``dtype`` in
-    groups of ``group`` along K: ``w`` (packed codes, [N, K * bits / 8] bytes) and ``s``
+    groups of ``group`` along K: ``w`` (packed codes, [N, ceil(K * bits / 8)] bytes) and ``s``
     ([N, ceil(K / group)]). Padding columns of a partial last group are dropped."""
-    bits = dtypes.dtype(dtype).bits
-    if K * bits % 8:
-        raise ValueError(f"K = {K} {dtype} codes do not fill whole bytes")
+    row_bytes = -(-K * dtypes.dtype(dtype).bits // 8)  # a row ends on a byte boundary
     groups = -(-K // group)
     full = rng.standard_normal((N, groups * group)).astype(np.float32)
     qt = quantize(full, dtype, group_size=group, axis=1)
-    return {"w": np.ascontiguousarray(qt.data[:, : K * bits // 8]), "s": qt.scales}
+    data = np.ascontiguousarray(qt.data[:, :row_bytes])
+    if dtypes.dtype(dtype).numpy is not None:  # i8 and the like travel as their own type
+        data = data.view(dtypes.dtype(dtype).to_numpy())
+    return {"w": data, "s": qt.scales}
 
 
 def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
@@ -136,9 +137,15 @@ KERNELS["quant_gemv_i4_bf16"] = {
     "reference": _reference("i4"),
     "tolerance": {"rtol": 8e-3, "atol": 1e-1},
 }
-KERNELS["quant_gemv_i4_nk"] = {
-    "sizes": _SIZES,
-    "inputs": _nk_inputs("i4"),
-    "reference": _nk_reference("i4"),
-    "tolerance": _TOLERANCE,
-}
+# The [N, K] layout at every weight type (quant_gemv_nk's param WT).
+KERNELS.update({
+    f"quant_gemv_nk[{name}]": {
+        "kernel": "quant_gemv_nk",
+        "constants": {"WT": name},
+        "sizes": _SIZES,
+        "inputs": _nk_inputs(name),
+        "reference": _nk_reference(name),
+        "tolerance": _TOLERANCE,
+    }
+    for name in ("i4", "i2", "i3", "i5", "i6", "i7", "i8", "nf4", "f4e2m1")
+})

@@ -364,7 +364,14 @@ class LoopKind(Enum):
 
 @dataclass(frozen=True)
 class For(Stmt):
-    """``for var in range(start, stop, step)``; ``var`` is an integer :class:`Var`."""
+    """``for var in range(start, stop, step)``; ``var`` is an integer :class:`Var`.
+
+    ``unroll`` > 1 asks the back end to unroll a serial loop by that factor. A loop that
+    rotates a ring of ``unroll`` register tiles (a ``pipeline`` loop's prefetches) needs it:
+    unrolled by the ring's length, each tile keeps its registers and the rotation's copies
+    vanish; rolled, the copy out of the newest tile waits on the load just issued into it,
+    and the loop stalls on memory once per iteration however deep the ring is.
+    """
 
     var: Var
     start: Expr
@@ -372,6 +379,7 @@ class For(Stmt):
     step: Expr
     body: Stmt
     kind: LoopKind = LoopKind.SERIAL
+    unroll: int = 1
 
     def children(self) -> tuple[Stmt, ...]:
         return (self.body,)

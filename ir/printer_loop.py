@@ -217,11 +217,13 @@ def _stmt(s: Stmt, depth: int, out: list[str]) -> None:
             outs = ", ".join(f"{b.name}[{format_expr(i)}]" for b, i in outputs)
             ins = ", ".join(format_expr(e) for e in inputs)
             out.append(f"{pad}ptx \"{template}\" -> ({outs}) <- ({ins})")
-        case For(var=var, start=start, stop=stop, step=step, body=body, kind=kind):
+        case For(var=var, start=start, stop=stop, step=step, body=body, kind=kind, unroll=unroll):
             bounds = f"{format_expr(start)}, {format_expr(stop)}"
             if not (isinstance(step, Const) and step.value == 1):
                 bounds += f", {format_expr(step)}"
             tag = "" if kind is LoopKind.SERIAL else f"  # {kind.value}"
+            if unroll > 1:
+                tag += f"  # unroll {unroll}"
             out.append(f"{pad}for {var.name} in range({bounds}):{tag}")
             _stmt(body, depth + 1, out)
         case If(cond=cond, then_body=then_body, else_body=else_body):

@@ -48,6 +48,7 @@ from .loop import (
     Let,
     Load,
     LoopKernel,
+    LoopKind,
     Prefetch,
     Scope,
     Select,
@@ -253,7 +254,12 @@ class _Verifier:
                     self.expr(e)
                 if not template.strip():
                     raise self.fail("empty inline PTX")
-            case For(var=var, start=start, stop=stop, step=step, body=body, kind=kind):
+            case For(var=var, start=start, stop=stop, step=step, body=body, kind=kind,
+                     unroll=unroll):
+                if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+                    raise self.fail(f"loop {var.name!r} has unroll factor {unroll!r}")
+                if unroll > 1 and kind is not LoopKind.SERIAL:
+                    raise self.fail(f"{kind.value} loop {var.name!r} has unroll factor {unroll}")
                 if not var.dtype.is_int:
                     raise self.fail(f"loop variable {var.name!r} has dtype {var.dtype}")
                 for name, bound in (("start", start), ("stop", stop), ("step", step)):

@@ -1179,7 +1179,7 @@ class _KernelSimplifier:
             body = self.stmts(loop.body, body_scope)
         if not body:
             return []
-        return [For(loop.var, start, stop, step, _seq(body), loop.kind)]
+        return [replace(loop, start=start, stop=stop, step=step, body=_seq(body))]
 
     def _if(self, branch: If, scope: _Scope) -> list[Stmt]:
         cond = simplify_expr(branch.cond, scope.ranges)

@@ -272,7 +272,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         self.in_pipeline -= 1
         self.wgmma_left_running = None
         self.pipeline_parity = None
-        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL, stages if ring else 1))
         if overlapped is not None:
             self.emit(L.Asm(wgmma_wait(0), memory=True))
         self.emit(L.Asm(cp_async_wait(0), memory=True))
@@ -470,7 +470,9 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             self.nest()
             lower_body(var, frozenset())
             body = self.unnest()
-            self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+            # Unrolled by the ring's length, the ring's rotation is register renaming.
+            unroll = op.pipeline_stages if ring else 1
+            self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL, unroll))
         self.in_pipeline -= 1
         if own:
             for r, c in zip(op.results, carried, strict=True):

@@ -194,8 +194,9 @@ def vector_add4(cpu: bool) -> LoopKernel:
     )
 
 
-def row_sum(cpu: bool) -> LoopKernel:
-    """``out[r] = sum(x[r, :])``: one row per block, four partial sums in a local buffer."""
+def row_sum(cpu: bool, unroll: int = 1) -> LoopKernel:
+    """``out[r] = sum(x[r, :])``: one row per block, four partial sums in a local buffer;
+    ``unroll`` is the column loop's unroll hint."""
     x = global_buffer("x", f32, read_only=True)
     out = global_buffer("out", f32)
     rows, cols = Var("R"), Var("C")
@@ -212,7 +213,8 @@ def row_sum(cpu: bool) -> LoopKernel:
         Let(row, block_index()),
         For(u, c(0), c(4), c(1), Store(acc, u, c(0.0, f32)), LoopKind.UNROLL),
         Comment("for j in range(0, C, 4): acc += x[row, j : +4]"),
-        For(j, c(0), cols, c(4), For(u, c(0), c(4), c(1), accumulate, LoopKind.UNROLL)),
+        For(j, c(0), cols, c(4), For(u, c(0), c(4), c(1), accumulate, LoopKind.UNROLL),
+            unroll=unroll),
         Let(total, c(0.0, f32)),
         For(k, c(3), c(0), c(-1), Store(acc, c(0), add(Load(acc, c(0)), Load(acc, k)))),
         Let(total, Load(acc, c(0))),

@@ -51,6 +51,8 @@ def test_descending_loop_and_rebound_names():
     src = generate_cuda(row_sum(cpu=False))
     assert "for (long long k = 3; k > 0; --k) {" in src
     assert "float total_1 = acc[0];" in src  # a second Let of `total` gets its own name
+    assert "#pragma unroll 3\n" in generate_cuda(row_sum(cpu=False, unroll=3))
+    assert "#pragma unroll 3" not in src
 
 
 def test_floor_division_helpers_and_half_types_only_when_used():

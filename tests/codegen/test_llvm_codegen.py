@@ -93,9 +93,12 @@ def test_axpy4_vector_copies_and_masked_tail(jit):
     assert np.isnan(c[n:]).all()
 
 
-def test_row_sum_with_local_buffer_and_descending_loop(jit):
-    k = row_sum(cpu=True)
-    fn = jit(generate_llvm(k), k.name)
+@pytest.mark.parametrize("unroll", [1, 2])
+def test_row_sum_with_local_buffer_and_descending_loop(jit, unroll):
+    k = row_sum(cpu=True, unroll=unroll)
+    text = generate_llvm(k)
+    assert ("llvm.loop.unroll.count" in text) is (unroll > 1)  # the hint reaches LLVM
+    fn = jit(text, k.name)
     rows, cols = 7, 37
     x = RNG.standard_normal((rows, cols)).astype(np.float32)
     out = np.full(rows, np.nan, np.float32)

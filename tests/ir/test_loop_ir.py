@@ -189,3 +189,16 @@ def test_stmt_buffers_names_every_buffer_a_statement_touches_itself() -> None:
     bounds = L.Buffer("bounds", i64, L.Scope.LOCAL, 1)
     loop = L.For(L.Var("k"), zero, L.Load(bounds, zero), L.Const(1, i64), store)
     assert [x.name for x in L.stmt_buffers(loop)] == ["bounds"]
+
+
+def test_unroll_factors_are_positive_and_only_on_serial_loops():
+    from tegula.ir.loop import LoopKind
+
+    j = Var("j")
+    loop = For(j, Const(0), N, Const(1), Store(X, j, Const(1.0, f32)), unroll=4)
+    verify_loop_kernel(kernel(loop))
+    assert "for j in range(0, N):  # unroll 4" in print_loop_kernel(kernel(loop))
+    with pytest.raises(LoopIRError, match="loop 'j' has unroll factor 0"):
+        verify_loop_kernel(kernel(dataclasses.replace(loop, unroll=0)))
+    with pytest.raises(LoopIRError, match="vectorize loop 'j' has unroll factor 4"):
+        verify_loop_kernel(kernel(dataclasses.replace(loop, kind=LoopKind.VECTORIZE)))

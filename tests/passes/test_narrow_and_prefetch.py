@@ -108,3 +108,19 @@ def test_pipelined_loops_prefetch_their_loads_into_registers() -> None:
         assert all(b.size == 32 * 64 // 2 // threads for b in packed)
     cpu = lowered(GEMV, "gemv", cpu_target())
     assert not [b for b in cpu.buffers if "_packed" in b.name]
+
+
+def test_a_register_ring_loop_is_unrolled_by_its_length() -> None:
+    """Rolled, the ring's bottom-of-loop copy out of the newest tile waits on the load just
+    issued into it; unrolled by the ring's length the copies are renamings."""
+    from tegula.codegen.cuda import generate_cuda
+    from tegula.ir.printer_loop import print_loop_kernel
+
+    for stages in (1, 2, 3, 5):
+        loop = lowered(GEMV.replace("S = 3", f"S = {stages}"), "gemv", cuda_target("sm_90a"))
+        serial = [s for s in L.walk_stmts(loop.body)
+                  if isinstance(s, L.For) and s.kind is L.LoopKind.SERIAL]
+        assert [s.unroll for s in serial] == [stages], stages
+        text = generate_cuda(loop)
+        assert (f"#pragma unroll {stages}\n" in text) is (stages > 1)
+        assert (f"# unroll {stages}" in print_loop_kernel(loop)) is (stages > 1)
