@@ -94,13 +94,18 @@ def _nk_inputs(dtype: str):
     return make
 
 
+def dequantized_nk(w: np.ndarray, s: np.ndarray, dtype: str, K: int,
+                   group: int = GROUP) -> np.ndarray:
+    """The float64 [N, K] weights that ``w`` ([N, K] packed ``dtype`` codes) and its group
+    scales ([N, ceil(K / group)]) stand for."""
+    dt = dtypes.dtype(dtype)
+    values = lowbit.decode(unpack(w.view(np.uint8), dt.bits, K), dt).astype(np.float64)
+    return values * s.astype(np.float64)[:, np.arange(K) // group]
+
+
 def _nk_reference(dtype: str):
     def reference(x, w, s, y, **_):
-        dt = dtypes.dtype(dtype)
-        K = x.shape[1]
-        values = lowbit.decode(unpack(w.view(np.uint8), dt.bits, K), dt).astype(np.float64)
-        weights = values * s.astype(np.float64)[:, np.arange(K) // GROUP]  # [N, K]
-        return {"y": x.astype(np.float64) @ weights.T}
+        return {"y": x.astype(np.float64) @ dequantized_nk(w, s, dtype, x.shape[1]).T}
 
     return reference
 

@@ -53,6 +53,8 @@ class GemvCase:
     k: int
     n: int
     prefill: bool = False  # a prompt's rows (compute-bound), keyed apart from decode rows
+    # "kn": w is [K, N] (quant_gemv_<dtype>); "nk": [N, K], K contiguous (quant_gemv_nk)
+    layout: str = "kn"
 
     @property
     def label(self) -> str:
@@ -62,16 +64,22 @@ class GemvCase:
 
     @property
     def case(self) -> str:
-        return f"{self.label}/prefill" if self.prefill else f"{self.label}/M={self.m}"
+        case = f"{self.label}/prefill" if self.prefill else f"{self.label}/M={self.m}"
+        return case if self.layout == "kn" else f"{case}/{self.layout}"
 
     @property
     def name(self) -> str:
-        return f"{self.label} g{GROUP} M={self.m} {self.k}x{self.n}"
+        name = f"{self.label} g{GROUP} M={self.m} {self.k}x{self.n}"
+        return name if self.layout == "kn" else f"{name} w[N,K]"
 
     @property
     def example(self) -> tuple[str, str]:
         """(file, kernel) of tegula's kernel for the row: the GEMV for one row; for a batch
         of rows the tensor-core GEMM, which streams the weights once for all of them."""
+        if self.layout == "nk":
+            if self.m != 1 or self.dtype != "i4":
+                raise ValueError("quant_gemv_nk's row is W4 at M = 1 (its default WT)")
+            return "quant_gemv.tg", "quant_gemv_nk"
         if self.m == 1:
             return "quant_gemv.tg", f"quant_gemv_{self.dtype}"
         if self.dtype != "i4":
@@ -91,7 +99,8 @@ GPU_WIDTHS = ("i4", "i2", "i3", "i5", "i6", "i8")
 
 def gpu_cases(quick: bool) -> list[GemvCase]:
     k, n = GPU_SHAPE[quick]
-    return [GemvCase(dtype, 1, k, n) for dtype in GPU_WIDTHS] + [GemvCase("i4", 16, k, n)]
+    return ([GemvCase(dtype, 1, k, n) for dtype in GPU_WIDTHS]
+            + [GemvCase("i4", 1, k, n, layout="nk"), GemvCase("i4", 16, k, n)])
 
 
 # Prefill: a long prompt's rows through the same weights, compute-bound, in TFLOP/s.
@@ -148,13 +157,23 @@ def gpu_placement() -> Placement:
 def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
     """One row: tegula's quantized GEMV and the peer's GEMV on the dequantized weights."""
     companion = _companion()
-    packed_bytes = gemv.k * packed_extent(gemv.n, dtypes.dtype(gemv.dtype).bits)
+    bits = dtypes.dtype(gemv.dtype).bits
+    nk = gemv.layout == "nk"
+    packed_bytes = (gemv.n * packed_extent(gemv.k, bits) if nk
+                    else gemv.k * packed_extent(gemv.n, bits))
+
+    def weights(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """The float64 [K, N] weights the packed codes and scales stand for."""
+        if nk:
+            return companion.dequantized_nk(w, s, gemv.dtype, gemv.k).T
+        return companion.dequantized(w, s, gemv.dtype, gemv.n)
 
     def make_buffers(seed: int) -> Buffers:
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((gemv.m, gemv.k)).astype(np.float16)
-        weight = companion.quantized_weight(rng, gemv.dtype, gemv.k, gemv.n)
-        dequantized = companion.dequantized(weight["w"], weight["s"], gemv.dtype, gemv.n)
+        weight = (companion.quantized_weight_nk if nk else companion.quantized_weight)(
+            rng, gemv.dtype, gemv.k, gemv.n)
+        dequantized = weights(weight["w"], weight["s"])
         arrays = {
             "x": x, "w": weight["w"], "s": weight["s"],
             # The peer's operands, in its own dtype; never read by tegula's kernel.
@@ -165,8 +184,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
 
     def reference(b: Buffers) -> Any:
         host = {name: place.to_host(b[name]) for name in ("x", "w", "s")}
-        weights = companion.dequantized(host["w"], host["s"], gemv.dtype, gemv.n)
-        return place.to_device(host["x"].astype(np.float64) @ weights)
+        return place.to_device(host["x"].astype(np.float64) @ weights(host["w"], host["s"]))
 
     case = Case(gemv.case, gemv.name, gemv.nbytes(packed_bytes), make_buffers, reference,
                 TOLERANCE)
@@ -201,13 +219,18 @@ def _torch_int4(gemv: GemvCase, place: Placement) -> Impl:
     and scales are rounded to bf16 (checked at BF16_TOLERANCE)."""
     import torch
 
+    nk = gemv.layout == "nk"
+
     def bind(b: Buffers) -> Call:
-        codes = unpack(place.to_host(b["w"]).view(np.uint8), 4, gemv.n)
+        codes = unpack(place.to_host(b["w"]).view(np.uint8), 4, gemv.k if nk else gemv.n)
         values = lowbit.decode(codes, dtypes.dtype("i4")).astype(np.int32)  # -8 .. 7
-        unsigned = torch.from_numpy(np.ascontiguousarray((values + 8).T)).cuda().to(torch.uint8)
+        by_column = values if nk else values.T  # its [N, K] layout
+        unsigned = torch.from_numpy(np.ascontiguousarray(by_column + 8)).cuda().to(torch.uint8)
         packed = torch._convert_weight_to_int4pack(
             (unsigned[:, ::2] << 4 | unsigned[:, 1::2]).contiguous(), 8)
         scales = torch.from_dlpack(b["s"]).to(torch.bfloat16)
+        if nk:  # [N, KG] -> its [KG, N]
+            scales = scales.t().contiguous()
         scales_and_zeros = torch.stack([scales, torch.zeros_like(scales)], dim=-1).contiguous()
         x = torch.from_dlpack(b["x"]).to(torch.bfloat16)
 
