@@ -116,7 +116,7 @@ def split_constants(
     for kernel in index.kernels:
         names = set(kernel.declared)
         per_kernel[kernel.name] = {
-            k: _constant(v) for k, v in constants.items() if k in names
+            k: canonical_constant(v) for k, v in constants.items() if k in names
         }
         claimed |= names
     unknown = sorted(set(constants) - claimed)
@@ -127,7 +127,7 @@ def split_constants(
     return per_kernel
 
 
-def _constant(value: Any) -> Any:
+def canonical_constant(value: Any) -> Any:
     """A constant as compilations and cache keys hold it: a dtype (a tegula DType, or a name
     or alias of one) by its canonical name; anything else as given (the front end checks
     it against the param's kind)."""
@@ -177,7 +177,7 @@ def compile(
             for p in header.const_params
             if p.candidates and not p.is_dtype and p.name not in pinned
         ]
-        tuned = TunedConfigs.load(header, str(tgt), tuning_db) if tunable else None
+        tuned = TunedConfigs.load(header, str(tgt), tuning_db, pinned) if tunable else None
         if header.specialization_symbols(pinned) or tuned is not None:
             specialized[header.name] = SpecializedKernel(
                 header,

@@ -22,6 +22,27 @@ from .headers import KernelHeader
 log = logging.getLogger("tegula.tuned")
 
 
+def resolved_dtypes(declared: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
+    """Each parameter's element type with dtype params replaced by their values: what tuning
+    records are keyed by, so the records of ``w: WT[K, N]`` at ``WT = i2`` and at ``i4``
+    never stand in for each other."""
+    return {name: str(values.get(dtype, dtype)) for name, dtype in declared.items()}
+
+
+def dtype_values(header: KernelHeader, pinned: Mapping[str, Any]) -> dict[str, str]:
+    """The value of each dtype param: ``pinned``'s, else a default written as a dtype
+    literal (a computed default is known only to the front end, and keys no record here)."""
+    values = {}
+    for p in header.const_params:
+        if not p.is_dtype:
+            continue
+        if p.name in pinned:
+            values[p.name] = str(pinned[p.name])
+        elif p.default is not None and len(p.default) == 2:  # ["dtype", name]
+            values[p.name] = str(p.default[1])
+    return values
+
+
 @dataclass(frozen=True)
 class TunedConfigs:
     """The best measured config per shape tuple of one kernel on one target."""
@@ -43,15 +64,20 @@ class TunedConfigs:
 
     @classmethod
     def load(
-        cls, header: KernelHeader, target: str, db_path: str | Path | None = None
+        cls,
+        header: KernelHeader,
+        target: str,
+        db_path: str | Path | None = None,
+        pinned: Mapping[str, Any] | None = None,
     ) -> TunedConfigs | None:
-        """The kernel's tuned configs, or None when the database has none for it."""
+        """The kernel's tuned configs at ``pinned``'s dtype params (else their defaults), or
+        None when the database has none for it."""
         from .tuning.database import TuningDatabase
 
         database = TuningDatabase(db_path)
         if not Path(database.path).exists():
             return None
-        dtypes = dict(header.dtypes)
+        dtypes = resolved_dtypes(dict(header.dtypes), dtype_values(header, pinned or {}))
         chosen: dict[tuple[tuple[str, int], ...], tuple[float, float, dict[str, Any]]] = {}
         latest_device: dict[tuple[tuple[str, int], ...], tuple[float, str]] = {}
         records = [

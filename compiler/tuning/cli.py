@@ -1,7 +1,8 @@
 """``tegula tune``: tune a kernel from the command line, or list what the database knows.
 
     tegula tune FILE.tg --kernel K --shape M=4096 --shape N=4096 --trials 64
-                [--target T] [--db FILE] [--parallel N] [--seed S] [--strategy gbdt|random]
+                [--const WT=i2] [--target T] [--db FILE] [--parallel N] [--seed S]
+                [--strategy gbdt|random]
     tegula tune --report [--db FILE]
 """
 
@@ -26,6 +27,8 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
     tune.add_argument("--kernel", help="the kernel to tune (default: the file's only kernel)")
     tune.add_argument("--shape", action="append", default=[], metavar="NAME=VALUE",
                       help="a size symbol's value (repeat for each symbol)")
+    tune.add_argument("--const", action="append", default=[], metavar="NAME=DTYPE",
+                      help="a dtype param's value (WT=i2; repeatable): the type tuned at")
     tune.add_argument("--trials", type=int, default=64, help="measurements to make")
     tune.add_argument("--target", default="auto", help="cpu, cuda, cuda:sm_XX or auto")
     tune.add_argument("--db", type=Path, default=None,
@@ -56,6 +59,7 @@ def run_tune(args: argparse.Namespace) -> int:
         return 0
     if args.file is None:
         raise ValueError("tegula tune needs a .tg file (or --report)")
+    from ..cli import const_assignments
     from .tuner import load_kernel, tune
 
     kernel = args.kernel
@@ -70,7 +74,7 @@ def run_tune(args: argparse.Namespace) -> int:
     load_kernel(args.file, kernel)  # a missing kernel is reported before any process starts
     result = tune(args.file, kernel, _shapes(args.shape), args.trials, args.target, args.db,
                   args.parallel, args.seed, True, args.strategy, timeout_s=args.timeout,
-                  executor=args.executor)
+                  executor=args.executor, constants=const_assignments(args.const))
     table = Table(title=f"tegula tune {kernel} on {result.target} ({result.device})")
     for col in ("config", "status", "time (ms)", "note"):
         table.add_column(col, justify="right" if col.startswith("time") else "left")

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 from tegula.compiler import syntax as ast
-from tegula.compiler.api import read_source
+from tegula.compiler.api import canonical_constant, read_source
 from tegula.compiler.fingerprint import compiler_source_digest
-from tegula.compiler.frontend import size_symbols
+from tegula.compiler.frontend import dtype_params, size_symbols
 from tegula.compiler.headers import kernel_text_hash
 from tegula.compiler.parser import parse
 from tegula.compiler.targets import resolve_target
+from tegula.compiler.tuned import resolved_dtypes
 
 from .database import TuningDatabase, TuningRecord
 from .loop import TransferRows, TuningLoop, trials_to_fraction
@@ -98,6 +99,21 @@ def _check_shapes(kdef: ast.KernelDef, shapes: Mapping[str, int]) -> dict[str, i
     return dict(shapes)
 
 
+def _check_constants(kdef: ast.KernelDef, constants: Mapping[str, Any]) -> dict[str, Any]:
+    """``constants`` as compilations hold them, each a dtype param of ``kdef``: numeric
+    params are what tuning searches (pinning one is compiling, not tuning)."""
+    pinned = {name: canonical_constant(value) for name, value in constants.items()}
+    dtype_names = set(dtype_params(kdef))
+    for name in pinned:
+        if name not in {d.name for d in kdef.const_params}:
+            raise ValueError(f"kernel {kdef.name} has no compile-time parameter {name}")
+        if name not in dtype_names:
+            raise ValueError(f"tuning sets dtype parameters only; {name} of kernel "
+                             f"{kdef.name} is one the search chooses")
+    dtype_params(kdef, pinned)  # a value that is not one of the candidates is refused here
+    return pinned
+
+
 def tune(
     source_or_path: str | Path,
     kernel: str,
@@ -117,8 +133,13 @@ def tune(
     devices: Sequence[int | None] | None = None,
     executor: str = "process",
     repeats: int = 5,
+    constants: Mapping[str, Any] | None = None,
 ) -> TuningResult:
     """Tune ``kernel`` of a DSL file (or text) at ``shapes`` with ``trials`` measurements.
+
+    ``constants`` sets dtype params (``{"WT": "i2"}``; the rest keep their defaults): what
+    the kernel computes, so not searched; records carry the resulting element types, and a
+    kernel tuned at one type never lends its configs to another.
 
     ``model``: ``gbdt`` (the learned ranker) or ``random`` (blind search). Every
     measurement is appended to ``db`` (default: the cache folder's ``tuning.jsonl``);
@@ -129,16 +150,18 @@ def tune(
         raise ValueError(f"trials must be at least 1, got {trials}")
     src = load_kernel(source_or_path, kernel)
     shapes = _check_shapes(src.kernel, shapes)
+    pinned = _check_constants(src.kernel, constants or {})
+    dtypes = resolved_dtypes(src.dtypes, dtype_params(src.kernel, pinned))
     tgt = resolve_target(target)
-    space = SearchSpace.from_kernel(src.kernel, shapes, tgt)
+    space = SearchSpace.from_kernel(src.kernel, shapes, tgt, pinned)
     database = db if isinstance(db, TuningDatabase) else TuningDatabase(db)
     rng = np.random.default_rng(seed)
     workload = Workload(src.text, src.filename, kernel, str(tgt), shapes, seed, repeats=repeats)
     reference = space.complete(space.default())
     with Measurer(workload, parallel=parallel, devices=devices, timeout_s=timeout_s,
                   executor=executor, reference_config=reference) as measurer:
-        run = _Run(src, shapes, str(tgt), space, database, measurer, rng, model, seed,
-                   epsilon, transfer)
+        run = _Run(src, shapes, dtypes, str(tgt), space, database, measurer, rng, model,
+                   seed, epsilon, transfer)
         batch = batch_size or max(2, 2 * len(measurer.workers))
         with _progress(progress, trials, f"tuning {kernel}") as bar:
             while run.trials < trials:
@@ -155,11 +178,12 @@ def tune(
 class _Run:
     """The state of one tuning run: the loop, the records, the database writes."""
 
-    def __init__(self, src: KernelSource, shapes: dict[str, int], target: str,
-                 space: SearchSpace, db: TuningDatabase, measurer: Measurer,
+    def __init__(self, src: KernelSource, shapes: dict[str, int], dtypes: dict[str, str],
+                 target: str, space: SearchSpace, db: TuningDatabase, measurer: Measurer,
                  rng: np.random.Generator, model: str, seed: int, epsilon: float,
                  transfer: bool) -> None:
         self.src, self.shapes, self.target, self.space = src, shapes, target, space
+        self.dtypes = dtypes
         self.db, self.measurer = db, measurer
         self.records: list[TuningRecord] = []
         self.times: list[float | None] = []
@@ -167,7 +191,7 @@ class _Run:
         self.pruned: list[str] = list(space.pruned)
         self.trials = 0
         mine = [r for r in db.for_kernel(src.kernel_hash)
-                if r.shapes == shapes and r.target == target and r.dtypes == src.dtypes]
+                if r.shapes == shapes and r.target == target and r.dtypes == dtypes]
         # Configs measured for this workload are not measured again where the measurement
         # holds: made by this compiler, or by one that built the config to the same code
         # (revalidate); the rest are stale and measured afresh.
@@ -216,7 +240,7 @@ class _Run:
         records = [
             TuningRecord(
                 kernel=self.src.kernel.name, kernel_hash=self.src.kernel_hash,
-                shapes=self.shapes, dtypes=self.src.dtypes, target=self.target,
+                shapes=self.shapes, dtypes=self.dtypes, target=self.target,
                 device=m.device or self.measurer.device, config=dict(m.config),
                 status=m.status, time_s=m.time_s if m.status == "ok" else None,
                 features=m.features, message=m.message[:2000],

@@ -117,3 +117,53 @@ def test_ray_executor_builds(tmp_path: Path) -> None:
                               "--trials", "2", "--target", "cpu", "--db", str(tmp_path / "c.jsonl"),
                               "--strategy", "random", "--executor", "ray"])
     assert args.fn(args) == 0
+
+
+WIDEN = """
+kernel widen(w: WT[N], y: f32[N])
+    params WT = i8 in (i8, i16), B = 64 in (32, 64)
+    grid (cdiv(N, B))
+{
+    i = bid.x * B
+    store(y[i : +B], cast(load(w[i : +B]), f32) * 2.0)
+}
+"""
+
+
+def test_a_kernel_is_tuned_at_each_value_of_its_dtype_params_apart(tmp_path: Path) -> None:
+    from tegula.compiler.specialize import SpecializedKernel
+
+    import tegula as tg
+
+    db = tmp_path / "db.jsonl"
+    wide = tune(WIDEN, "widen", {"N": 5000}, trials=2, target="cpu", db=db, parallel=1,
+                progress=False, constants={"WT": "i16"})
+    assert [r.status for r in wide.records] == ["ok", "ok"]
+    assert {r.config["WT"] for r in wide.records} == {"i16"}
+    assert {r.dtypes["w"] for r in wide.records} == {"i16"}
+    # The default type's space is its own: nothing measured at i16 stands in for it.
+    narrow = tune(WIDEN, "widen", {"N": 5000}, trials=2, target="cpu", db=db, parallel=1,
+                  progress=False)
+    assert len(narrow.records) == 2 and {r.dtypes["w"] for r in narrow.records} == {"i8"}
+    # A compile at each type picks that type's best record.
+    for pinned, result in (({"WT": "i16"}, wide), ({"WT": "i8"}, narrow), ({}, narrow)):
+        kernel = tg.compile(WIDEN, target="cpu", tuning_db=db, **pinned)["widen"]
+        assert isinstance(kernel, SpecializedKernel)
+        assert kernel.constants_for(N=5000) == result.best_config
+    parser = argparse.ArgumentParser(prog="tegula")
+    add_tune_parser(parser.add_subparsers())
+    source = tmp_path / "widen.tg"
+    source.write_text(WIDEN)
+    args = parser.parse_args(["tune", str(source), "--shape", "N=5000", "--const", "WT=i16",
+                              "--trials", "2", "--target", "cpu", "--db", str(db)])
+    assert args.fn(args) == 0  # both i16 configs are measured already: nothing new
+    assert len(list(TuningDatabase(db).records())) == 4
+    with pytest.raises(ValueError, match="dtype parameters only; B"):
+        tune(WIDEN, "widen", {"N": 64}, trials=1, target="cpu", progress=False,
+             constants={"B": 32})
+    with pytest.raises(ValueError, match="no compile-time parameter Q"):
+        tune(WIDEN, "widen", {"N": 64}, trials=1, target="cpu", progress=False,
+             constants={"Q": "i8"})
+    with pytest.raises(Exception, match="f32"):
+        tune(WIDEN, "widen", {"N": 64}, trials=1, target="cpu", progress=False,
+             constants={"WT": "f32"})
