@@ -272,7 +272,10 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         self.in_pipeline -= 1
         self.wgmma_left_running = None
         self.pipeline_parity = None
-        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL, stages if ring else 1))
+        # Not unrolled, unlike serial_for's ring: here the ring holds side loads (scales)
+        # of a tensor-core body, and S copies of that body cost registers (unrolled 3
+        # times, quant_gemm_w8a8 spilled).
+        self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if overlapped is not None:
             self.emit(L.Asm(wgmma_wait(0), memory=True))
         self.emit(L.Asm(cp_async_wait(0), memory=True))
