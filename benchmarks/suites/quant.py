@@ -77,8 +77,8 @@ class GemvCase:
         """(file, kernel) of tegula's kernel for the row: the GEMV for one row; for a batch
         of rows the tensor-core GEMM, which streams the weights once for all of them."""
         if self.layout == "nk":
-            if self.m != 1 or self.dtype != "i4":
-                raise ValueError("quant_gemv_nk's row is W4 at M = 1 (its default WT)")
+            if self.m != 1:
+                raise ValueError("quant_gemv_nk's rows are GEMVs, M = 1")
             return "quant_gemv.tg", "quant_gemv_nk"
         if self.m == 1:
             return "quant_gemv.tg", f"quant_gemv_{self.dtype}"
@@ -86,12 +86,18 @@ class GemvCase:
             raise ValueError(f"examples/quant_gemm.tg has no {self.dtype} kernel")
         return "quant_gemm.tg", "quant_gemm_i4"
 
+    @property
+    def constants(self) -> dict[str, str]:
+        """The example kernel's dtype params: the generic [N, K] GEMV takes the width."""
+        return {"WT": self.dtype} if self.layout == "nk" else {}
+
     def nbytes(self, packed_weight_bytes: int) -> int:
         scales = -(-self.k // GROUP) * self.n * F16
         return packed_weight_bytes + scales + (self.m * self.k + self.m * self.n) * F16
 
 
-# Decode at M=1 for every width the example has, and M=16 for W4 (the batched-decode target).
+# Decode at M=1 for every width the example has, over [K, N] weights (the targets' rows) and
+# over [N, K] ones (quant_gemv_nk), and M=16 for W4 (the batched-decode target).
 GPU_SHAPE = {False: (8192, 8192), True: (1024, 1024)}  # by `quick`: (K, N)
 CPU_SHAPE = {False: (4096, 4096), True: (512, 512)}
 GPU_WIDTHS = ("i4", "i2", "i3", "i5", "i6", "i8")
@@ -100,7 +106,8 @@ GPU_WIDTHS = ("i4", "i2", "i3", "i5", "i6", "i8")
 def gpu_cases(quick: bool) -> list[GemvCase]:
     k, n = GPU_SHAPE[quick]
     return ([GemvCase(dtype, 1, k, n) for dtype in GPU_WIDTHS]
-            + [GemvCase("i4", 1, k, n, layout="nk"), GemvCase("i4", 16, k, n)])
+            + [GemvCase(dtype, 1, k, n, layout="nk") for dtype in GPU_WIDTHS]
+            + [GemvCase("i4", 16, k, n)])
 
 
 # Prefill: a long prompt's rows through the same weights, compute-bound, in TFLOP/s.
@@ -199,7 +206,8 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
     case = Case(gemv.case, gemv.name, gemv.nbytes(packed_bytes), make_buffers, reference,
                 TOLERANCE)
     impls = {
-        TEGULA: tegula_impl(place.target, *gemv.example, ("x", "w", "s", "y"), "y"),
+        TEGULA: tegula_impl(place.target, *gemv.example, ("x", "w", "s", "y"), "y",
+                            constants=gemv.constants),
         place.peer: _peer_gemv(place),
     }
     if place.target == "cuda" and gemv.dtype == "i4" and torch_cuda() is not None:

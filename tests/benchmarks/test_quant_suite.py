@@ -22,8 +22,9 @@ def test_rows_are_named_as_the_field_names_them() -> None:
     assert [c.name for c in quant.gpu_cases(quick=False)] == [
         "w4a16 g128 M=1 8192x8192", "w2a16 g128 M=1 8192x8192", "w3a16 g128 M=1 8192x8192",
         "w5a16 g128 M=1 8192x8192", "w6a16 g128 M=1 8192x8192", "w8a16 g128 M=1 8192x8192",
-        "w4a16 g128 M=1 8192x8192 w[N,K]", "w4a16 g128 M=16 8192x8192"]
-    assert quant.gpu_cases(quick=False)[-2].case == "w4a16/M=1/nk"
+        *(f"w{b}a16 g128 M=1 8192x8192 w[N,K]" for b in (4, 2, 3, 5, 6, 8)),
+        "w4a16 g128 M=16 8192x8192"]
+    assert quant.gpu_cases(quick=False)[6].case == "w4a16/M=1/nk"
     # Targets read the case key, which a quick run keeps.
     assert [c.case for c in quant.gpu_cases(quick=True)] == [
         c.case for c in quant.gpu_cases(quick=False)]
@@ -44,8 +45,9 @@ def test_one_row_runs_the_gemv_and_a_batch_the_tensor_core_gemm() -> None:
         _ = quant.GemvCase("i2", 16, 64, 64).example
     assert quant.GemvCase("i4", 1, 64, 64, layout="nk").example == ("quant_gemv.tg",
                                                                      "quant_gemv_nk")
-    with pytest.raises(ValueError, match="W4 at M = 1"):
-        _ = quant.GemvCase("i3", 1, 64, 64, layout="nk").example
+    assert quant.GemvCase("i3", 1, 64, 64, layout="nk").constants == {"WT": "i3"}
+    with pytest.raises(ValueError, match="GEMVs, M = 1"):
+        _ = quant.GemvCase("i4", 16, 64, 64, layout="nk").example
 
 
 def test_targets_name_rows_the_suites_make() -> None:
@@ -72,13 +74,17 @@ def test_cpu_row_checks_and_measures_tegula_and_numpy() -> None:
         assert 0 < relative <= quant.TOLERANCE
 
 
-def test_the_n_by_k_row_checks_its_own_layout_against_the_same_peer() -> None:
-    gemv = quant.GemvCase("i4", 1, 384, 200, layout="nk")
+@pytest.mark.parametrize("dtype", ["i4", "i3"])
+def test_the_n_by_k_row_checks_its_own_layout_against_the_same_peer(dtype: str) -> None:
+    gemv = quant.GemvCase(dtype, 1, 384, 200, layout="nk")
     (row,) = quant.measure([gemv], quant.cpu_placement(), _fixed_timer(), cache_bytes=2**20,
                            ceiling={"copy": 10.0})
-    assert row.name == "w4a16 g128 M=1 384x200 w[N,K]" and row.extra["case"] == "w4a16/M=1/nk"
+    label = gemv.label
+    assert row.name == f"{label} g128 M=1 384x200 w[N,K]"
+    assert row.extra["case"] == f"{label}/M=1/nk"
     assert row.tegula is not None and set(row.peers) == {"NumPy"}
-    assert row.extra["bytes"] == gemv.nbytes(200 * 192)  # 384 codes, 192 bytes a row of N
+    bits = int(dtype[1:])
+    assert row.extra["bytes"] == gemv.nbytes(200 * 384 * bits // 8)  # whole bytes a row
     for implementation in (TEGULA, "NumPy"):
         relative = float(row.extra["check"][implementation].split()[2].rstrip(","))
         assert 0 < relative <= quant.TOLERANCE
