@@ -304,12 +304,12 @@ def reinterpret(array: Any, dtype: DType | str) -> Reinterpreted:
 class ReinterpretedReader(ArrayReader):
     """Everything from the wrapped array's reader except the element type."""
 
+    library = "reinterpreted"
+
     def _inner(self, a: Reinterpreted) -> ArrayReader:
         reader = reader_for(type(a.array))
         assert reader is not None  # checked by reinterpret
         return reader
-
-    library = "reinterpreted"
 
     def library_of(self, a: Any) -> str:
         return self._inner(a).library_of(a.array)
