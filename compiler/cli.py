@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table
-from tegula.ir.target import TargetError
+from tegula.ir.target import Target, TargetError
 
 from .diagnostics import DSLError
 
@@ -111,7 +111,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from tegula.runtime.cache import KernelCache
 
     from .api import read_source
-    from .driver import build_binary, generate_code, lower_kernel
+    from .driver import generate_code, lower_kernel
     from .frontend import build_tile_kernel, declared_params, specialization_symbols
     from .parser import parse
     from .targets import resolve_target
@@ -152,11 +152,13 @@ def cmd_dump(args: argparse.Namespace) -> int:
             loop, ctx = lower_kernel(tile, target, dump_dir=folder, keep_dumps=True)
             code = generate_code(loop, target)
             stages = [*ctx.dumps, ("codegen", code)]
+            if args.binary:
+                stages += machine_code_stages(code, name, target)
             if folder is not None:
-                suffix = "cu" if target.is_cuda else "ll"
-                (folder / f"{len(ctx.dumps):02d}-codegen.{suffix}").write_text(code)
-                if args.binary:
-                    build_binary(code, name, target)
+                for index, (stage, text) in enumerate(stages[len(ctx.dumps):],
+                                                      start=len(ctx.dumps)):
+                    suffix = _SUFFIX[stage, target.is_cuda]
+                    (folder / f"{index:02d}-{stage}.{suffix}").write_text(text)
                 console.print(f"[bold]{name}[/] on {target}: {len(stages)} files in {folder}")
                 continue
             for stage, text in stages:
@@ -165,6 +167,34 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 console.rule(f"{name} · {target} · {stage}")
                 console.print(text, markup=False)
     return 0
+
+
+# File suffixes of the stages after the passes, by (stage, CUDA?).
+_SUFFIX = {
+    ("codegen", True): "cu", ("codegen", False): "ll", ("ptx", True): "ptx",
+    ("ptxas", True): "txt", ("sass", True): "sass", ("asm", False): "s",
+}  # fmt: skip
+
+
+def machine_code_stages(code: str, name: str, target: Target) -> list[tuple[str, str]]:
+    """What ``--binary`` adds: on CUDA the PTX, ptxas's resource report and the SASS (with
+    line info; a note instead where ``nvdisasm`` is missing), on the CPU the host assembly.
+    Building also checks that the code compiles."""
+    if not target.is_cuda:
+        from tegula.runtime.disasm import host_assembly
+
+        return [("asm", host_assembly(code))]
+    from tegula.runtime.disasm import DisassemblerMissing, sass
+    from tegula.runtime.nvrtc import compile_cuda
+
+    binary = compile_cuda(code, name, target.arch, options=["-lineinfo"])
+    stages = [("ptx", binary.ptx), ("ptxas", binary.log.strip())]
+    if binary.cubin is not None:
+        try:
+            stages.append(("sass", sass(binary.cubin, code)))
+        except DisassemblerMissing as missing:
+            stages.append(("sass", f"// {missing}"))
+    return stages
 
 
 def cmd_layout(args: argparse.Namespace) -> int:
@@ -194,13 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="print or write the IR after every pass and the code")
     dump.add_argument("file")
     dump.add_argument("--kernel")
-    dump.add_argument("--stage", default="all", help="a pass name, 'codegen', or all")
+    dump.add_argument("--stage", default="all",
+                      help="a pass name, 'codegen', with --binary 'ptx', 'ptxas', 'sass' or "
+                           "'asm', or all")
     dump.add_argument("--out", help="write one file per pass under this folder")
     dump.add_argument(
         "--target", default="all", help="cpu, cuda, cuda:sm_XX, auto, or all (cuda:sm_90a and cpu)"
     )
     dump.add_argument(
-        "--binary", action="store_true", help="also build the binary (checks it compiles)"
+        "--binary",
+        action="store_true",
+        help="also build the binary and show it: PTX, ptxas's report and SASS on CUDA, the "
+        "host assembly on the CPU",
     )
     dump.add_argument(
         "--size",

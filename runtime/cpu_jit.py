@@ -93,15 +93,20 @@ def parse_llvm_ir(ir_text: str) -> llvm.ModuleRef:
     return module
 
 
-def compile_llvm_ir(ir_text: str, *, opt_level: int = 3) -> bytes:
-    """Optimize IR for this host and return its object code (ELF/Mach-O/COFF bytes)."""
-    machine = host_target_machine(opt_level)
+def optimized_module(ir_text: str, machine: llvm.TargetMachine, opt_level: int) -> llvm.ModuleRef:
+    """``ir_text`` parsed, set to ``machine``'s triple and data layout, and optimized."""
     module = parse_llvm_ir(ir_text)
     module.triple = machine.triple
     module.data_layout = str(machine.target_data)
     if opt_level > 0:
         _optimize(module, machine, opt_level)
-    return machine.emit_object(module)
+    return module
+
+
+def compile_llvm_ir(ir_text: str, *, opt_level: int = 3) -> bytes:
+    """Optimize IR for this host and return its object code (ELF/Mach-O/COFF bytes)."""
+    machine = host_target_machine(opt_level)
+    return machine.emit_object(optimized_module(ir_text, machine, opt_level))
 
 
 class CpuFunction:
