@@ -108,8 +108,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    from tegula.runtime.cache import KernelCache
-
     from .api import read_source
     from .driver import generate_code, lower_kernel
     from .frontend import build_tile_kernel, declared_params, specialization_symbols
@@ -127,7 +125,6 @@ def cmd_dump(args: argparse.Namespace) -> int:
         names = [args.kernel]
     targets = ["cuda:sm_90a", "cpu"] if args.target == "all" else [args.target]
     out_root = Path(args.out) if args.out else None
-    del KernelCache
     symbols = _sizes(args.size)
     constants = const_assignments(args.const)
     for name in names:
