@@ -8,6 +8,7 @@ module, so the runtime reads it as a CuPy array on ``cuda:0``.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -379,3 +380,26 @@ def test_an_array_whose_library_lacks_the_type_is_passed_reinterpreted() -> None
         reinterpret(raw, "u4")
     with pytest.raises(TypeError, match="needs an array"):
         reinterpret([1, 2], "e8m0")
+
+
+def test_a_reinterpreted_array_runs_a_kernel_like_the_typed_one() -> None:
+    """MX scales as ml_dtypes e8m0 and as their bytes reinterpreted: the same result."""
+    import ml_dtypes
+    from tegula.runtime.arrays import reinterpret
+    from tegula.runtime.quant import quantize
+
+    import tegula as tg
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "quant_gemm.tg"
+    kernel = tg.compile(path, target="cpu", kernels=["quant_gemm_mxint8"])["quant_gemm_mxint8"]
+    rng = np.random.default_rng()
+    m, k, n = 5, 64, 48
+    a = rng.standard_normal((m, k)).astype(ml_dtypes.bfloat16)
+    qt = quantize(rng.standard_normal((k, n)).astype(np.float32), "i8", mx=True)
+    w = qt.data.view(np.int8)
+    assert qt.scales.dtype == ml_dtypes.float8_e8m0fnu
+    typed, raw = (np.full((m, n), np.nan, ml_dtypes.bfloat16) for _ in range(2))
+    kernel(a, w, qt.scales, typed)
+    kernel(a, w, reinterpret(qt.scales.view(np.uint8), "e8m0"), raw)
+    assert np.isfinite(typed.astype(np.float32)).all()
+    np.testing.assert_array_equal(raw.view(np.uint16), typed.view(np.uint16))
