@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .constexpr import ConstEvalError
 from .headers import KernelHeader
 
 log = logging.getLogger("tegula.tuned")
@@ -27,20 +28,6 @@ def resolved_dtypes(declared: Mapping[str, str], values: Mapping[str, Any]) -> d
     records are keyed by, so the records of ``w: WT[K, N]`` at ``WT = i2`` and at ``i4``
     never stand in for each other."""
     return {name: str(values.get(dtype, dtype)) for name, dtype in declared.items()}
-
-
-def dtype_values(header: KernelHeader, pinned: Mapping[str, Any]) -> dict[str, str]:
-    """The value of each dtype param: ``pinned``'s, else a default written as a dtype
-    literal (a computed default is known only to the front end, and keys no record here)."""
-    values = {}
-    for p in header.const_params:
-        if not p.is_dtype:
-            continue
-        if p.name in pinned:
-            values[p.name] = str(pinned[p.name])
-        elif p.default is not None and len(p.default) == 2:  # ["dtype", name]
-            values[p.name] = str(p.default[1])
-    return values
 
 
 @dataclass(frozen=True)
@@ -77,7 +64,11 @@ class TunedConfigs:
         database = TuningDatabase(db_path)
         if not Path(database.path).exists():
             return None
-        dtypes = resolved_dtypes(dict(header.dtypes), dtype_values(header, pinned or {}))
+        try:
+            values = header.dtype_values(pinned or {})
+        except ConstEvalError:
+            return None  # a dtype param set to no type of its own: the front end says so
+        dtypes = resolved_dtypes(dict(header.dtypes), values)
         chosen: dict[tuple[tuple[str, int], ...], tuple[float, float, dict[str, Any]]] = {}
         latest_device: dict[tuple[tuple[str, int], ...], tuple[float, str]] = {}
         records = [

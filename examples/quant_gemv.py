@@ -23,10 +23,7 @@ def quantized_weight(rng: np.random.Generator, dtype: str, K: int, N: int, *,
     groups = -(-K // group)
     full = rng.standard_normal((groups * group, N)).astype(np.float32)
     qt = quantize(full, dtype, group_size=group, symmetric=symmetric, scale_dtype=scale_dtype)
-    data = np.ascontiguousarray(qt.data[:K])
-    if dtypes.dtype(dtype).numpy is not None:  # i8 and the like travel as their own type
-        data = data.view(dtypes.dtype(dtype).to_numpy())
-    out = {"w": data, "s": qt.scales}
+    out = {"w": _stored(qt.data[:K], dtype), "s": qt.scales}
     if qt.zeros is not None:
         out["z"] = qt.zeros
     return out
@@ -41,17 +38,27 @@ def quantized_weight_nk(rng: np.random.Generator, dtype: str, K: int, N: int, *,
     groups = -(-K // group)
     full = rng.standard_normal((N, groups * group)).astype(np.float32)
     qt = quantize(full, dtype, group_size=group, axis=1)
-    data = np.ascontiguousarray(qt.data[:, :row_bytes])
-    if dtypes.dtype(dtype).numpy is not None:  # i8 and the like travel as their own type
-        data = data.view(dtypes.dtype(dtype).to_numpy())
-    return {"w": data, "s": qt.scales}
+    return {"w": _stored(qt.data[:, :row_bytes], dtype), "s": qt.scales}
+
+
+def _stored(codes: np.ndarray, dtype: str) -> np.ndarray:
+    """Packed codes as a kernel takes them: bytes, but i8 and the like as their own type."""
+    data = np.ascontiguousarray(codes)
+    dt = dtypes.dtype(dtype)
+    return data.view(dt.to_numpy()) if dt.numpy is not None else data
+
+
+def _values(w: np.ndarray, dtype: str, row_length: int) -> np.ndarray:
+    """The float64 values of the packed ``dtype`` codes ``w``, rows of ``row_length``."""
+    dt = dtypes.dtype(dtype)
+    return lowbit.decode(unpack(w.view(np.uint8), dt.bits, row_length), dt).astype(np.float64)
 
 
 def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
                 z: np.ndarray | None = None, group: int = GROUP) -> np.ndarray:
     """The float64 weights ``w`` (packed ``dtype`` codes) and its group scales stand for."""
     dt = dtypes.dtype(dtype)
-    values = lowbit.decode(unpack(w.view(np.uint8), dt.bits, N), dt).astype(np.float64)
+    values = _values(w, dtype, N)
     rows = np.arange(w.shape[0]) // group
     if z is not None:
         values = values - lowbit.decode(z, dt).astype(np.float64)[rows]
@@ -59,17 +66,22 @@ def dequantized(w: np.ndarray, s: np.ndarray, dtype: str, N: int,
 
 
 def weight_only_inputs(dtype: str, symmetric: bool = True, activations: str = "f16",
-                       names: tuple[str, str] = ("x", "y")):
+                       names: tuple[str, str] = ("x", "y"), nk: bool = False):
     """Inputs of a weight-only product with ``dtype`` weights: the activations and the
     poisoned output under ``names``; ``activations`` is also the scales' and the output's
-    type."""
+    type. ``nk``: the weights stored [N, K] (symmetric, f16 scales)."""
     act = dtypes.dtype(activations).to_numpy()
     x, y = names
+    if nk and not (symmetric and activations == "f16"):
+        raise ValueError("[N, K] weights are made symmetric, with f16 scales")
 
     def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
+        weights = (quantized_weight_nk(rng, dtype, K, N) if nk else
+                   quantized_weight(rng, dtype, K, N, symmetric=symmetric,
+                                    scale_dtype=activations))
         return {
             x: rng.standard_normal((M, K)).astype(act),
-            **quantized_weight(rng, dtype, K, N, symmetric=symmetric, scale_dtype=activations),
+            **weights,
             y: np.full((M, N), np.nan, act),
         }
 
@@ -83,24 +95,11 @@ def _reference(dtype: str):
     return reference
 
 
-def _nk_inputs(dtype: str):
-    def make(rng: np.random.Generator, M: int, N: int, K: int) -> dict[str, np.ndarray]:
-        return {
-            "x": rng.standard_normal((M, K)).astype(np.float16),
-            **quantized_weight_nk(rng, dtype, K, N),
-            "y": np.full((M, N), np.nan, np.float16),
-        }
-
-    return make
-
-
 def dequantized_nk(w: np.ndarray, s: np.ndarray, dtype: str, K: int,
                    group: int = GROUP) -> np.ndarray:
     """The float64 [N, K] weights that ``w`` ([N, K] packed ``dtype`` codes) and its group
     scales ([N, ceil(K / group)]) stand for."""
-    dt = dtypes.dtype(dtype)
-    values = lowbit.decode(unpack(w.view(np.uint8), dt.bits, K), dt).astype(np.float64)
-    return values * s.astype(np.float64)[:, np.arange(K) // group]
+    return _values(w, dtype, K) * s.astype(np.float64)[:, np.arange(K) // group]
 
 
 def _nk_reference(dtype: str):
@@ -148,7 +147,7 @@ KERNELS.update({
         "kernel": "quant_gemv_nk",
         "constants": {"WT": name},
         "sizes": _SIZES,
-        "inputs": _nk_inputs(name),
+        "inputs": weight_only_inputs(name, nk=True),
         "reference": _nk_reference(name),
         "tolerance": _TOLERANCE,
     }

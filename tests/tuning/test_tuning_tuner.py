@@ -158,6 +158,8 @@ def test_a_kernel_is_tuned_at_each_value_of_its_dtype_params_apart(tmp_path: Pat
                               "--trials", "2", "--target", "cpu", "--db", str(db)])
     assert args.fn(args) == 0  # both i16 configs are measured already: nothing new
     assert len(list(TuningDatabase(db).records())) == 4
+    with pytest.raises(Exception, match="WT = f32 is not one of its types"):
+        tg.compile(WIDEN, target="cpu", tuning_db=db, WT="f32")  # said at the source
     with pytest.raises(ValueError, match="dtype parameters only; B"):
         tune(WIDEN, "widen", {"N": 64}, trials=1, target="cpu", progress=False,
              constants={"B": 32})
