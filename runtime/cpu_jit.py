@@ -10,6 +10,7 @@ ctypes call, which releases the GIL, so the blocks really run in parallel.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import operator
 import os
 import struct
@@ -162,7 +163,8 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def _worker_pool(size: int) -> ThreadPoolExecutor:
+def _helper_pool(size: int) -> ThreadPoolExecutor:
+    """The threads that join the calling thread in a launch (``size`` of them)."""
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size != size:
@@ -193,21 +195,33 @@ def launch_cpu(
     threads: int | None = None,
 ) -> None:
     """Run every block of ``grid``; ``argv_values`` are the header and symbol slots (the
-    launcher appends ``gx, gy, gz``). Returns when all blocks are done."""
+    launcher appends ``gx, gy, gz``). Returns when all blocks are done.
+
+    The calling thread works too, beside ``threads - 1`` helpers; each takes the next chunk
+    of blocks from a shared counter until none is left. (A task per chunk, with the caller
+    only waiting, took twice as long for a 1 ms GEMV on two cores: every chunk paid a
+    hand-off between threads.)"""
     gx, gy, gz = grid
     if gx <= 0 or gy <= 0 or gz <= 0:
         return
     total = gx * gy * gz
     slots = (ctypes.c_int64 * (len(argv_values) + 3))(*argv_values, gx, gy, gz)
-    threads = num_threads() if threads is None else threads
-    if threads == 1 or total == 1:
+    threads = min(num_threads() if threads is None else threads, total)
+    if threads == 1:
         fn.cfunc(slots, 0, total)
         return
     chunks = split_range(total, threads * _CHUNKS_PER_THREAD)
-    pool = _worker_pool(threads)
-    futures: list[Future[None]] = [pool.submit(fn.cfunc, slots, b, e) for b, e in chunks]
-    for future in futures:
-        future.result()
+    next_chunk = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        while (i := next(next_chunk)) < len(chunks):
+            fn.cfunc(slots, *chunks[i])
+
+    pool = _helper_pool(threads - 1)
+    helpers: list[Future[None]] = [pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for helper in helpers:
+        helper.result()
 
 
 _DOUBLE = struct.Struct("<d")

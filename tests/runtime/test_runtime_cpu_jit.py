@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -194,3 +197,22 @@ def test_thread_count_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEGULA_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="TEGULA_NUM_THREADS='zero'"):
         num_threads()
+
+
+def test_the_calling_thread_runs_blocks_beside_its_helpers() -> None:
+    """A launch does not hand every chunk to the pool: the caller takes chunks too, and
+    each block still runs once (a stand-in for the compiled function records who ran what)."""
+    ran: list[tuple[int, int, int]] = []
+    lock = threading.Lock()
+
+    def run_blocks(slots: object, begin: int, end: int) -> None:
+        time.sleep(0.002)  # long enough that every thread gets a chunk
+        with lock:
+            ran.append((threading.get_ident(), begin, end))
+
+    fn = SimpleNamespace(cfunc=run_blocks)
+    launch_cpu(fn, [], (64, 1, 1), threads=3)  # type: ignore[arg-type]
+    blocks = sorted(b for _, begin, end in ran for b in range(begin, end))
+    assert blocks == list(range(64))
+    assert threading.get_ident() in {ident for ident, _, _ in ran}
+    assert len({ident for ident, _, _ in ran}) >= 2
