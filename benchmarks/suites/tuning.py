@@ -13,13 +13,22 @@ each row reports the median trials to 95% of the best (lower is better), the mod
 compiler that built them and the identity of what the config built to (generated code,
 launch spec, target): a space counts the configs this compiler measured and those an older
 compiler measured that this one still builds to the same code (recomputed on the CPU), and
-a space not yet complete is reported as such, not replayed. Replays need no GPU. A second row
-per workload warm-starts the model from the other workload's records (transfer).
+a space not yet complete is reported as such, not replayed. Replays need no GPU.
+
+Two more rows per workload warm-start the model from another shape's records. The
+``transfer`` row (the target's) takes the records a model-guided tuning run of a
+neighbouring shape left (``SOURCES``: a smaller square GEMM; another projection of the same
+decode step), as a user's earlier tuning of other layers leaves them; a GPU run of the suite
+makes that run once (``SOURCE_TRIALS`` trials) and stores it under `transfer/`. The
+``across`` row takes all the records of the other workload, whose best tiles belong to the
+other regime (compute- against memory-bound): shown for comparison, with no target.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from .. import devices
 from ..harness import Settings
@@ -37,30 +46,38 @@ FULL = (("fp16 4096x4096x4096", {"M": 4096, "N": 4096, "K": 4096}),
         ("fp16 M=16 K=4096 N=4096", {"M": 16, "N": 4096, "K": 4096}))
 QUICK = (("fp16 1024x1024x1024", {"M": 1024, "N": 1024, "K": 1024}),
          ("fp16 M=16 K=1024 N=1024", {"M": 16, "N": 1024, "K": 1024}))
+# Where each workload's transfer row warm-starts from: the records a user's earlier tuning
+# run of a neighbouring shape left (a smaller square GEMM; another projection of the same
+# decode step), SOURCE_TRIALS model-guided trials of it, stored under TRUTH / "transfer".
+SOURCES = {
+    "fp16 4096x4096x4096": ("fp16 2048x2048x2048", {"M": 2048, "N": 2048, "K": 2048}),
+    "fp16 M=16 K=4096 N=4096": ("fp16 M=16 K=4096 N=14336", {"M": 16, "N": 14336, "K": 4096}),
+    "fp16 1024x1024x1024": ("fp16 512x512x512", {"M": 512, "N": 512, "K": 512}),
+    "fp16 M=16 K=1024 N=1024": ("fp16 M=16 K=1024 N=4096", {"M": 16, "N": 4096, "K": 1024}),
+}
+SOURCE_TRIALS = 64
 
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
-def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[list, int]:
-    """The records of the space at ``shapes`` measured by this compiler, and the space's size;
-    with ``measure`` (a GPU is here), the configs not yet measured are measured first."""
+def _holding_records(path: Path, shapes: dict[str, int], *, measure: bool
+                     ) -> Callable[[], list]:
+    """A reader of the records at ``path`` of the kernel at ``shapes`` that hold for this
+    compiler: its own, and an older compiler's where this one builds their configs to the
+    same code (checked once, here, on the CPU). One device's records only: the GPU here when
+    measuring, else the device that measured most of them (times from two GPUs do not mix)."""
     from tegula.compiler.fingerprint import compiler_source_digest
     from tegula.compiler.targets import resolve_target
     from tegula.compiler.tuning.database import TuningDatabase
     from tegula.compiler.tuning.executors import make_executor
     from tegula.compiler.tuning.revalidate import current_records
-    from tegula.compiler.tuning.space import SearchSpace
-    from tegula.compiler.tuning.tuner import load_kernel, tune
+    from tegula.compiler.tuning.tuner import load_kernel
     from tegula.compiler.tuning.worker import device_name
 
-    path = TRUTH / f"{_slug(name)}.jsonl"
     src = load_kernel(EXAMPLES / "gemm.tg", KERNEL)
     compiler = compiler_source_digest()
-
-    # One device's measurements make a ground truth: the GPU here when measuring, else the
-    # device that measured most of this compiler's records (times from two GPUs do not mix).
     here = device_name(resolve_target("cuda")) if measure else None
 
     def stored() -> list:
@@ -69,8 +86,6 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
         return [r for r in TuningDatabase(path).records()
                 if r.kernel_hash == src.kernel_hash and r.shapes == shapes]
 
-    # Older compilers' records count where this compiler builds their configs to the same
-    # code (checked once, on the CPU); new measurements are this compiler's own.
     older = [r for r in stored() if r.compiler != compiler]
     with make_executor("process", os.cpu_count() or 1) as pool:
         still_valid = current_records(older, src.text, src.filename, pool) if older else []
@@ -81,11 +96,24 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
                              key=[r.device for r in mine].count)
         return [r for r in mine if r.device == device]
 
+    return records
+
+
+def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[list, int]:
+    """The records of the space at ``shapes`` measured by this compiler, and the space's size;
+    with ``measure`` (a GPU is here), the configs not yet measured are measured first."""
+    from tegula.compiler.targets import resolve_target
+    from tegula.compiler.tuning.space import SearchSpace
+    from tegula.compiler.tuning.tuner import load_kernel, tune
+
+    path = TRUTH / f"{_slug(name)}.jsonl"
+    records = _holding_records(path, shapes, measure=measure)
     found = records()
     # The space's legality depends on the target: the records', the GPU here, or (to size a
     # space nothing has measured yet, without a GPU) the Hopper the suite was written for.
     target = resolve_target(found[0].target if found else "cuda" if measure else "cuda:sm_90a")
-    space = SearchSpace.from_kernel(src.kernel, shapes, target)
+    space = SearchSpace.from_kernel(load_kernel(EXAMPLES / "gemm.tg", KERNEL).kernel, shapes,
+                                    target)
     # A random sweep may leave a few configs unvisited (its samples repeat); sweep again for
     # the rest, as long as each sweep adds something.
     seed = 0
@@ -98,6 +126,24 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
             break
         seed += 1
     return found, space.size
+
+
+def transfer_source(name: str, shapes: dict[str, int], *, measure: bool) -> list:
+    """The records of a model-guided tuning run of the kernel at ``shapes`` (``name``), up to
+    ``SOURCE_TRIALS`` of them; with ``measure`` (a GPU is here) the run is made, or completed,
+    first."""
+    from tegula.compiler.tuning.tuner import tune
+
+    path = TRUTH / "transfer" / f"{_slug(name)}.jsonl"
+    records = _holding_records(path, shapes, measure=measure)
+    found = records()
+    if measure and len(found) < SOURCE_TRIALS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tune(EXAMPLES / "gemm.tg", KERNEL, shapes, trials=SOURCE_TRIALS - len(found),
+             target="cuda", db=path, model="gbdt", parallel=os.cpu_count(), progress=False,
+             seed=0)
+        found = records()
+    return found
 
 
 def _row(name: str, case: str, records: list, model: str, scores: dict, extra_note: str) -> Row:
@@ -131,31 +177,45 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     names = [name for name, _ in workloads]
     for index, name in enumerate(names):
         records, size = truth[name]
-        other = truth[names[1 - index]][0]
+        other = names[1 - index]
+        source, source_shapes = SOURCES[name]
         label = "square" if index == 0 else "decode"
+        title = f"gemm_f16 {name}: {size} configs"
+        cases = {"plain": (title, f"tuning/{label}"),
+                 "transfer": (f"{title}, transfer", f"tuning/{label}/transfer"),
+                 "across": (f"{title}, transfer from {other}", f"tuning/{label}/across")}
         measured = len({r.config_key for r in records})
         if measured < COVERAGE * size:  # a partial space would overstate how good search is
             note = (f"ground truth incomplete: {measured} of {size} configs have measurements "
                     "that hold for this compiler (the suite measures the rest on a GPU)")
-            rows += [_missing(f"gemm_f16 {name}: {size} configs", f"tuning/{label}", note),
-                     _missing(f"gemm_f16 {name}: {size} configs, transfer",
-                              f"tuning/{label}/transfer", note)]
+            rows += [_missing(*cases[k], note) for k in ("plain", "transfer", "across")]
             continue
-        scores = {s.strategy: s for s in evaluate(records, seeds=SEEDS, transfer=other)}
+        source_records = transfer_source(source, source_shapes, measure=measure)
+        scores = {s.strategy: s for s in evaluate(records, seeds=SEEDS, transfer=source_records)}
         unvisited = (f"; {size - measured} of the {size} configs have no measurement that holds "
                      "for this compiler (not reached by the sweeps, or built differently now), "
                      "replays count them as failed trials"
                      if measured < size else "")
-        rows.append(_row(f"gemm_f16 {name}: {size} configs", f"tuning/{label}", records,
-                         "gbdt", scores, f"median over seeds {list(SEEDS)}{unvisited}"))
-        transfer_name = f"gemm_f16 {name}: {size} configs, transfer"
+        rows.append(_row(*cases["plain"], records, "gbdt", scores,
+                         f"median over seeds {list(SEEDS)}{unvisited}"))
         if "gbdt+transfer" in scores:
-            rows.append(_row(transfer_name, f"tuning/{label}/transfer", records, "gbdt+transfer",
-                             scores, f"model warm-started from the records of {names[1 - index]}"))
+            rows.append(_row(*cases["transfer"], records, "gbdt+transfer", scores,
+                             f"model warm-started from the {len(source_records)} records of a "
+                             f"model-guided tuning run of {source}"))
         else:
-            rows.append(_missing(transfer_name, f"tuning/{label}/transfer",
-                                 f"no records of {names[1 - index]} by this compiler to "
-                                 "warm-start from"))
+            rows.append(_missing(*cases["transfer"], f"no tuning records of {source} by this "
+                                 "compiler to warm-start from (a GPU run of the suite makes "
+                                 f"{SOURCE_TRIALS})"))
+        # The other workload's exhaustive records: a shape whose best tiles are another
+        # regime's (compute- against memory-bound), for comparison; no target.
+        across = {s.strategy: s for s in evaluate(records, seeds=SEEDS,
+                                                  transfer=truth[other][0],
+                                                  strategies=("gbdt+transfer",))}
+        if "gbdt+transfer" in across:
+            rows.append(_row(*cases["across"], records, "gbdt+transfer",
+                             {**across, "random": scores["random"]},
+                             f"model warm-started from all {len(truth[other][0])} records of "
+                             f"{other}"))
     return rows
 
 

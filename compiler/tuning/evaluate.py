@@ -97,9 +97,10 @@ def evaluate(
     trials: int | None = None,
     transfer: Sequence[TuningRecord] = (),
     batch_size: int = 4,
+    strategies: Sequence[str] = ("gbdt", "random", "gbdt+transfer"),
 ) -> list[StrategyScore]:
-    """Trials to 95% of the best, per seed, for ``gbdt``, ``random`` and (when
-    ``transfer`` records are given) ``gbdt+transfer``."""
+    """Trials to 95% of the best, per seed, for those of ``strategies`` that apply:
+    ``gbdt``, ``random`` and (when ``transfer`` records are given) ``gbdt+transfer``."""
     if not records:
         raise ValueError("no records to evaluate on")
     space = space_from_records(records[0].kernel, records)
@@ -107,9 +108,9 @@ def evaluate(
     if best is None:
         raise ValueError("no successful measurement among the records")
     budget = trials or space.size
-    runs = [("gbdt", ()), ("random", ())]
-    if transfer:
-        runs.append(("gbdt+transfer", transfer))
+    runs = [(name, rows) for name, rows in (("gbdt", ()), ("random", ()),
+                                            ("gbdt+transfer", transfer))
+            if name in strategies and (rows or name != "gbdt+transfer")]
     scores = []
     for name, rows in runs:
         strategy = "gbdt" if name.startswith("gbdt") else name

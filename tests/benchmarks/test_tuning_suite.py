@@ -44,6 +44,26 @@ def test_an_incomplete_space_is_reported_not_replayed(tmp_path: Path,
     monkeypatch.setattr(tuning.devices, "gpu_available", lambda: False)
     rows = tuning.run(tuning.Settings(), quick=True)
     assert [r.case for r in rows] == ["tuning/square", "tuning/square/transfer",
-                                      "tuning/decode", "tuning/decode/transfer"]
+                                      "tuning/square/across", "tuning/decode",
+                                      "tuning/decode/transfer", "tuning/decode/across"]
     assert all(r.tegula is None for r in rows)
     assert all("ground truth incomplete: 0 of" in r.extra["notes"] for r in rows)
+
+
+def test_transfer_source_reads_its_own_folder_and_this_compilers_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "TRUTH", tmp_path)
+    path = tmp_path / "transfer" / f"{tuning._slug('neighbour')}.jsonl"
+    path.parent.mkdir()
+    TuningDatabase(path).append(_records("0123456789abcdef", 3) +
+                                _records(compiler_source_digest(), 4))
+    found = tuning.transfer_source("neighbour", SHAPES, measure=False)
+    assert len(found) == 4 and all(r.compiler == compiler_source_digest() for r in found)
+    # the ground truth of the same name is another file
+    assert tuning.ground_truth("neighbour", SHAPES, measure=False)[0] == []
+
+
+def test_every_workload_names_a_transfer_source_of_other_shapes() -> None:
+    for name, shapes in tuning.FULL + tuning.QUICK:
+        source, source_shapes = tuning.SOURCES[name]
+        assert source_shapes != shapes and source not in dict(tuning.FULL + tuning.QUICK)
