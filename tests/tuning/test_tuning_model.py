@@ -148,3 +148,13 @@ def test_knob_values_reach_the_model_beside_the_ir_features() -> None:
     assert len(knob_features(many)) == MAX_KNOBS
     layout = knob_features({"LAYOUT": "row"})[0]
     assert 0 <= layout < 1 and layout == knob_features({"LAYOUT": "row"})[0]
+
+
+def test_evaluate_runs_only_the_strategies_asked_for() -> None:
+    records, other = _synthetic(), _synthetic(shift=1.0)
+    only = evaluate(records, seeds=range(2), trials=20, transfer=other,
+                    strategies=("gbdt+transfer",))
+    assert [s.strategy for s in only] == ["gbdt+transfer"]
+    # without transfer records there is nothing to warm-start from: the strategy is skipped
+    assert [s.strategy for s in evaluate(records, seeds=range(2), trials=20)] == ["gbdt",
+                                                                                  "random"]
