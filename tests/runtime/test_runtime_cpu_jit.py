@@ -206,7 +206,7 @@ def test_the_calling_thread_runs_blocks_beside_its_helpers() -> None:
     lock = threading.Lock()
 
     def run_blocks(slots: object, begin: int, end: int) -> None:
-        time.sleep(0.002)  # long enough that every thread gets a chunk
+        time.sleep(0.02)  # long enough that every thread gets a chunk
         with lock:
             ran.append((threading.get_ident(), begin, end))
 
