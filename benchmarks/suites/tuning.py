@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .. import devices
 from ..harness import Settings
@@ -62,9 +63,16 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
-def _holding_records(path: Path, shapes: dict[str, int], *, measure: bool
+def _gemm_kernel() -> Any:
+    """The suite's kernel: ``gemm_f16`` of examples/gemm.tg."""
+    from tegula.compiler.tuning.tuner import load_kernel
+
+    return load_kernel(EXAMPLES / "gemm.tg", KERNEL)
+
+
+def _holding_records(path: Path, src: Any, shapes: dict[str, int], *, measure: bool
                      ) -> Callable[[], list]:
-    """A reader of the records at ``path`` of the kernel at ``shapes`` that hold for this
+    """A reader of the records at ``path`` of the kernel ``src`` at ``shapes`` that hold for this
     compiler: its own, and an older compiler's where this one builds their configs to the
     same code (checked once, here, on the CPU). One device's records only: the GPU here when
     measuring, else the device that measured most of them (times from two GPUs do not mix)."""
@@ -73,10 +81,8 @@ def _holding_records(path: Path, shapes: dict[str, int], *, measure: bool
     from tegula.compiler.tuning.database import TuningDatabase
     from tegula.compiler.tuning.executors import make_executor
     from tegula.compiler.tuning.revalidate import current_records
-    from tegula.compiler.tuning.tuner import load_kernel
     from tegula.compiler.tuning.worker import device_name
 
-    src = load_kernel(EXAMPLES / "gemm.tg", KERNEL)
     compiler = compiler_source_digest()
     here = device_name(resolve_target("cuda")) if measure else None
 
@@ -104,16 +110,16 @@ def ground_truth(name: str, shapes: dict[str, int], *, measure: bool) -> tuple[l
     with ``measure`` (a GPU is here), the configs not yet measured are measured first."""
     from tegula.compiler.targets import resolve_target
     from tegula.compiler.tuning.space import SearchSpace
-    from tegula.compiler.tuning.tuner import load_kernel, tune
+    from tegula.compiler.tuning.tuner import tune
 
     path = TRUTH / f"{_slug(name)}.jsonl"
-    records = _holding_records(path, shapes, measure=measure)
+    src = _gemm_kernel()
+    records = _holding_records(path, src, shapes, measure=measure)
     found = records()
     # The space's legality depends on the target: the records', the GPU here, or (to size a
     # space nothing has measured yet, without a GPU) the Hopper the suite was written for.
     target = resolve_target(found[0].target if found else "cuda" if measure else "cuda:sm_90a")
-    space = SearchSpace.from_kernel(load_kernel(EXAMPLES / "gemm.tg", KERNEL).kernel, shapes,
-                                    target)
+    space = SearchSpace.from_kernel(src.kernel, shapes, target)
     # A random sweep may leave a few configs unvisited (its samples repeat); sweep again for
     # the rest, as long as each sweep adds something.
     seed = 0
@@ -135,7 +141,7 @@ def transfer_source(name: str, shapes: dict[str, int], *, measure: bool) -> list
     from tegula.compiler.tuning.tuner import tune
 
     path = TRUTH / "transfer" / f"{_slug(name)}.jsonl"
-    records = _holding_records(path, shapes, measure=measure)
+    records = _holding_records(path, _gemm_kernel(), shapes, measure=measure)
     found = records()
     if measure and len(found) < SOURCE_TRIALS:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,10 +235,9 @@ def describe_device() -> str:
     if devices.gpu_available():
         return devices.describe_gpu()
     from tegula.compiler.tuning.database import TuningDatabase
-    from tegula.compiler.tuning.tuner import load_kernel
 
     # Records of another version of the kernel's text never count; their devices are not named.
-    kernel_hash = load_kernel(EXAMPLES / "gemm.tg", KERNEL).kernel_hash
+    kernel_hash = _gemm_kernel().kernel_hash
     seen = sorted({r.device for path in TRUTH.glob("*.jsonl")
                    for r in TuningDatabase(path).records() if r.kernel_hash == kernel_hash})
     return f"replayed from measurements on {', '.join(seen) or 'no device'}"
