@@ -68,6 +68,9 @@ from .manager import PassContext, register_pass
 # The fewest 32-bit words in a run that is word-interleaved on the CPU (measured on Zen 4:
 # a 4-bit run of 16 words lost 6x, one of 32 words gained 25%).
 _MIN_INTERLEAVED_WORDS = 32
+# The memory transaction granule a global store should fill: a sector of L2.
+SECTOR_BYTES = 32
+
 # The longest chain of elementwise ops rebuilt in a new layout instead of converted.
 _REBUILT_CHAIN = 3
 
@@ -169,7 +172,13 @@ class _Inference:
                                     removed=tuple(sorted((*layout.removed, d))))
             src = self.coerce(self.unconverted(maker.source), source_layout, out, loc)
             op = replace(maker, source=src, results=(nv,))
-        elif isinstance(maker, CastOp) and self.weight(maker.source) <= 2:
+        elif isinstance(maker, CastOp) and self.weight(maker.source) <= 2 and (
+            self.rebuildable(maker.source)
+            or maker.source.tile.dtype.bits <= v.tile.dtype.bits
+        ):
+            # A cast is made again from its source in the new layout, unless that moves a
+            # wider source through shared memory (an f32 accumulator cast to f16): then the
+            # narrow result is what gets converted.
             op = replace(maker, source=self.coerce(self.unconverted(maker.source), layout, out,
                                                    loc), results=(nv,))
         elif isinstance(maker, ElementwiseOp) and self.weight(v) <= 2:
@@ -313,8 +322,8 @@ class _Inference:
         elif isinstance(op, StoreOp | AtomicAddOp):
             value = self.get(op.value)
             lay = self.layout_of(value)
-            if value.tile.shape and not self.good_for_store(lay):
-                dtype = op.tensor.type.dtype  # type: ignore[union-attr]
+            dtype = op.tensor.type.dtype  # type: ignore[union-attr]
+            if value.tile.shape and not self.good_for_store(lay, value.tile.shape, dtype):
                 lay = self.preferred(value.tile.shape, dtype)
                 value = self.coerce(value, lay, out, loc)
             self.emit(
@@ -499,15 +508,31 @@ class _Inference:
             return lay
         return replace(lay, interleave=per_word)
 
-    def good_for_store(self, lay: RegisterLayout | None) -> bool:
-        """Keep a layout for a global store unless its lanes run across the contiguous dim."""
+    def good_for_store(self, lay: RegisterLayout | None, shape: tuple[int, ...],
+                       dtype: DType) -> bool:
+        """Keep a layout for a global store unless its lanes run across the contiguous dim, or
+        each of a warp's row segments is narrower than a memory sector (32 bytes) where the
+        coalesced layout's are wider: a ``dot`` accumulator's quad of lanes holds 16 bytes of
+        an f16 row, so storing it directly writes every sector half full, with twice the
+        store instructions; a trip through shared memory costs less than that on any tile
+        big enough to matter."""
         if isinstance(lay, UniformLayout):
             return True
-        if isinstance(lay, BlockedLayout):
-            if lay.removed or lay.unit:
-                return True
-            return lay.order[0] == len(lay.base_shape) - 1
-        return False
+        if not isinstance(lay, BlockedLayout):
+            return False
+        if lay.removed or lay.unit:
+            return True
+        last = len(lay.base_shape) - 1
+        if lay.order[0] != last:
+            return False
+        if self.warp_size == 1:
+            return True
+        segment = _row_segment_bytes(lay, dtype)
+        if segment >= SECTOR_BYTES:
+            return True
+        better = self.preferred(shape, dtype)
+        return not (isinstance(better, BlockedLayout)
+                    and _row_segment_bytes(better, dtype) > segment)
 
     def maybe_coerce(self, v: Value | None, lay, out, loc) -> Value | None:
         if v is None:
@@ -641,6 +666,13 @@ class _Inference:
             other = Block(other.args, tuple(ops))
         results = tuple(self.typed(r, layouts[i]) for i, r in enumerate(op.results))
         self.emit(replace(op, cond=cond, then=then, otherwise=other, results=results), out)
+
+
+def _row_segment_bytes(lay: BlockedLayout, dtype: DType) -> int:
+    """Bytes of one row that a warp's store covers contiguously: a thread's run along the
+    contiguous dim times the lanes side by side along it."""
+    last = len(lay.base_shape) - 1
+    return lay.spt[last] * lay.tpw[last] * dtype.itemsize
 
 
 def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

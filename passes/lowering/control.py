@@ -476,7 +476,6 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             # Unrolled by the ring's length, the ring's rotation is register renaming.
             unroll = op.pipeline_stages if ring else 1
             self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL, unroll))
-        self.in_pipeline -= 1
         if own:
             for r, c in zip(op.results, carried, strict=True):
                 self.vals[r.name] = self.read_carried(r.name, c)

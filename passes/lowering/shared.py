@@ -7,8 +7,10 @@ import math
 from collections.abc import Callable
 
 from tegula.ir import loop as L
-from tegula.ir.distributed import BlockedLayout, TVRegisterLayout
+from tegula.ir.distributed import BlockedLayout, RegisterLayout, TVRegisterLayout
 from tegula.ir.dtypes import DType
+from tegula.ir.layout import Layout
+from tegula.ir.swizzle import Swizzle, SwizzledLayout
 from tegula.ir.tile import (
     ConvertLayoutOp,
     FromSharedOp,
@@ -22,9 +24,9 @@ from .values import (
     RegTile,
     Scalar,
     SharedTile,
-    _row_major,
     c64,
     cast,
+    mul,
     shared_offset,
     value_index,
 )
@@ -80,12 +82,43 @@ class SharedMemory(LoweringBase):
             return
         shape = r.tile.shape
         smem = self.scratch(r.tile.dtype, math.prod(shape))
+        staging = conversion_staging(shape, smem.dtype)
+
+        def at(coords: list[L.Expr]) -> L.Expr:
+            return shared_offset(staging, coords)
+
+        write_run = _shared_run(t.layout, smem.dtype) if t.dtype is smem.dtype else 1
+        read_run = _shared_run(lay, smem.dtype) if r.tile.dtype is smem.dtype else 1
         self.emit(L.Barrier())
-        self.write_tile_to(t, smem, lambda c: _row_major(c, shape))
+        if write_run > 1:
+            src = self.materialize(f"{op.source.name}_staged", t)
+            self.for_runs(t.layout, write_run, lambda first: self.emit(L.Copy(
+                smem, at(self.coords(t.layout, first)), src.buffer,  # type: ignore[arg-type]
+                value_index(t.layout, first), write_run, aligned=True)))
+        else:
+            self.write_tile_to(t, smem, at)
         self.emit(L.Barrier())
-        self.vals[r.name] = self.read_tile_from(
-            r.name, r.tile.dtype, lay, smem, lambda c: _row_major(c, shape)
-        )
+        if read_run > 1:
+            buf = self.local(r.name, r.tile.dtype, lay.num_values)
+            self.for_runs(lay, read_run, lambda first: self.emit(L.Copy(
+                buf, value_index(lay, first), smem, at(self.coords(lay, first)), read_run,
+                aligned=True)))
+            self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
+        else:
+            self.vals[r.name] = self.read_tile_from(r.name, r.tile.dtype, lay, smem, at)
+
+    def for_runs(self, lay: BlockedLayout, run: int, body: Callable[[Pos], None]) -> None:
+        """Call ``body`` at the first position of every ``run`` values a thread holds side by
+        side along ``lay``'s fastest dim (``run`` divides that dim's values per thread)."""
+        fast = lay.order[0]
+
+        def chunks(pos: Pos) -> None:
+            rep, _ = pos[fast]
+            self.loop(f"v{fast}", lay.spt[fast] // run,
+                      lambda chunk: body({**pos, fast: (rep, mul(chunk, c64(run)))}),
+                      L.LoopKind.UNROLL)
+
+        self.for_positions(lay, chunks, innermost_run=True)
 
     def _elem_by_coords(self, t: RegTile, lay: BlockedLayout, pos: Pos) -> L.Expr:
         """On a one-thread target: the element of ``t`` at the coordinates of ``pos`` in ``lay``."""
@@ -117,3 +150,39 @@ class SharedMemory(LoweringBase):
         self.vals[r.name] = self.read_tile_from(
             r.name, r.tile.dtype, r.tile.layout, s.buffer, lambda c: shared_offset(s.layout, c)
         )
+
+
+# Shared memory serves a warp's accesses in 16-byte units across 128 bytes of banks.
+_BANK_ROW_BYTES = 128
+_BANK_UNIT_BYTES = 16
+
+
+def _shared_run(lay: RegisterLayout, dtype: DType) -> int:
+    """How many values a thread moves with one shared-memory access of a conversion: its run
+    along the row (the staging layout's contiguous dim), up to one 16-byte unit, which the
+    staging swizzle keeps in place."""
+    if not isinstance(lay, BlockedLayout) or lay.removed or lay.unit or lay.interleave != 1:
+        return 1
+    last = len(lay.base_shape) - 1
+    if lay.order[0] != last:
+        return 1
+    return math.gcd(lay.spt[last], max(1, _BANK_UNIT_BYTES // dtype.itemsize))
+
+
+def conversion_staging(shape: tuple[int, ...], dtype: DType) -> Layout | SwizzledLayout:
+    """Where a layout conversion puts each element in shared memory: row-major, with each
+    row's 16-byte units permuted by the row's index (``unit ^ row % 8``) when rows span
+    whole 128-byte bank rows. Threads that hold a column strip (a ``dot`` accumulator's
+    quads: 8 rows of 16 bytes each) then hit 8 different bank groups instead of one, and
+    a thread's 16-byte run stays in one unit, so coalesced reads stay vectorizable."""
+    strides = tuple(math.prod(shape[d + 1:]) for d in range(len(shape)))
+    plain = Layout(shape, strides)
+    row_bytes = shape[-1] * dtype.itemsize
+    unit = _BANK_UNIT_BYTES // dtype.itemsize
+    if (len(shape) < 2 or row_bytes % _BANK_ROW_BYTES or unit < 1
+            or row_bytes & (row_bytes - 1)):
+        return plain
+    units_per_bank_row = _BANK_ROW_BYTES // _BANK_UNIT_BYTES
+    bits = units_per_bank_row.bit_length() - 1
+    base = unit.bit_length() - 1
+    return SwizzledLayout(Swizzle(bits, base, shape[-1].bit_length() - 1 - base), plain)
