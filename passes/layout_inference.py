@@ -323,7 +323,10 @@ class _Inference:
             value = self.get(op.value)
             lay = self.layout_of(value)
             dtype = op.tensor.type.dtype  # type: ignore[union-attr]
-            if value.tile.shape and not self.good_for_store(lay, value.tile.shape, dtype):
+            # Atomics update element by element, so only a plain store gains from wide runs.
+            whole_sectors = isinstance(op, StoreOp)
+            if value.tile.shape and not self.good_for_store(lay, value.tile.shape, dtype,
+                                                            whole_sectors):
                 lay = self.preferred(value.tile.shape, dtype)
                 value = self.coerce(value, lay, out, loc)
             self.emit(
@@ -509,7 +512,7 @@ class _Inference:
         return replace(lay, interleave=per_word)
 
     def good_for_store(self, lay: RegisterLayout | None, shape: tuple[int, ...],
-                       dtype: DType) -> bool:
+                       dtype: DType, whole_sectors: bool = True) -> bool:
         """Keep a layout for a global store unless its lanes run across the contiguous dim, or
         each of a warp's row segments is narrower than a memory sector (32 bytes) where the
         coalesced layout's are wider: a ``dot`` accumulator's quad of lanes holds 16 bytes of
@@ -525,7 +528,7 @@ class _Inference:
         last = len(lay.base_shape) - 1
         if lay.order[0] != last:
             return False
-        if self.warp_size == 1:
+        if self.warp_size == 1 or not whole_sectors:
             return True
         segment = _row_segment_bytes(lay, dtype)
         if segment >= SECTOR_BYTES:
