@@ -25,6 +25,10 @@ FeaturesFn = Callable[[Sequence[Config]], list[tuple[float, ...] | None]]
 
 # Tunable params the model sees directly, besides the Loop IR features (more are dropped).
 MAX_KNOBS = 8
+# Where the search's annealing chains start: this workload's best measured configs, then
+# (while transfer rows are trusted) the fastest of theirs.
+OWN_STARTS = 4
+SEARCH_STARTS = 8
 # Own measurements after which transfer rows must earn their place (see TuningLoop._fit).
 TRANSFER_CHECK_AFTER = 4
 
@@ -60,11 +64,27 @@ class TransferRows:
     features: np.ndarray
     speed: np.ndarray
     groups: np.ndarray
+    configs: tuple[Config, ...] = ()  # row by row, where known
 
     @classmethod
     def empty(cls) -> TransferRows:
         width = len(FEATURE_NAMES) + MAX_KNOBS
         return cls(np.zeros((0, width)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+    def leaders(self, count: int) -> list[Config]:
+        """Up to ``count`` configs, the fastest of each workload first, then the second
+        fastest of each, and so on: where a search that trusts these rows starts."""
+        if len(self.configs) != len(self.speed):
+            return []
+        ranked = [sorted((i for i in range(len(self.speed)) if self.groups[i] == g),
+                         key=lambda i: -self.speed[i]) for g in np.unique(self.groups)]
+        out: list[Config] = []
+        for depth in range(max((len(r) for r in ranked), default=0)):
+            for rows in ranked:
+                if depth < len(rows) and np.isfinite(self.speed[rows[depth]]) and (
+                        self.speed[rows[depth]] > 0):
+                    out.append(self.configs[rows[depth]])
+        return out[:count]
 
     @classmethod
     def from_records(cls, records: Sequence[TuningRecord], exclude: str | None = None
@@ -76,15 +96,18 @@ class TransferRows:
             if r.workload != exclude and len(r.features) == len(FEATURE_NAMES):
                 by_workload.setdefault(r.workload, []).append(r)
         feats: list[tuple[float, ...]] = []
+        configs: list[Config] = []
         speeds, groups = [], []
         for gid, rows in enumerate(by_workload.values()):
             times = np.asarray([r.time_s if r.ok else np.inf for r in rows], dtype=np.float64)
             feats += [model_row(r.config, r.features) for r in rows]
+            configs += [dict(r.config) for r in rows]
             speeds.append(relative_speed(times))
             groups.append(np.full(len(rows), gid, dtype=np.int64))
         if not feats:
             return cls.empty()
-        return cls(np.asarray(feats), np.concatenate(speeds), np.concatenate(groups))
+        return cls(np.asarray(feats), np.concatenate(speeds), np.concatenate(groups),
+                   tuple(configs))
 
 
 class TuningLoop:
@@ -110,6 +133,7 @@ class TuningLoop:
         self._blind = isinstance(model, RandomModel)
         self._fitted = False
         self._transfer_judge: CostModel | None = None  # fitted on the transfer rows alone
+        self._transfer_in_use = False
 
     def observe(self, config: Config, time_s: float | None,
                 features: tuple[float, ...] = ()) -> None:
@@ -133,7 +157,8 @@ class TuningLoop:
                               dtype=np.float64)]
         parts_y = [relative_speed(np.asarray([self.measured[k] for k in keys]))]
         parts_g = [np.full(len(keys), -1, dtype=np.int64)]
-        if self._transfer_helps(parts_x[0], parts_y[0]):
+        self._transfer_in_use = self._transfer_helps(parts_x[0], parts_y[0])
+        if self._transfer_in_use:
             parts_x.append(self.transfer.features)
             parts_y.append(self.transfer.speed)
             parts_g.append(self.transfer.groups)
@@ -174,7 +199,13 @@ class TuningLoop:
         if not self._fitted and not self._blind:
             self._fit()
         ranked = sorted((t, k) for k, t in self.measured.items() if np.isfinite(t))
-        starts = [self.configs[k] for _, k in ranked[:4]]
+        starts = [self.configs[k] for _, k in ranked[:OWN_STARTS]]
+        if self._transfer_in_use and self.transfer is not None:
+            # While the other workloads' records are trusted, their fastest configs are
+            # where the search starts too, as a user would begin from the tiles that won
+            # on a neighbouring shape.
+            starts += [c for c in self.transfer.leaders(SEARCH_STARTS)
+                       if self.space.contains(c)][:SEARCH_STARTS - len(starts)]
         return propose_batch(self.space, self.score, set(self.measured), size, self.rng,
                              epsilon=self.epsilon, starts=starts)
 

@@ -45,6 +45,10 @@ def propose_batch(
         pool = [c for c in space.configs() if config_key(c) not in measured]
     else:
         pool = _anneal(space, score, measured, rng, starts, chains, steps)
+        if not pool:
+            # Every chain stayed among measured points (they started at the best ones, and
+            # their neighbourhoods are done): the batch is all exploration.
+            pool = _fresh_samples(space, rng, measured, batch_size)
     if not pool:
         return []
     exploit = max(0, min(batch_size, len(pool)) - explore)

@@ -158,3 +158,32 @@ def test_evaluate_runs_only_the_strategies_asked_for() -> None:
     # without transfer records there is nothing to warm-start from: the strategy is skipped
     assert [s.strategy for s in evaluate(records, seeds=range(2), trials=20)] == ["gbdt",
                                                                                   "random"]
+
+
+def test_transfer_leaders_are_each_workloads_fastest_first() -> None:
+    from tegula.compiler.tuning.loop import TransferRows
+
+    first, second = _synthetic(), _synthetic(shift=3.0)
+    rows = TransferRows.from_records(first + second)
+    leaders = rows.leaders(4)
+    fastest = [min(w, key=lambda r: r.time_s).config for w in (first, second)]
+    runner_up = [sorted(w, key=lambda r: r.time_s)[1].config for w in (first, second)]
+    assert leaders == fastest + runner_up
+    assert TransferRows.empty().leaders(4) == []
+
+
+def test_chains_stuck_among_measured_points_still_yield_a_batch() -> None:
+    """Chains that start at the best points measured and find only measured neighbours
+    leave annealing empty-handed; the batch is then exploration, not the end of the run."""
+    from tegula.compiler.tuning.search import propose_batch
+    from tegula.compiler.tuning.space import SearchSpace, config_key
+
+    space = SearchSpace("k", (("A", tuple(range(30))), ("B", tuple(range(30)))))
+    # Measured: every point with A < 20 (600 of 900). Chains start at A = 0 and take 4 steps
+    # of one candidate each, so every point they visit is measured.
+    measured = {config_key(c) for c in space.configs() if c["A"] < 20}
+    starts = [{"A": 0, "B": b} for b in range(0, 24, 3)]
+    rng = np.random.default_rng(0)
+    batch = propose_batch(space, lambda cs: np.zeros(len(cs)), measured, 4, rng,
+                          starts=starts, chains=8, steps=4)
+    assert len(batch) == 4 and not {config_key(c) for c in batch} & measured
