@@ -263,6 +263,19 @@ class LoweringBase:
 
         go(0)
 
+    def for_runs(self, lay: BlockedLayout, run: int, body: Callable[[Pos], None]) -> None:
+        """Call ``body`` at the first position of every ``run`` values a thread holds side by
+        side along ``lay``'s fastest live dim (``run`` divides that dim's values per
+        thread): where one vector access moves them."""
+        fast = next(d for d in lay.order if d in lay.live_dims)
+
+        def chunks(pos: Pos) -> None:
+            rep, _ = pos[fast]
+            self.loop(f"v{fast}", lay.spt[fast] // run,
+                      lambda chunk: body({**pos, fast: (rep, mul(chunk, c64(run)))}))
+
+        self.for_positions(lay, chunks, innermost_run=True)
+
     def interleaved_run(
         self, lay: BlockedLayout, d: int, pos: Pos, then: Callable[[], None]
     ) -> None:

@@ -645,7 +645,6 @@ class GlobalMemory(LoweringBase):
     ) -> None:
         live = [d for d in lay.order if d in lay.live_dims]
         fast = live[0] if live else None
-        spt_fast = lay.spt[fast] if fast is not None else 1
 
         def element(pos: Pos) -> None:
             coords = self.coords(lay, pos)
@@ -689,15 +688,9 @@ class GlobalMemory(LoweringBase):
             self.for_positions(lay, element)
             return
 
-        def vector_runs(pos: Pos) -> None:
-            rep_f, _ = pos[fast]
-            self.loop(f"v{fast}", spt_fast // run, lambda chunk: vector(pos, rep_f, chunk))
-
-        def vector(pos: Pos, rep_f: L.Expr, chunk: L.Expr) -> None:
-            first = dict(pos)
-            first[fast] = (rep_f, mul(chunk, c64(run)))
-            last = dict(pos)
-            last[fast] = (rep_f, add(mul(chunk, c64(run)), c64(run - 1)))
+        def vector(first: Pos) -> None:
+            rep_f, start = first[fast]
+            last = {**first, fast: (rep_f, add(start, c64(run - 1)))}
             offset, pred_first = self.element_address(tensor, starts, axes, self.coords(lay, first))
             _, pred_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
             vidx = value_index(lay, first)
@@ -711,7 +704,8 @@ class GlobalMemory(LoweringBase):
                 else:
                     fast_copy = L.Copy(tensor.buffer, offset, buf, vidx, run, aligned=True)  # type: ignore[arg-type]
                 self.nest()
-                self.loop("e", run, lambda e: element_at(pos, rep_f, chunk, e), L.LoopKind.UNROLL)
+                self.loop("e", run, lambda e: element({**first, fast: (rep_f, add(start, e))}),
+                          L.LoopKind.UNROLL)
                 slow = self.unnest()
                 self.emit(L.If(fast_cond, fast_copy, slow) if fast_cond is not None else fast_copy)
             else:
@@ -720,7 +714,7 @@ class GlobalMemory(LoweringBase):
                     starts,
                     axes,
                     lay,
-                    pos,
+                    {**first, fast: (rep_f, c64(0))},
                     fast,
                     rep_f,
                     run,
@@ -731,12 +725,7 @@ class GlobalMemory(LoweringBase):
                     src_tile=src_tile,
                 )
 
-        def element_at(pos: Pos, rep_f: L.Expr, chunk: L.Expr, e: L.Expr) -> None:
-            p = dict(pos)
-            p[fast] = (rep_f, add(mul(chunk, c64(run)), e))
-            element(p)
-
-        self.for_positions(lay, vector_runs, innermost_run=True)
+        self.for_runs(lay, run, vector)
 
 
 def _packed_code(staged: L.Buffer, vidx: L.Expr, run: int, bits: int) -> L.Expr:

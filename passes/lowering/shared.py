@@ -26,7 +26,6 @@ from .values import (
     SharedTile,
     c64,
     cast,
-    mul,
     shared_offset,
     value_index,
 )
@@ -106,19 +105,6 @@ class SharedMemory(LoweringBase):
             self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=buf)
         else:
             self.vals[r.name] = self.read_tile_from(r.name, r.tile.dtype, lay, smem, at)
-
-    def for_runs(self, lay: BlockedLayout, run: int, body: Callable[[Pos], None]) -> None:
-        """Call ``body`` at the first position of every ``run`` values a thread holds side by
-        side along ``lay``'s fastest dim (``run`` divides that dim's values per thread)."""
-        fast = lay.order[0]
-
-        def chunks(pos: Pos) -> None:
-            rep, _ = pos[fast]
-            self.loop(f"v{fast}", lay.spt[fast] // run,
-                      lambda chunk: body({**pos, fast: (rep, mul(chunk, c64(run)))}),
-                      L.LoopKind.UNROLL)
-
-        self.for_positions(lay, chunks, innermost_run=True)
 
     def _elem_by_coords(self, t: RegTile, lay: BlockedLayout, pos: Pos) -> L.Expr:
         """On a one-thread target: the element of ``t`` at the coordinates of ``pos`` in ``lay``."""
