@@ -33,6 +33,7 @@ from tegula.ir.distributed import (
     wgmma_accumulator_layout,
 )
 from tegula.ir.dtypes import DType
+from tegula.ir.layout import row_major
 from tegula.ir.target import Target
 from tegula.ir.tile import (
     ArangeOp,
@@ -344,9 +345,7 @@ class _Inference:
             r = op.result
             shared_layout = r.tile.layout
             if shared_layout is None:
-                from tegula.ir.layout import Layout
-
-                shared_layout = Layout(r.tile.shape, _row_major_strides(r.tile.shape))
+                shared_layout = row_major(r.tile.shape)
             self.emit(replace(op, source=src, results=(self.typed(r, shared_layout),)), out)
         elif isinstance(op, FromSharedOp):
             src = self.get(op.source)
@@ -676,14 +675,6 @@ def _row_segment_bytes(lay: BlockedLayout, dtype: DType) -> int:
     contiguous dim times the lanes side by side along it."""
     last = len(lay.base_shape) - 1
     return lay.spt[last] * lay.tpw[last] * dtype.itemsize
-
-
-def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= d
-    return tuple(reversed(strides))
 
 
 def _insert_unit_dim(lay: BlockedLayout, axis: int) -> BlockedLayout:

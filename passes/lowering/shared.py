@@ -9,7 +9,7 @@ from collections.abc import Callable
 from tegula.ir import loop as L
 from tegula.ir.distributed import BlockedLayout, RegisterLayout, TVRegisterLayout
 from tegula.ir.dtypes import DType
-from tegula.ir.layout import Layout
+from tegula.ir.layout import Layout, row_major
 from tegula.ir.swizzle import Swizzle, SwizzledLayout
 from tegula.ir.tile import (
     ConvertLayoutOp,
@@ -152,7 +152,7 @@ def _shared_run(lay: RegisterLayout, dtype: DType) -> int:
     last = len(lay.base_shape) - 1
     if lay.order[0] != last:
         return 1
-    return math.gcd(lay.spt[last], max(1, _BANK_UNIT_BYTES // dtype.itemsize))
+    return math.gcd(lay.spt[last], _BANK_UNIT_BYTES // dtype.itemsize)
 
 
 def conversion_staging(shape: tuple[int, ...], dtype: DType) -> Layout | SwizzledLayout:
@@ -161,12 +161,10 @@ def conversion_staging(shape: tuple[int, ...], dtype: DType) -> Layout | Swizzle
     whole 128-byte bank rows. Threads that hold a column strip (a ``dot`` accumulator's
     quads: 8 rows of 16 bytes each) then hit 8 different bank groups instead of one, and
     a thread's 16-byte run stays in one unit, so coalesced reads stay vectorizable."""
-    strides = tuple(math.prod(shape[d + 1:]) for d in range(len(shape)))
-    plain = Layout(shape, strides)
+    plain = row_major(shape)
     row_bytes = shape[-1] * dtype.itemsize
     unit = _BANK_UNIT_BYTES // dtype.itemsize
-    if (len(shape) < 2 or row_bytes % _BANK_ROW_BYTES or unit < 1
-            or row_bytes & (row_bytes - 1)):
+    if len(shape) < 2 or row_bytes % _BANK_ROW_BYTES or row_bytes & (row_bytes - 1):
         return plain
     units_per_bank_row = _BANK_ROW_BYTES // _BANK_UNIT_BYTES
     bits = units_per_bank_row.bit_length() - 1

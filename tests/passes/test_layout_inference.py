@@ -10,8 +10,8 @@ import tegula.passes.pipeline  # noqa: F401  (registers the passes)
 from tegula.compiler.checking import entry_kernel, load_companion
 from tegula.compiler.frontend import build_tile_kernel, specialization_symbols
 from tegula.compiler.parser import parse
-from tegula.ir.target import cpu_target, cuda_target
-from tegula.ir.tile import ConvertLayoutOp, LoadOp, StoreOp, walk_ops
+from tegula.ir.target import Target, cpu_target, cuda_target
+from tegula.ir.tile import ConvertLayoutOp, LoadOp, StoreOp, TileKernel, walk_ops
 from tegula.passes.manager import PassContext, run_pipeline
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -39,6 +39,11 @@ def _inferred(path: Path, name: str, constants: dict[str, Any], target):
     # The target's own constants: `select(CUDA, gpu, cpu)` params give each target its shapes.
     symbols = dict.fromkeys(specialization_symbols(kdef, constants), 4096)
     tile = build_tile_kernel(program, name, constants, symbols, target=target.constants())
+    return _infer(tile, target)
+
+
+def _infer(tile: TileKernel, target: Target) -> TileKernel:
+    """``tile`` after layout inference (and the dead code it leaves) for ``target``."""
     return run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"), PassContext(target=target))
 
 
@@ -91,8 +96,7 @@ kernel k(x: f32[M, N], g: f32[N], y: f32[N])
 """
     program = parse(source)
     tile = build_tile_kernel(program, "k", {})
-    out = run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"),
-                       PassContext(target=cuda_target("sm_90a")))
+    out = _infer(tile, cuda_target("sm_90a"))
     ops = list(walk_ops(out.body))
     assert not any(isinstance(op, ConvertLayoutOp) for op in ops)
     loads_of_g = [op for op in ops if isinstance(op, LoadOp) and op.tensor.name == "g"]
@@ -122,8 +126,7 @@ kernel k(a: f16[M, K], b: f16[K, N], s: f32[N], r: f16[M, N], c: f16[M, N])
     program = parse(source)
     tile = build_tile_kernel(program, "k", {}, {"M": 256, "N": 256, "K": 256})
     for target in (cuda_target("sm_80"), cuda_target("sm_90a")):
-        kernel = run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"),
-                              PassContext(target=target))
+        kernel = _infer(tile, target)
         assert not _conversions(kernel)[1]
 
 
@@ -154,8 +157,7 @@ def test_a_narrow_accumulator_store_is_staged_through_shared_memory(arch: str) -
     for out_type, staged in (("f16", 1), ("f32", 0)):
         tile = build_tile_kernel(program, "k", {"OT": out_type}, sizes)
         for target, expected in ((cuda_target(arch), staged), (cpu_target(), 0)):
-            kernel = run_pipeline(tile, ("infer-layouts", "eliminate-dead-code"),
-                                  PassContext(target=target))
+            kernel = _infer(tile, target)
             at_store, others = _conversions(kernel)
             assert not others
             assert len(at_store) == expected, (out_type, str(target))
