@@ -8,20 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tegula.runtime.arrays import array_module
+
 
 class CheckFailed(AssertionError):
     """An implementation's output is wrong; its time must not be reported."""
-
-
-def array_module(array: Any) -> Any:
-    """NumPy for host arrays, CuPy for device arrays (CuPy's own, or PyTorch's)."""
-    if hasattr(array, "__cuda_array_interface__"):
-        import cupy
-
-        return cupy
-    import numpy
-
-    return numpy
 
 
 def as_array(array: Any) -> Any:

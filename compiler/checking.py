@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from tegula.ir.target import Target
-from tegula.runtime.arrays import Reinterpreted, dtype_from_numpy, reinterpret
+from tegula.runtime.arrays import Reinterpreted, array_module, dtype_from_numpy, reinterpret
 
 from .api import compile as compile_source
 from .targets import resolve_target
@@ -115,23 +115,25 @@ def _time_call(fn, target: Target, repeats: int) -> float:
     return float(np.median(times))
 
 
-def compare(
-    out: np.ndarray, ref: np.ndarray, rtol: float, atol: float
-) -> tuple[float, float, bool]:
-    out64 = out.astype(np.float64)
-    ref64 = np.asarray(ref, dtype=np.float64)
+def compare(out: Any, ref: Any, rtol: float, atol: float) -> tuple[float, float, bool]:
+    """(max abs error, max error relative to the largest reference magnitude, within
+    tolerance) of ``out`` against ``ref``. Computed where ``out`` lives: device arrays are
+    compared on the device, so a large check costs no copy to the host."""
+    xp = array_module(out)
+    out64 = out.astype(xp.float64)
+    ref64 = xp.asarray(ref, dtype=xp.float64)
     if out64.shape != ref64.shape:
         return math.inf, math.inf, False
-    if not np.all(np.isfinite(out64) == np.isfinite(ref64)):
+    if not bool(xp.all(xp.isfinite(out64) == xp.isfinite(ref64))):
         return math.inf, math.inf, False
-    finite = np.isfinite(ref64)
-    diff = np.abs(out64[finite] - ref64[finite])
+    finite = xp.isfinite(ref64)
+    diff = xp.abs(out64[finite] - ref64[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
     # Relative to the largest reference magnitude: elementwise ratios blow up where the
     # reference is near zero and say nothing there (the absolute tolerance covers those).
-    scale = float(np.abs(ref64[finite]).max()) if diff.size else 0.0
+    scale = float(xp.abs(ref64[finite]).max()) if diff.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
-    ok = bool(np.all(diff <= atol + rtol * np.abs(ref64[finite])))
+    ok = bool(xp.all(diff <= atol + rtol * xp.abs(ref64[finite])))
     return max_abs, max_rel, ok
 
 

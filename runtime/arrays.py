@@ -32,6 +32,17 @@ _CUDA_DEVICE_NAMES = tuple(f"cuda:{i}" for i in range(16))
 _NUMPY_DTYPES: dict[np.dtype, DType | None] = {}
 
 
+def array_module(array: Any) -> Any:
+    """The array library to compute on ``array`` with where it lives: CuPy for a device
+    array (CuPy's own, or any object with the CUDA array interface), NumPy otherwise. CuPy
+    is imported only when such an array is seen."""
+    if hasattr(array, "__cuda_array_interface__"):
+        import cupy
+
+        return cupy
+    return np
+
+
 def dtype_from_numpy(np_dtype: np.dtype) -> DType | None:
     """The tegula dtype of a NumPy dtype, or ``None`` if tegula has none (e.g. complex)."""
     found = _NUMPY_DTYPES.get(np_dtype, _NUMPY_DTYPES)

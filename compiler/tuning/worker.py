@@ -6,8 +6,8 @@ fixes the workload: the inputs (the example companion's ``inputs`` when the sour
 one, else random numbers drawn from the kernel's header with the session's seed) and the
 reference outputs (the companion's NumPy ``reference``, else the outputs of a reference
 build run once). Each candidate then gets copies of the inputs with its outputs poisoned,
-is run once and checked, and is timed: warm-up calls, then the median of the repeats
-(CUDA events on the GPU, ``perf_counter`` on the CPU).
+is run once and checked (on the device it ran on), and is timed: warm-up calls, then the
+median of the repeats (CUDA events on the GPU, ``perf_counter`` on the CPU).
 
 A CUDA error from a call (an illegal address, a launch failure) leaves the context
 unusable, so the worker reports ``crash`` and exits; the tuner starts a fresh one. A
@@ -112,9 +112,10 @@ class _Session:
             self.inputs = random_inputs(spec, shapes, rng)
         self.outputs = [p.name for p in spec.params if p.writes]
         self._args: dict[str, Any] | None = None  # the inputs, moved to the device once
-        self.reference: dict[str, np.ndarray] | None = None
+        self.reference: dict[str, Any] | None = None  # where the candidates run
         if reference_fn is not None:
-            self.reference = {k: np.asarray(v) for k, v in reference_fn(**self.inputs).items()}
+            self.reference = {k: self._on_device(np.asarray(v))
+                              for k, v in reference_fn(**self.inputs).items()}
         elif reference_binary:
             run = self._run(self._kernel(spec, reference_binary))
             self.reference = run if isinstance(run, dict) else None
@@ -137,11 +138,7 @@ class _Session:
             args = {}
             for name, value in self.inputs.items():
                 if isinstance(value, np.ndarray):
-                    value = value.copy()
-                    if self.target.is_cuda:
-                        import cupy
-
-                        value = cupy.asarray(value)
+                    value = self._on_device(value.copy())
                 args[name] = value
             self._args = args
         for name in self.outputs:
@@ -150,8 +147,18 @@ class _Session:
                 _poison(value)
         return self._args
 
-    def _run(self, kernel: Any) -> dict[str, np.ndarray] | str:
-        """One checked call: the outputs, or the error's text."""
+    def _on_device(self, array: np.ndarray) -> Any:
+        """``array`` where the candidates run: moved to the GPU for a CUDA target."""
+        if not self.target.is_cuda:
+            return array
+        import cupy
+
+        return cupy.asarray(array)
+
+    def _run(self, kernel: Any) -> dict[str, Any] | str:
+        """One checked call: copies of the outputs where they were computed (the check runs
+        there too: a copy of a large output to the host costs more than the candidate's
+        timing), or the error's text."""
         args = self._fresh_args()
         try:
             kernel(**args)
@@ -160,7 +167,7 @@ class _Session:
             if _is_cuda_error(exc):
                 raise
             return f"{type(exc).__name__}: {exc}"
-        return {name: _host(args[name]) for name in self.outputs}
+        return {name: _copy(args[name]) for name in self.outputs}
 
     def measure(self, message: Message, binary: bytes) -> Message:
         from tegula.runtime.spec import KernelSpec
@@ -182,7 +189,7 @@ class _Session:
             return {"status": "runtime_error", "message": f"{type(exc).__name__}: {exc}"}
         return {"status": "ok", "time_s": seconds}
 
-    def _check(self, outputs: dict[str, np.ndarray]) -> str:
+    def _check(self, outputs: dict[str, Any]) -> str:
         from tegula.compiler.checking import compare
 
         if self.reference is None:
@@ -245,9 +252,10 @@ def _poison(array: Any) -> None:
         array.fill(np.nan)
 
 
-def _host(value: Any) -> np.ndarray:
-    """A host copy (never a view: the arguments are reused by the next call)."""
-    return value.get() if hasattr(value, "get") else np.array(value, copy=True)
+def _copy(value: Any) -> Any:
+    """A copy on the array's own device (never a view: the arguments are reused by the next
+    call)."""
+    return value.copy() if hasattr(value, "copy") else np.array(value, copy=True)
 
 
 def _default_tolerance(spec: Any, outputs: list[str]) -> dict[str, float]:
