@@ -3,26 +3,25 @@
 The generated function has the CPU ABI of :mod:`tegula.runtime.spec`:
 ``void <name>(i64* argv, i64 begin, i64 end)`` runs blocks ``[begin, end)``. Object code is
 the unit that is cached and shipped in artifacts; :func:`load_object` links it into the
-process with MCJIT. :func:`launch_cpu` splits the grid over a thread pool — each worker is a
-ctypes call, which releases the GIL, so the blocks really run in parallel.
+process with MCJIT. :func:`launch_cpu` splits the grid over the calling thread and a team of
+helpers (:mod:`tegula.runtime.cpu_team`) that claim chunks of blocks in native code, with no
+GIL held, so the blocks really run in parallel.
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
 import operator
 import os
 import struct
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
 import llvmlite.binding as llvm
 from tegula.ir.dtypes import DType
 
+from .cpu_team import team
 from .errors import CpuCompileError, LaunchError
 
 KernelFunctionType = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
@@ -132,6 +131,11 @@ class CpuFunction:
 
 def load_object(obj: bytes, name: str) -> CpuFunction:
     """Link object code into the process with MCJIT and find the function ``name``."""
+    return load_functions(obj, (name,))[0]
+
+
+def load_functions(obj: bytes, names: Sequence[str]) -> list[CpuFunction]:
+    """Link object code into the process once and find each function of ``names``."""
     machine = new_host_target_machine()  # the engine owns and frees it
     holder = llvm.parse_assembly("")  # MCJIT needs a module to own; the code comes after
     holder.triple = machine.triple
@@ -140,11 +144,14 @@ def load_object(obj: bytes, name: str) -> CpuFunction:
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
     except RuntimeError as exc:
-        raise LaunchError(f"could not link object code for {name!r}: {exc}") from None
-    address = engine.get_function_address(name)
-    if not address:
-        raise LaunchError(f"object code has no function named {name!r}")
-    return CpuFunction(engine, name, address)
+        raise LaunchError(f"could not link object code for {names[0]!r}: {exc}") from None
+    functions = []
+    for name in names:
+        address = engine.get_function_address(name)
+        if not address:
+            raise LaunchError(f"object code has no function named {name!r}")
+        functions.append(CpuFunction(engine, name, address))
+    return functions
 
 
 def num_threads() -> int:
@@ -159,23 +166,6 @@ def num_threads() -> int:
             raise ValueError(f"TEGULA_NUM_THREADS={count} must be at least 1")
         return count
     return os.cpu_count() or 1
-
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _helper_pool(size: int) -> ThreadPoolExecutor:
-    """The threads that join the calling thread in a launch (``size`` of them)."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size != size:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tegula-cpu")
-            _pool_size = size
-        return _pool
 
 
 def split_range(total: int, parts: int) -> list[tuple[int, int]]:
@@ -203,28 +193,16 @@ def launch_cpu(
     The calling thread works too, beside ``threads - 1`` helpers; each takes the next chunk
     of blocks from a shared counter until none is left. (A task per chunk, with the caller
     only waiting, took twice as long for a 1 ms GEMV on two cores: every chunk paid a
-    hand-off between threads.)"""
+    hand-off between threads; see :mod:`~tegula.runtime.cpu_team` for how helpers wait.)"""
     gx, gy, gz = grid
     if gx <= 0 or gy <= 0 or gz <= 0:
         return
     total = gx * gy * gz
     slots = (ctypes.c_int64 * (len(argv_values) + 3))(*argv_values, gx, gy, gz)
     threads = min(num_threads() if threads is None else threads, total)
-    if threads == 1:
-        fn.cfunc(slots, 0, total)
-        return
-    chunks = split_range(total, threads * _CHUNKS_PER_THREAD)
-    next_chunk = itertools.count()  # next() on a count is atomic under the GIL
-
-    def work() -> None:
-        while (i := next(next_chunk)) < len(chunks):
-            fn.cfunc(slots, *chunks[i])
-
-    pool = _helper_pool(threads - 1)
-    helpers: list[Future[None]] = [pool.submit(work) for _ in range(threads - 1)]
-    work()
-    for helper in helpers:
-        helper.result()
+    chunks = min(total, threads * _CHUNKS_PER_THREAD)
+    if threads == 1 or not team(threads - 1).run(fn.address, slots, total, chunks):
+        fn.cfunc(slots, 0, total)  # one thread, or the team is busy with another launch
 
 
 _DOUBLE = struct.Struct("<d")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -199,20 +200,126 @@ def test_thread_count_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         num_threads()
 
 
-def test_the_calling_thread_runs_blocks_beside_its_helpers() -> None:
-    """A launch does not hand every chunk to the pool: the caller takes chunks too, and
-    each block still runs once (a stand-in for the compiled function records who ran what)."""
-    ran: list[tuple[int, int, int]] = []
-    lock = threading.Lock()
+# who(out: i64[N], pause_us: i64): out[b] = the pthread that ran block b, after a pause (so
+# that every thread of the team has time to claim a chunk).
+WHO_IR = """
+declare i64 @pthread_self()
+declare i32 @usleep(i32)
 
-    def run_blocks(slots: object, begin: int, end: int) -> None:
-        time.sleep(0.02)  # long enough that every thread gets a chunk
-        with lock:
-            ran.append((threading.get_ident(), begin, end))
+define void @who(ptr %argv, i64 %begin, i64 %end) {
+entry:
+  %out.i = load i64, ptr %argv
+  %out = inttoptr i64 %out.i to ptr
+  %pause.p = getelementptr i64, ptr %argv, i64 1
+  %pause = load i64, ptr %pause.p
+  %pause.32 = trunc i64 %pause to i32
+  %any = icmp slt i64 %begin, %end
+  br i1 %any, label %loop, label %done
+loop:
+  %b = phi i64 [ %begin, %entry ], [ %b.next, %loop ]
+  %self = call i64 @pthread_self()
+  %p = getelementptr i64, ptr %out, i64 %b
+  store i64 %self, ptr %p
+  %slept = call i32 @usleep(i32 %pause.32)
+  %b.next = add i64 %b, 1
+  %more = icmp slt i64 %b.next, %end
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+"""
 
-    fn = SimpleNamespace(cfunc=run_blocks)
-    launch_cpu(fn, [], (64, 1, 1), threads=3)  # type: ignore[arg-type]
-    blocks = sorted(b for _, begin, end in ran for b in range(begin, end))
-    assert blocks == list(range(64))
-    assert threading.get_ident() in {ident for ident, _, _ in ran}
-    assert len({ident for ident, _, _ in ran}) >= 2
+
+@pytest.fixture(scope="module")
+def who() -> object:
+    return load_object(compile_llvm_ir(WHO_IR, opt_level=1), "who")
+
+
+def test_the_calling_thread_runs_blocks_beside_its_helpers(who: object) -> None:
+    """The caller takes chunks too, and the helpers take the rest (each block records the
+    thread that ran it)."""
+    out = np.zeros(64, np.int64)
+    launch_cpu(who, [out.ctypes.data, 2000], (64, 1, 1), threads=3)  # type: ignore[arg-type]
+    ran_by = set(out.tolist())
+    assert 0 not in ran_by  # every block ran
+    assert threading.get_ident() in ran_by
+    assert len(ran_by) >= 2
+
+
+def test_back_to_back_launches_run_every_block_once() -> None:
+    """Launches that follow one another while the helpers are still busy with (or spinning
+    after) the last one: a helper late from one launch takes no chunk of the next."""
+    fn = load_object(compile_llvm_ir(RECORD_IR, opt_level=1), "record")
+    rng = np.random.default_rng()
+    for launch in range(300):
+        threads = 1 + launch % 4
+        total = int(rng.integers(1, 40))
+        out = np.zeros(total)
+        launch_cpu(fn, [out.ctypes.data, 0, total], (total, 1, 1), threads=threads)
+        np.testing.assert_array_equal(out, np.full(total, float(total)))
+
+
+def test_launches_from_several_python_threads_at_once() -> None:
+    """A launch that finds the team busy runs its blocks in its own thread."""
+    fn = load_object(compile_llvm_ir(RECORD_IR, opt_level=1), "record")
+    failures: list[str] = []
+
+    def launch_many(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(100):
+            total = int(rng.integers(1, 64))
+            out = np.zeros(total)
+            launch_cpu(fn, [out.ctypes.data, 0, total], (total, 1, 1), threads=2)
+            if not np.array_equal(out, np.full(total, float(total))):
+                failures.append(f"seed {seed}: {out}")
+
+    callers = [threading.Thread(target=launch_many, args=(seed,)) for seed in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert failures == []
+
+
+def test_helpers_that_sleep_at_once_still_join(monkeypatch: pytest.MonkeyPatch,
+                                               who: object) -> None:
+    """With no spinning, helpers sleep between launches and are woken by the next one."""
+    from tegula.runtime import cpu_team
+
+    monkeypatch.setenv("TEGULA_SPIN_US", "0")
+    team = cpu_team.CpuTeam(2)  # a team of its own, made under the setting
+    assert team._spins == 0
+    fn = who
+    for _ in range(3):
+        out = np.zeros(48, np.int64)
+        slots = (ctypes.c_int64 * 5)(out.ctypes.data, 1000, 48, 1, 1)
+        assert team.run(fn.address, slots, 48, 3)  # type: ignore[attr-defined]
+        assert 0 not in set(out.tolist())
+    time.sleep(0.05)
+    assert team._sleepers == 2
+
+
+def test_spin_time_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tegula.runtime.cpu_team import DEFAULT_SPIN_US, spin_us
+
+    monkeypatch.delenv("TEGULA_SPIN_US", raising=False)
+    assert spin_us() == DEFAULT_SPIN_US
+    monkeypatch.setenv("TEGULA_SPIN_US", "150")
+    assert spin_us() == 150
+    monkeypatch.setenv("TEGULA_SPIN_US", "-1")
+    with pytest.raises(ValueError, match="must not be negative"):
+        spin_us()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_launches_without_the_parents_helpers() -> None:
+    fn = load_object(compile_llvm_ir(RECORD_IR, opt_level=1), "record")
+    out = np.zeros(8)
+    launch_cpu(fn, [out.ctypes.data, 0, 8], (8, 1, 1), threads=2)  # the parent's team exists
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh team, or the caller alone, must finish the launch
+        child = np.zeros(8)
+        launch_cpu(fn, [child.ctypes.data, 0, 8], (8, 1, 1), threads=2)
+        os._exit(0 if np.array_equal(child, np.full(8, 8.0)) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
