@@ -2,8 +2,8 @@
 
 A launch splits its blocks into chunks; the calling thread and ``threads - 1`` helpers claim
 chunks from a shared counter until none is left. Handing the chunks to Python threads that
-sleep between launches cost each launch a wake-up: 50-70 us on two Zen 4 cores, 8-15% of
-a 0.6 ms W4A16 GEMV and most of a small kernel. So the helpers wait as OpenMP runtimes do:
+sleep between launches cost each launch a wake-up, about 30 us on two Zen 4 cores: half of
+a 128-row W4A16 GEMV (docs/runtime.md). So the helpers wait as OpenMP runtimes do:
 each runs a native loop (compiled once per process from the IR below, called through ctypes
 so it holds no GIL) that spins on the launch counter for a while after its last chunk, then
 returns to Python and sleeps on a condition until the next launch wakes it. While it spins,
