@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import operator
-import os
 import struct
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -21,7 +20,7 @@ from typing import Any
 import llvmlite.binding as llvm
 from tegula.ir.dtypes import DType
 
-from .cpu_team import team
+from .cpu_team import num_threads, team
 from .errors import CpuCompileError, LaunchError
 
 KernelFunctionType = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
@@ -152,32 +151,6 @@ def load_functions(obj: bytes, names: Sequence[str]) -> list[CpuFunction]:
             raise LaunchError(f"object code has no function named {name!r}")
         functions.append(CpuFunction(engine, name, address))
     return functions
-
-
-def num_threads() -> int:
-    """Worker threads for CPU kernels: ``$TEGULA_NUM_THREADS`` or the CPU count."""
-    text = os.environ.get("TEGULA_NUM_THREADS", "").strip()
-    if text:
-        try:
-            count = int(text)
-        except ValueError:
-            raise ValueError(f"TEGULA_NUM_THREADS={text!r} is not an integer") from None
-        if count < 1:
-            raise ValueError(f"TEGULA_NUM_THREADS={count} must be at least 1")
-        return count
-    return os.cpu_count() or 1
-
-
-def split_range(total: int, parts: int) -> list[tuple[int, int]]:
-    """Split ``[0, total)`` into at most ``parts`` contiguous, near-equal, non-empty chunks."""
-    parts = max(1, min(parts, total))
-    base, extra = divmod(total, parts)
-    chunks, begin = [], 0
-    for i in range(parts):
-        end = begin + base + (1 if i < extra else 0)
-        chunks.append((begin, end))
-        begin = end
-    return chunks
 
 
 def launch_cpu(

@@ -63,12 +63,7 @@ out:
 ; Claim and run chunks of launch %launch until none is left.
 define void @tegula_team_work(ptr %state, i64 %launch) {
 entry:
-  %next.at = getelementptr i64, ptr %state, i64 1
-  %done.at = getelementptr i64, ptr %state, i64 2
-  %kernel.at = getelementptr i64, ptr %state, i64 3
-  %argv.at = getelementptr i64, ptr %state, i64 4
-  %blocks.at = getelementptr i64, ptr %state, i64 5
-  %chunks.at = getelementptr i64, ptr %state, i64 6
+  {fields}
   %epoch = shl i64 %launch, 32
   br label %claim
 claim:
@@ -127,12 +122,7 @@ out:
 define void @tegula_team_launch(ptr %state, i64 %kernel, i64 %argv, i64 %blocks,
                                 i64 %chunks) {
 entry:
-  %next.at = getelementptr i64, ptr %state, i64 1
-  %done.at = getelementptr i64, ptr %state, i64 2
-  %kernel.at = getelementptr i64, ptr %state, i64 3
-  %argv.at = getelementptr i64, ptr %state, i64 4
-  %blocks.at = getelementptr i64, ptr %state, i64 5
-  %chunks.at = getelementptr i64, ptr %state, i64 6
+  {fields}
   %previous = load atomic i64, ptr %state monotonic, align 8
   %launch = add i64 %previous, 1
   %epoch = and i64 %launch, 4294967295
@@ -167,6 +157,16 @@ out:
 {declare}
 """
 
+# Pointers to the state's words, named as in _TEAM_IR's first comment.
+_FIELDS = """
+  %next.at = getelementptr i64, ptr %state, i64 1
+  %done.at = getelementptr i64, ptr %state, i64 2
+  %kernel.at = getelementptr i64, ptr %state, i64 3
+  %argv.at = getelementptr i64, ptr %state, i64 4
+  %blocks.at = getelementptr i64, ptr %state, i64 5
+  %chunks.at = getelementptr i64, ptr %state, i64 6
+"""
+
 # The instruction a spinning thread runs between polls, so it yields the core's shared
 # resources to a sibling hyperthread (and, on x86, leaves the loop without a memory-order
 # flush when the word changes).
@@ -190,7 +190,8 @@ class _NativeTeam:
         from .cpu_jit import compile_llvm_ir, load_object
 
         relax, declare = _RELAX.get(platform.machine(), ("", ""))
-        text = _TEAM_IR.replace("{relax}", relax).replace("{declare}", declare)
+        text = (_TEAM_IR.replace("{fields}", _FIELDS.strip()).replace("{relax}", relax)
+                .replace("{declare}", declare))
         obj = compile_llvm_ir(text, opt_level=2)
         self._functions = [load_object(obj, name) for name in (
             "tegula_team_wait", "tegula_team_serve", "tegula_team_launch", "tegula_team_join")]
@@ -214,18 +215,29 @@ def _native() -> _NativeTeam:
     return _NativeTeam()
 
 
-def spin_us() -> int:
-    """How long helpers spin after a launch: ``$TEGULA_SPIN_US`` or the default."""
-    text = os.environ.get("TEGULA_SPIN_US", "").strip()
+def _setting(name: str, default: int, minimum: int) -> int:
+    """The integer environment variable ``name`` (at least ``minimum``), else ``default``."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_SPIN_US
+        return default
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"TEGULA_SPIN_US={text!r} is not an integer") from None
-    if value < 0:
-        raise ValueError(f"TEGULA_SPIN_US={value} must not be negative")
+        raise ValueError(f"{name}={text!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def num_threads() -> int:
+    """Threads of a CPU launch, the caller's included: ``$TEGULA_NUM_THREADS`` or the CPU
+    count."""
+    return _setting("TEGULA_NUM_THREADS", os.cpu_count() or 1, 1)
+
+
+def spin_us() -> int:
+    """How long helpers spin after a launch: ``$TEGULA_SPIN_US`` or the default."""
+    return _setting("TEGULA_SPIN_US", DEFAULT_SPIN_US, 0)
 
 
 class CpuTeam:
