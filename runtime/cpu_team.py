@@ -187,14 +187,14 @@ class _NativeTeam:
     """The team's native functions, linked into this process once."""
 
     def __init__(self) -> None:
-        from .cpu_jit import compile_llvm_ir, load_object
+        from .cpu_jit import compile_llvm_ir, load_functions
 
         relax, declare = _RELAX.get(platform.machine(), ("", ""))
         text = (_TEAM_IR.replace("{fields}", _FIELDS.strip()).replace("{relax}", relax)
                 .replace("{declare}", declare))
         obj = compile_llvm_ir(text, opt_level=2)
-        self._functions = [load_object(obj, name) for name in (
-            "tegula_team_wait", "tegula_team_serve", "tegula_team_launch", "tegula_team_join")]
+        self._functions = load_functions(obj, ("tegula_team_wait", "tegula_team_serve",
+                                               "tegula_team_launch", "tegula_team_join"))
         wait, serve, launch, join = (f.address for f in self._functions)
         self.wait = _WAIT(wait)
         self.serve = _WAIT(serve)
