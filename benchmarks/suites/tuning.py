@@ -6,7 +6,8 @@ per workload (a large square GEMM and an LLM decode shape) and stored as tuning-
 JSON lines under `benchmarks/results/tuning/`, so later runs replay searches against it
 without re-measuring. The searches are replayed with `tegula.compiler.tuning.evaluate` —
 the same loop `tegula tune` runs, with measurement replaced by a look-up — for several seeds;
-measuring a space takes about a second a config on an H200 host, and a run that stops early
+measuring a space took about half a second a config on an H100 host (blind sweeps then proposed
+two configs at a time; they now fill the build pool), and a run that stops early
 keeps what it measured (the next run measures only the rest);
 each row reports the median trials to 95% of the best (lower is better), the model under
 `tegula` and random search as the peer `random search`. Records carry the digest of the

@@ -44,6 +44,11 @@ class Workload:
     seed: int = 0
     warmup: int = 1
     repeats: int = 5
+    # Each timed sample runs the candidate back to back until it lasts this long (as
+    # AutoTVM's min_repeat_ms): one 30 us launch timed alone carries a few percent of
+    # launch and clock jitter, which let configs that build to the same loops differ by
+    # 5-9% in a space's ground truth.
+    min_sample_s: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class DeviceWorker:
         send(parent, {
             "op": "session", "kernel": w.kernel, "filename": w.filename, "shapes": w.shapes,
             "seed": w.seed, "warmup": w.warmup, "repeats": w.repeats,
+            "min_sample_s": w.min_sample_s,
             "spec_json": (ref or fallback).spec_json,
         }, (ref.binary or b"") if ref is not None else b"")
         self.checked = bool(self._await(_START_TIMEOUT_S)["checked"])

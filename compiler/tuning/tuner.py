@@ -114,6 +114,17 @@ def _check_constants(kdef: ast.KernelDef, constants: Mapping[str, Any]) -> dict[
     return pinned
 
 
+def _default_batch(model: str, workers: int, builds: int) -> int:
+    """Configs proposed at a time. The model learns from each batch, so its batches are
+    small: two per device worker, enough that one is built while another is timed. Blind
+    search learns nothing between batches, so its batches fill the build pool: with one GPU
+    and batches of two, a sweep waited on a compile for every other config (about half a
+    second a config on an H100 host, 16 build processes mostly idle)."""
+    if model == "random":
+        return max(2 * workers, builds)
+    return max(2, 2 * workers)
+
+
 def tune(
     source_or_path: str | Path,
     kernel: str,
@@ -162,7 +173,7 @@ def tune(
                   executor=executor, reference_config=reference) as measurer:
         run = _Run(src, shapes, dtypes, str(tgt), space, database, measurer, rng, model,
                    seed, epsilon, transfer)
-        batch = batch_size or max(2, 2 * len(measurer.workers))
+        batch = batch_size or _default_batch(model, len(measurer.workers), measurer.parallel)
         with _progress(progress, trials, f"tuning {kernel}") as bar:
             while run.trials < trials:
                 configs = run.loop.next_batch(min(batch, trials - run.trials))

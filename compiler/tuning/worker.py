@@ -7,7 +7,8 @@ one, else random numbers drawn from the kernel's header with the session's seed)
 reference outputs (the companion's NumPy ``reference``, else the outputs of a reference
 build run once). Each candidate then gets copies of the inputs with its outputs poisoned,
 is run once and checked (on the device it ran on), and is timed: warm-up calls, then the
-median of the repeats (CUDA events on the GPU, ``perf_counter`` on the CPU).
+median of the repeats, each sample as many calls back to back as last ``min_sample_s``
+(CUDA events on the GPU, ``perf_counter`` on the CPU).
 
 A CUDA error from a call (an illegal address, a launch failure) leaves the context
 unusable, so the worker reports ``crash`` and exits; the tuner starts a fresh one. A
@@ -17,6 +18,7 @@ segfault or a hang is the tuner's to notice: the process dies or misses its dead
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -28,6 +30,9 @@ from typing import Any
 import numpy as np
 
 Message = dict[str, Any]
+
+# A bound on the calls in one timed sample (a kernel that takes nanoseconds).
+_MAX_CALLS_PER_SAMPLE = 1000
 
 
 def send(conn: Connection, message: Message, blob: bytes = b"") -> None:
@@ -96,6 +101,7 @@ class _Session:
         self.target = target
         self.warmup = int(message.get("warmup", 1))
         self.repeats = int(message.get("repeats", 5))
+        self.min_sample_s = float(message.get("min_sample_s", 0.0))
         spec = KernelSpec.from_json(message["spec_json"])
         shapes = {k: int(v) for k, v in message["shapes"].items()}
         rng = np.random.default_rng(int(message["seed"]))
@@ -208,26 +214,38 @@ class _Session:
             cupy.cuda.get_current_stream().synchronize()
 
     def _time(self, call: Callable[[], None]) -> float:
+        """Seconds per call: the median over ``repeats`` samples, each of as many calls back
+        to back as make it last ``min_sample_s`` (one call where a call takes longer)."""
         for _ in range(self.warmup):
             call()
+        calls = self._calls_per_sample(call)
+        return max(statistics.median(self._sample(call, calls) for _ in range(self.repeats)),
+                   1e-9)
+
+    def _calls_per_sample(self, call: Callable[[], None]) -> int:
+        if self.min_sample_s <= 0:
+            return 1
+        once = self._sample(call, 1)
+        return max(1, min(_MAX_CALLS_PER_SAMPLE, math.ceil(self.min_sample_s / max(once, 1e-9))))
+
+    def _sample(self, call: Callable[[], None], calls: int) -> float:
+        """Seconds per call over ``calls`` calls back to back (CUDA events on the GPU,
+        ``perf_counter`` on the CPU)."""
         self._synchronize()
-        samples = []
         if self.target.is_cuda:
             import cupy
 
             start, end = cupy.cuda.Event(), cupy.cuda.Event()
-            for _ in range(self.repeats):
-                start.record()
+            start.record()
+            for _ in range(calls):
                 call()
-                end.record()
-                end.synchronize()
-                samples.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
-        else:
-            for _ in range(self.repeats):
-                t0 = time.perf_counter()
-                call()
-                samples.append(time.perf_counter() - t0)
-        return max(statistics.median(samples), 1e-9)
+            end.record()
+            end.synchronize()
+            return cupy.cuda.get_elapsed_time(start, end) / 1e3 / calls
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter() - t0) / calls
 
 
 def _companion_entry(filename: str, kernel: str) -> dict[str, Any] | None:

@@ -1,0 +1,64 @@
+"""How the device worker times a candidate, and how many configs the tuner proposes at once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tegula.compiler.targets import resolve_target
+from tegula.compiler.tuning.tuner import _default_batch
+from tegula.compiler.tuning.worker import _MAX_CALLS_PER_SAMPLE, _Session
+
+
+def _timer(min_sample_s: float, repeats: int = 3) -> _Session:
+    """A worker session with only what timing reads (no kernel, no inputs)."""
+    session = _Session.__new__(_Session)
+    session.target = resolve_target("cpu")
+    session.warmup = 1
+    session.repeats = repeats
+    session.min_sample_s = min_sample_s
+    return session
+
+
+def test_short_calls_are_timed_in_samples_of_the_minimum_length() -> None:
+    calls = 0
+
+    def call() -> None:
+        nonlocal calls
+        calls += 1
+        time.sleep(2e-4)
+
+    per_call = _timer(5e-3)._time(call)
+    # One warm-up, one call to size the samples, then three samples of about 25 calls.
+    assert 3 * 10 <= calls - 2 <= 3 * 26
+    assert 2e-4 <= per_call < 2e-3  # per call, not per sample
+
+
+def test_without_a_minimum_each_sample_is_one_call() -> None:
+    calls = 0
+
+    def call() -> None:
+        nonlocal calls
+        calls += 1
+
+    _timer(0.0, repeats=5)._time(call)
+    assert calls == 1 + 5
+
+
+def test_a_sample_has_a_bounded_number_of_calls() -> None:
+    calls = 0
+
+    def call() -> None:
+        nonlocal calls
+        calls += 1
+
+    _timer(10.0, repeats=1)._time(call)  # a call of nanoseconds would ask for millions
+    assert calls <= 2 + _MAX_CALLS_PER_SAMPLE
+
+
+@pytest.mark.parametrize(("model", "workers", "builds", "expected"),
+                         [("gbdt", 1, 16, 2), ("gbdt", 4, 16, 8), ("random", 1, 16, 16),
+                          ("random", 8, 4, 16)])
+def test_blind_search_batches_fill_the_build_pool(model: str, workers: int, builds: int,
+                                                  expected: int) -> None:
+    assert _default_batch(model, workers, builds) == expected
