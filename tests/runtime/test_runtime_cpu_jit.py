@@ -284,7 +284,9 @@ def test_helpers_that_sleep_at_once_still_join(monkeypatch: pytest.MonkeyPatch,
         slots = (ctypes.c_int64 * 5)(out.ctypes.data, 1000, 48, 1, 1)
         assert team.run(fn.address, slots, 48, 3)  # type: ignore[attr-defined]
         assert 0 not in set(out.tolist())
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5.0  # both helpers go back to sleep after each launch
+    while team._sleepers < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert team._sleepers == 2
 
 

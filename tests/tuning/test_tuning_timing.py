@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from tegula.compiler.targets import resolve_target
+from tegula.compiler.tuning import worker
 from tegula.compiler.tuning.tuner import _default_batch
 from tegula.compiler.tuning.worker import _MAX_CALLS_PER_SAMPLE, _Session
 
@@ -20,18 +19,21 @@ def _timer(min_sample_s: float, repeats: int = 3) -> _Session:
     return session
 
 
-def test_short_calls_are_timed_in_samples_of_the_minimum_length() -> None:
+def test_short_calls_are_timed_in_samples_of_the_minimum_length(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that takes 0.2 ms on a fake clock: samples of 5 ms hold 25 calls each."""
+    now = 0.0
     calls = 0
 
     def call() -> None:
-        nonlocal calls
+        nonlocal now, calls
         calls += 1
-        time.sleep(2e-4)
+        now += 2e-4
 
+    monkeypatch.setattr(worker.time, "perf_counter", lambda: now)
     per_call = _timer(5e-3)._time(call)
-    # One warm-up, one call to size the samples, then three samples of about 25 calls.
-    assert 3 * 10 <= calls - 2 <= 3 * 26
-    assert 2e-4 <= per_call < 2e-3  # per call, not per sample
+    assert calls == 1 + 1 + 3 * 25  # a warm-up, one call to size the samples, 3 samples
+    assert per_call == pytest.approx(2e-4)  # per call, not per sample
 
 
 def test_without_a_minimum_each_sample_is_one_call() -> None:
