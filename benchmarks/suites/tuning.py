@@ -74,24 +74,28 @@ def _gemm_kernel() -> Any:
 def _holding_records(path: Path, src: Any, shapes: dict[str, int], *, measure: bool
                      ) -> Callable[[], list]:
     """A reader of the records at ``path`` of the kernel ``src`` at ``shapes`` that hold for this
-    compiler: its own, and an older compiler's where this one builds their configs to the
-    same code (checked once, here, on the CPU). One device's records only: the GPU here when
-    measuring, else the device that measured most of them (times from two GPUs do not mix)."""
+    compiler and were timed the way the workers time now: its own, and an older compiler's
+    where this one builds their configs to the same code (checked once, here, on the CPU).
+    One device's records only: the GPU here when measuring, else the device that measured
+    most of them (times from two GPUs do not mix)."""
     from tegula.compiler.fingerprint import compiler_source_digest
     from tegula.compiler.targets import resolve_target
     from tegula.compiler.tuning.database import TuningDatabase
     from tegula.compiler.tuning.executors import make_executor
+    from tegula.compiler.tuning.measure import timing_protocol
     from tegula.compiler.tuning.revalidate import current_records
     from tegula.compiler.tuning.worker import device_name
 
     compiler = compiler_source_digest()
+    timing = timing_protocol()
     here = device_name(resolve_target("cuda")) if measure else None
 
     def stored() -> list:
         if not path.exists():
             return []
         return [r for r in TuningDatabase(path).records()
-                if r.kernel_hash == src.kernel_hash and r.shapes == shapes]
+                if r.kernel_hash == src.kernel_hash and r.shapes == shapes
+                and (not r.ok or r.timing == timing)]
 
     older = [r for r in stored() if r.compiler != compiler]
     with make_executor("process", os.cpu_count() or 1) as pool:

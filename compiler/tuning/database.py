@@ -66,6 +66,9 @@ class TuningRecord:
     version: str = VERSION
     compiler: str = ""  # compiler_source_digest() of the compiler that built the config
     build: str = ""  # what the config built to (build.identity_digest); "" if unknown
+    # How time_s was taken (measure.timing_protocol); "" for records older than the field,
+    # whose samples were single launches. Times taken two ways are not compared.
+    timing: str = ""
     timestamp: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -118,6 +121,7 @@ class TuningRecord:
                 version=_typed(data["version"], str),
                 compiler=_typed(data.get("compiler", ""), str),
                 build=_typed(data.get("build", ""), str),
+                timing=_typed(data.get("timing", ""), str),
                 timestamp=float(data["timestamp"]),
             )
         except (KeyError, TypeError, ValueError) as exc:

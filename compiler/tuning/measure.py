@@ -50,6 +50,17 @@ class Workload:
     # 5-9% in a space's ground truth.
     min_sample_s: float = 1e-3
 
+    @property
+    def timing(self) -> str:
+        return timing_protocol(self.min_sample_s)
+
+
+def timing_protocol(min_sample_s: float = Workload.min_sample_s) -> str:
+    """How the workers time a candidate, as tuning records store it: a stored time holds only
+    beside times taken the same way (a median of single launches runs a few percent apart
+    from one of 1 ms samples, which is the size of the differences a search ranks)."""
+    return f"median of samples of >= {min_sample_s:g} s"
+
 
 @dataclass(frozen=True)
 class Measurement:

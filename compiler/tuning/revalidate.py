@@ -5,7 +5,9 @@ compiler (same :func:`~tegula.compiler.fingerprint.compiler_source_digest`) hold
 by another compiler holds when the config still builds to the same thing, that is when the
 identity it carries (:func:`build.identity_digest` of the generated code, launch spec and
 target, or of why it could not be built) is the one this compiler gives it. Recomputing an
-identity lowers and generates code but builds no binary, so it needs no GPU.
+identity lowers and generates code but builds no binary, so it needs no GPU. Either way a
+time holds only where it was taken the way the workers take times now
+(:func:`~.measure.timing_protocol`); a failure holds whatever the timing.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from tegula.compiler.fingerprint import compiler_source_digest
 
 from .build import BuildJob, build_identity
 from .database import TuningRecord
+from .measure import timing_protocol
 
 
 def current_records(records: Sequence[TuningRecord], source_text: str, filename: str,
-                    pool: cf.Executor) -> list[TuningRecord]:
-    """The records that hold for this compiler (``pool`` recomputes identities)."""
+                    pool: cf.Executor, timing: str | None = None) -> list[TuningRecord]:
+    """The records that hold for this compiler and for the timing protocol ``timing`` (the
+    workers' default if None); ``pool`` recomputes identities."""
+    timing = timing_protocol() if timing is None else timing
+    records = [r for r in records if not r.ok or r.timing == timing]
     compiler = compiler_source_digest()
     held = [r for r in records if r.compiler == compiler]
     others = [r for r in records if r.compiler != compiler and r.build]

@@ -206,7 +206,8 @@ class _Run:
         # Configs measured for this workload are not measured again where the measurement
         # holds: made by this compiler, or by one that built the config to the same code
         # (revalidate); the rest are stale and measured afresh.
-        prior = current_records(mine, src.text, src.filename, measurer.pool)
+        prior = current_records(mine, src.text, src.filename, measurer.pool,
+                                measurer.workload.timing)
         # This workload's records, of any compiler, are never "another workload" to learn from.
         workload_of = mine[0].workload if mine else None
         rows = TransferRows.empty()
@@ -256,6 +257,7 @@ class _Run:
                 status=m.status, time_s=m.time_s if m.status == "ok" else None,
                 features=m.features, message=m.message[:2000],
                 compiler=compiler_source_digest(), build=m.build,
+                timing=self.measurer.workload.timing,
             )
             for m in measurements
         ]

@@ -1,5 +1,6 @@
-"""The tuning suite's ground truth: only configs measured by this compiler count, and a space
-not yet complete is reported as such (never replayed), without a GPU."""
+"""The tuning suite's ground truth: only configs measured by this compiler, the way the workers
+time now, count, and a space not yet complete is reported as such (never replayed), without a
+GPU."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from tegula.compiler.fingerprint import compiler_source_digest
 from tegula.compiler.tuning.database import TuningDatabase, TuningRecord
+from tegula.compiler.tuning.measure import timing_protocol
 from tegula.compiler.tuning.tuner import load_kernel
 
 from benchmarks.suites import tuning
@@ -15,14 +17,15 @@ from benchmarks.suites import tuning
 SHAPES = {"M": 16, "N": 1024, "K": 1024}
 
 
-def _records(compiler: str, count: int) -> list[TuningRecord]:
+def _records(compiler: str, count: int, timing: str | None = None) -> list[TuningRecord]:
     src = load_kernel(tuning.EXAMPLES / "gemm.tg", tuning.KERNEL)
     return [
         TuningRecord(kernel=tuning.KERNEL, kernel_hash=src.kernel_hash, shapes=SHAPES,
                      dtypes=src.dtypes, target="cuda:sm_90a", device="NVIDIA H200 (sm_90)",
                      config={"BM": 16, "BN": 64, "BK": 32, "WARPS": 4, "STAGES": 3,
                              "GROUP_M": 1 + i},
-                     status="ok", time_s=1e-5 * (1 + i), compiler=compiler)
+                     status="ok", time_s=1e-5 * (1 + i), compiler=compiler,
+                     timing=timing_protocol() if timing is None else timing)
         for i in range(count)
     ]
 
@@ -32,7 +35,8 @@ def test_records_of_another_compiler_are_not_ground_truth(tmp_path: Path,
     monkeypatch.setattr(tuning, "TRUTH", tmp_path)
     path = tmp_path / f"{tuning._slug('decode')}.jsonl"
     TuningDatabase(path).append(_records("0123456789abcdef", 5) +
-                                _records(compiler_source_digest(), 2))
+                                _records(compiler_source_digest(), 2) +
+                                _records(compiler_source_digest(), 3, timing=""))
     found, size = tuning.ground_truth("decode", SHAPES, measure=False)
     assert len(found) == 2 and all(r.compiler == compiler_source_digest() for r in found)
     assert size > len(found)
