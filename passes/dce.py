@@ -2,7 +2,8 @@
 
 Layout inference rebuilds a value in the layout a consumer wants (a load, a broadcast, a
 cast) rather than converting it; the original is then often unused. Operations with effects
-(stores, atomics, loops and branches that contain them) always stay.
+(stores, atomics, loops and branches that contain them) always stay, but a loop's carried
+values and a branch's results that nothing reads go, with what computes them.
 """
 
 from __future__ import annotations
@@ -30,12 +31,55 @@ def _sweep(block: Block, live: set[str]) -> Block:
         if not _has_effects(op) and not any(r.name in live for r in op.results):
             continue
         if isinstance(op, ForOp):
+            op = _drop_dead_carried(op, live)
             op = replace(op, body=_sweep(op.body, live))
         elif isinstance(op, IfOp):
+            op = _drop_unused_results(op, live)
             op = replace(op, then=_sweep(op.then, live), otherwise=_sweep(op.otherwise, live))
         live.update(v.name for v in op.operands())
         kept.append(op)
     return Block(block.args, tuple(reversed(kept)))
+
+
+def _with_yield(block: Block, keep: list[int]) -> Block:
+    """``block`` with its terminator yielding only the values at ``keep``."""
+    term = block.terminator
+    if term is None:
+        return block
+    values = tuple(term.values[i] for i in keep)
+    return Block(block.args, (*block.ops[:-1], replace(term, values=values)))
+
+
+def _drop_dead_carried(op: ForOp, live: set[str]) -> ForOp:
+    """``op`` without the loop-carried values nothing reads: the result unused after the
+    loop, and the body reading the value only to compute its own next value (a carried tile
+    that a compile-time branch left untouched, say)."""
+    slots = range(len(op.inits))
+    dead = {i for i in slots if op.results[i].name not in live}
+    while dead:
+        keep = [i for i in slots if i not in dead]
+        read: set[str] = set()
+        _sweep(_with_yield(op.body, keep), read)
+        revived = {i for i in dead if op.body.args[1 + i].name in read}
+        if not revived:
+            break
+        dead -= revived
+    if not dead:
+        return op
+    keep = [i for i in slots if i not in dead]
+    body = _with_yield(op.body, keep)
+    args = (body.args[0], *(body.args[1 + i] for i in keep))
+    return replace(op, inits=tuple(op.inits[i] for i in keep), body=Block(args, body.ops),
+                   results=tuple(op.results[i] for i in keep))
+
+
+def _drop_unused_results(op: IfOp, live: set[str]) -> IfOp:
+    """``op`` without the results nothing reads after it."""
+    keep = [i for i, r in enumerate(op.results) if r.name in live]
+    if len(keep) == len(op.results):
+        return op
+    return replace(op, then=_with_yield(op.then, keep), otherwise=_with_yield(op.otherwise, keep),
+                   results=tuple(op.results[i] for i in keep))
 
 
 @register_pass("eliminate-dead-code", "drop operations whose results are unused")

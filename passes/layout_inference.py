@@ -654,20 +654,24 @@ class _Inference:
 
     def if_op(self, op: IfOp, out: list[Op]) -> None:
         cond = self.get(op.cond)
-        then = self.block(op.then)
-        other = self.block(op.otherwise)
-        t_yields = then.terminator.values if then.terminator else ()
-        layouts = [self.layout_of(y) for y in t_yields]
-        if other.terminator:
-            ops = list(other.ops[:-1])
-            ys = [
-                self.coerce(y, layouts[i], ops, op.loc)
-                for i, y in enumerate(other.terminator.values)
-            ]
-            ops.append(replace(other.terminator, values=tuple(ys)))
-            other = Block(other.args, tuple(ops))
+        branches = [self.block(op.then), self.block(op.otherwise)]
+        yields = [b.terminator.values for b in branches if b.terminator]
+        # Each result takes the layout of the branch value that is costlier to move (a fill
+        # in one branch takes the layout of what the other computes); the other converts.
+        layouts = [
+            self.layout_of(max(candidates, key=self.weight))
+            for candidates in zip(*yields, strict=True)
+        ]
+        for b, branch in enumerate(branches):
+            if branch.terminator:
+                ops = list(branch.ops[:-1])
+                ys = [self.coerce(y, layouts[i], ops, op.loc)
+                      for i, y in enumerate(branch.terminator.values)]
+                ops.append(replace(branch.terminator, values=tuple(ys)))
+                branches[b] = Block(branch.args, tuple(ops))
         results = tuple(self.typed(r, layouts[i]) for i, r in enumerate(op.results))
-        self.emit(replace(op, cond=cond, then=then, otherwise=other, results=results), out)
+        self.emit(replace(op, cond=cond, then=branches[0], otherwise=branches[1],
+                          results=results), out)
 
 
 def _row_segment_bytes(lay: BlockedLayout, dtype: DType) -> int:

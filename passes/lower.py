@@ -189,6 +189,13 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
     # ------------------------------------------------------------------ ops
 
     def op(self, op: Op) -> None:
+        outer, self.current_op = self.current_op, op
+        try:
+            self.lower_op(op)
+        finally:
+            self.current_op = outer
+
+    def lower_op(self, op: Op) -> None:
         if isinstance(op, FullOp):
             r = op.result
             if r.tile.is_scalar:

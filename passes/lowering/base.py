@@ -81,6 +81,7 @@ class LoweringBase:
         self.pipeline_parity: L.Expr | None = None
         self.thread_offsets: dict[tuple, dict[int, L.Expr]] = {}
         self.uses = _use_counts(kernel.body)
+        self.current_op: Op | None = None  # the op being lowered (lower.py's dispatch sets it)
         self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE
         self.tid = L.Var("tid", i64)
 
@@ -311,6 +312,40 @@ class LoweringBase:
         assert isinstance(lv, RegTile), f"{v} is not a register tile"
         return lv
 
+    def probe_position(self, lay: BlockedLayout) -> Pos:
+        """A symbolic value position of ``lay``: one fresh variable per part."""
+        return {
+            d: (L.Var(f"probe_rep{d}", i64), L.Var(f"probe_s{d}", i64))
+            for d in lay.order
+            if d in lay.live_dims
+        }
+
+    def probe_loads(self, tile: RegTile, pos: Pos, buffer: L.Buffer) -> list[L.Expr] | None:
+        """The indices at which ``tile``'s value at ``pos`` reads ``buffer``; None when
+        building that value would emit statements (it is then not a plain expression)."""
+        self.nest()
+        expr = tile.at(pos)
+        emitted = self.unnest()
+        if not isinstance(emitted, L.Seq) or emitted.body:
+            return None
+        return [e.index for e in L.walk_exprs(expr) if isinstance(e, L.Load) and e.buffer == buffer]
+
+    def read_after(self, name: str, op: Op) -> bool:
+        """Whether the value ``name`` is read after ``op``: by an op that follows ``op`` in
+        its block, or by one in another block than ``op``'s own and those nested in it
+        (conservatively, also one that runs before ``op`` there)."""
+        nested = {id(x) for blk in op.blocks() for x in walk_ops(blk)}
+        blocks = [self.kernel.body, *(b for o in walk_ops(self.kernel.body) for b in o.blocks())]
+        for blk in blocks:
+            position = next((i for i, o in enumerate(blk.ops) if o is op), None)
+            later = blk.ops if position is None else blk.ops[position + 1:]
+            for o in later:
+                if o is op or id(o) in nested:
+                    continue
+                if any(v.name == name for v in o.operands()):
+                    return True
+        return False
+
     def materialize(self, name: str, t: RegTile) -> RegTile:
         if t.in_buffer:
             return t
@@ -323,8 +358,40 @@ class LoweringBase:
     def define(self, v: Value, t: RegTile, lazy_ok: bool = True) -> None:
         """Bind a tile result; keep it as an expression if it is used at most once."""
         if t.element is not None and (not lazy_ok or self.uses.get(v.name, 0) > 1):
-            t = self.materialize(v.name, t)
+            reused = self.dead_operand_buffer(t)
+            if reused is None:
+                t = self.materialize(v.name, t)
+            else:
+                self.for_positions(t.layout, lambda pos: self.emit(
+                    L.Store(reused, value_index(t.layout, pos), t.at(pos))))
+                t = RegTile(t.dtype, t.layout, buffer=reused)
         self.vals[v.name] = t
+
+    def dead_operand_buffer(self, t: RegTile) -> L.Buffer | None:
+        """On the CPU, the buffer of an operand of the op being lowered that ``t`` may
+        overwrite: of ``t``'s layout and type, read by ``t`` only at the position it writes,
+        and holding no value read after the op (``part = part + a * q`` in a loop updates the
+        carried ``part`` where it is, instead of a copy and a copy back). On CUDA a copy
+        between register arrays is renaming, so there is nothing to save."""
+        op = self.current_op
+        if self.gpu or op is None:
+            return None
+        probe = None
+        for operand in op.operands():
+            held = self.vals.get(operand.name)
+            if not (isinstance(held, RegTile) and held.buffer is not None
+                    and held.element is None and held.layout == t.layout
+                    and held.dtype == t.dtype):
+                continue
+            sharing = [name for name, x in self.vals.items()
+                       if isinstance(x, RegTile) and x.buffer is held.buffer]
+            if any(self.read_after(name, op) for name in sharing):
+                continue
+            probe = probe or self.probe_position(t.layout)
+            reads = self.probe_loads(t, probe, held.buffer)
+            if reads is not None and all(i == value_index(t.layout, probe) for i in reads):
+                return held.buffer
+        return None
 
 
 def _use_counts(block: Block) -> dict[str, int]:

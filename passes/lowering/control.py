@@ -27,6 +27,7 @@ from tegula.ir.tile import (
     Op,
     Value,
     YieldOp,
+    walk_ops,
 )
 
 from .base import LoweringBase, SharedAlloc
@@ -54,13 +55,18 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
     # ------------------------------------------------------------------ control flow
 
     def carried_storage(self, name: str, v: Value) -> Lowered:
-        lv = self.vals[v.name]
-        if isinstance(lv, Scalar):
-            buf = self.local(f"{name}_carry", lv.expr.dtype, 1)
+        """Registers that hold ``v``'s values across a loop's iterations or out of a branch;
+        shaped like the lowered ``v``, or where ``v`` is not lowered yet (a branch's result),
+        like its inferred type."""
+        lowered = self.vals.get(v.name)
+        if isinstance(lowered, Scalar) or (lowered is None and v.type.shape == ()):
+            dtype = lowered.expr.dtype if isinstance(lowered, Scalar) else v.type.dtype
+            buf = self.local(f"{name}_carry", dtype, 1)
             return Scalar(L.Load(buf, c64(0)))  # the read; writes go through store_carried
-        t = self.tile(v)
-        buf = self.local(f"{name}_carry", t.dtype, t.layout.num_values)
-        return RegTile(t.dtype, t.layout, buffer=buf)
+        dtype, layout = ((v.type.dtype, v.type.layout) if lowered is None
+                         else (self.tile(v).dtype, self.tile(v).layout))
+        buf = self.local(f"{name}_carry", dtype, layout.num_values)
+        return RegTile(dtype, layout, buffer=buf)
 
     def store_carried(self, dst: Lowered, src_value: Value) -> None:
         src = self.vals[src_value.name]
@@ -543,32 +549,9 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
                     return False
         return True
 
-    def probe_position(self, lay: BlockedLayout) -> Pos:
-        """A symbolic value position of ``lay``: one fresh variable per part."""
-        return {
-            d: (L.Var(f"probe_rep{d}", i64), L.Var(f"probe_s{d}", i64))
-            for d in lay.order
-            if d in lay.live_dims
-        }
-
-    def probe_loads(self, tile: RegTile, pos: Pos, buffer: L.Buffer) -> list[L.Expr] | None:
-        """The indices at which ``tile``'s value at ``pos`` reads ``buffer``; None when
-        building that value would emit statements (it is then not a plain expression)."""
-        self.nest()
-        expr = tile.at(pos)
-        emitted = self.unnest()
-        if not isinstance(emitted, L.Seq) or emitted.body:
-            return None
-        return [e.index for e in L.walk_exprs(expr) if isinstance(e, L.Load) and e.buffer == buffer]
-
     def if_op(self, op: IfOp) -> None:
         cond = self.scalar(op.cond)
-        carried = [
-            self.carried_storage(r.name, y)
-            for r, y in zip(
-                op.results, op.then.terminator.values if op.then.terminator else (), strict=True
-            )
-        ]
+        carried = [self.branch_result_storage(op, i, r) for i, r in enumerate(op.results)]
         branches = []
         for blk in (op.then, op.otherwise):
             self.nest()
@@ -579,6 +562,27 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         self.emit(L.If(cond, branches[0], branches[1]))
         for r, c in zip(op.results, carried, strict=True):
             self.vals[r.name] = self.read_carried(r.name, c)
+
+
+    def branch_result_storage(self, op: IfOp, index: int, result: Value) -> Lowered:
+        """Where the ``index``-th result of ``op`` is kept. A value from before the branch
+        that one branch passes through unchanged (``acc`` in ``if c { acc = acc + t }``) lends
+        its registers when nothing reads it after the ``if``: that branch then copies
+        nothing, and the other updates it in place where it may (``yield_into``)."""
+        made_inside = {r for blk in op.blocks() for o in walk_ops(blk) for r in o.results}
+        for blk in op.blocks():
+            if blk.terminator is None:
+                continue
+            kept = blk.terminator.values[index]
+            if kept in made_inside:
+                continue
+            lowered = self.vals.get(kept.name)
+            if (isinstance(lowered, RegTile) and lowered.buffer is not None
+                    and lowered.element is None and lowered.dtype == result.type.dtype
+                    and lowered.layout == result.type.layout
+                    and not self.read_after(kept.name, op)):
+                return lowered
+        return self.carried_storage(result.name, result)
 
 
 @dataclass(frozen=True)

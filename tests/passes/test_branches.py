@@ -1,0 +1,106 @@
+"""Runtime branches inside loops: an ``if`` that updates tiles and a scalar carried by the
+loop (a partial sum flushed once per group, scaled by the group's scale, then reset), checked
+against NumPy on the CPU, built with NVRTC for CUDA, and run on a GPU under ``-m gpu``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tegula.compiler.driver import lower_kernel
+from tegula.compiler.frontend import build_tile_kernel
+from tegula.compiler.parser import parse
+from tegula.compiler.targets import resolve_target
+
+import tegula as tg
+
+SOURCE = """\
+kernel grouped_sum(x: f32[M, K], s: f32[M, KG], y: f32[M], groups: i32[NB])
+    params G = 16, BK = 4, BR = 8
+    grid (cdiv(M, BR))
+{
+    r = bid.x * BR
+    acc = zeros(f32, [BR, BK])
+    part = zeros(f32, [BR, BK])
+    flushes = 0
+    for k in range(0, K, BK) {
+        part = part + load(x[r : +BR, k : +BK])
+        if (k + BK) % G == 0 or k + BK >= K {
+            g = load(s[r : +BR, k // G])
+            acc = acc + part * g[:, None]
+            part = zeros(f32, [BR, BK])
+            flushes = flushes + 1
+        }
+    }
+    store(y[r : +BR], sum(acc, axis=1))
+    store(groups[bid.x], flushes)
+}
+"""
+G, BR = 16, 8
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "grouped_sum.tg"
+    path.write_text(SOURCE)
+    return path
+
+
+def _check(module: tg.Module, m: int, k: int, xp=np) -> None:
+    rng = np.random.default_rng()
+    kg, nb = -(-k // G), -(-m // BR)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    s = rng.standard_normal((m, kg)).astype(np.float32)
+    y = np.full(m, np.nan, np.float32)
+    groups = np.full(nb, -1, np.int32)
+    args = [xp.asarray(a) for a in (x, s, y, groups)]
+    module.grouped_sum(*args)
+    y, groups = (np.asarray(a.get() if hasattr(a, "get") else a) for a in args[2:])
+    padded = np.zeros((m, kg * G))
+    padded[:, :k] = x
+    expected = (padded.reshape(m, kg, G).sum(axis=2) * s).sum(axis=1)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(x).sum(axis=1).max())
+    assert (groups == kg).all()
+
+
+@pytest.mark.parametrize(("m", "k"), [(32, 64), (19, 52), (3, 4)])
+def test_a_branch_flushes_and_resets_carried_tiles_on_the_cpu(source: Path, m: int,
+                                                                k: int) -> None:
+    _check(tg.compile(source, target="cpu", cache=False), m, k)
+
+
+def _loop_buffers(text: str, name: str, target: str) -> list[str]:
+    tgt = resolve_target(target)
+    tile = build_tile_kernel(parse(text, "<string>"), name, {}, {}, tgt.constants())
+    loop, _ = lower_kernel(tile, tgt)
+    return [b.name for b in loop.buffers]
+
+
+def test_a_carried_tile_is_updated_where_it_is_on_the_cpu() -> None:
+    # `part = part + load(...)` writes the carried registers in place (no staging copy and
+    # copy back), and the branch that leaves it alone copies nothing either.
+    names = _loop_buffers(SOURCE, "grouped_sum", "cpu")
+    assert [n for n in names if n.startswith("part")] == ["part_1_carry"], names
+
+
+def test_a_carried_value_nothing_reads_is_dropped() -> None:
+    # A compile-time branch leaves `part` as it came: it is carried for nothing, so it goes.
+    text = SOURCE.replace("if (k + BK) % G == 0 or k + BK >= K {", "if BK == 0 {")
+    text = text.replace("part = part + load(x[r : +BR, k : +BK])",
+                        "acc = acc + load(x[r : +BR, k : +BK])")
+    for target in ("cpu", "cuda:sm_90a"):
+        names = _loop_buffers(text, "grouped_sum", target)
+        assert not [n for n in names if n.startswith("part")], names
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_a_branch_in_a_loop_builds_with_nvrtc(source: Path, arch: str) -> None:
+    module = tg.compile(source, target=f"cuda:{arch}", cache=False)
+    assert "if (" in module.results["grouped_sum"].source
+
+
+@pytest.mark.gpu
+def test_a_branch_flushes_and_resets_carried_tiles_on_the_gpu(source: Path) -> None:
+    cp = pytest.importorskip("cupy")
+    _check(tg.compile(source, target="cuda", cache=False), 19, 52, xp=cp)
