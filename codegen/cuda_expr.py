@@ -55,6 +55,8 @@ _C_OPERATOR = {BinaryOp.FLOORDIV: "/"}
 _FUSSY = frozenset({BinaryOp.BITAND, BinaryOp.BITOR, BinaryOp.BITXOR, BinaryOp.SHL, BinaryOp.SHR})
 _WRAPS = frozenset({BinaryOp.ADD, BinaryOp.SUB, BinaryOp.MUL, BinaryOp.SHL})
 _FLOAT_ARITHMETIC = frozenset({BinaryOp.ADD, BinaryOp.SUB, BinaryOp.MUL, BinaryOp.DIV})
+# f16/bf16 arithmetic with an instruction of its own (cuda_fp16.h, cuda_bf16.h on sm_80+)
+_NATIVE_HALF = {BinaryOp.ADD: "__hadd", BinaryOp.SUB: "__hsub", BinaryOp.MUL: "__hmul"}
 
 # Float math by result type: f32 name, f64 name.
 _MATH: dict[UnaryOp, tuple[str, str]] = {
@@ -280,6 +282,12 @@ class CudaExprPrinter:
 
     def low_precision_binary(self, op: BinaryOp, lhs: Expr, rhs: Expr) -> tuple[str, int]:
         dt = lhs.dtype
+        if op in _NATIVE_HALF:
+            # The half-precision instruction rounds the exact result once, as the f32
+            # operation and the conversion back do (f32 carries more than twice the bits, so
+            # the second rounding never differs); it is one instruction, and ptxas pairs two
+            # of them into one f16x2 instruction.
+            return f"{_NATIVE_HALF[op]}({self(lhs)}, {self(rhs)})", ATOM
         a, b = self.float_value(lhs), self.float_value(rhs)
         if op.is_comparison:
             return f"{a} {op.value} {b}", C_PRECEDENCE[op]

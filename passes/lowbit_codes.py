@@ -23,7 +23,7 @@ import math
 import numpy as np
 from tegula.ir import loop as L
 from tegula.ir import lowbit
-from tegula.ir.dtypes import DType, NanEncoding, f32, i8, i32, i64, u8, u32
+from tegula.ir.dtypes import DType, NanEncoding, f32, i8, i32, i64, u8, u16, u32
 
 BIN = L.BinaryOp
 
@@ -85,24 +85,34 @@ def decode_int(code: L.Expr, dt: DType) -> L.Expr:
     return L.Cast(i32, L.Cast(i8, byte))
 
 
-# A float whose exponent field makes its mantissa's units ones: ``2^23 + m`` has the bits
-# ``0x4B000000 | m`` for every ``m < 2^23``.
-_F32_UNITS_EXPONENT = 0x4B000000
-_F32_UNITS_BASE = float(1 << 23)
+# Per float type, the bits of ``2^m`` (m its mantissa bits), a float whose mantissa's units
+# are ones: ``2^m + c`` has the bits ``units | c`` for every ``c < 2^m``.
+_UNITS: dict[str, tuple[int, DType]] = {"f32": (0x4B000000, u32), "f16": (0x6400, u16),
+                                        "bf16": (0x4300, u16)}
 
 
-def int_to_f32_exactly(code: L.Expr, dt: DType) -> L.Expr:
-    """The value (``f32``) of an integer of at most 8 bits given as its bit pattern ``code``
-    (``u8``), with integer and float adds instead of an int→float conversion.
+def exact_int_conversion(dt: DType, result: DType) -> bool:
+    """Whether an integer of ``dt`` (at most 8 bits) converts to ``result`` through the
+    mantissa (``int_to_float_exactly``): the offset code must fit the mantissa."""
+    return result.name in _UNITS and dt.bits <= result.mantissa
+
+
+def int_to_float_exactly(code: L.Expr, dt: DType, result: DType) -> L.Expr:
+    """The value (of float type ``result``: ``f32``, ``f16`` or ``bf16``) of an integer of
+    at most 8 bits given as its bit pattern ``code`` (``u8``), with integer and float adds
+    instead of an int→float conversion.
 
     The code, offset to be non-negative (``c ^ h`` with ``h = 2^(b-1)`` for a signed width
-    ``b``: the value plus ``h``), goes into the mantissa of ``2^23``; subtracting ``2^23 + h``
+    ``b``: the value plus ``h``), goes into the mantissa of ``2^m``; subtracting ``2^m + h``
     leaves the value, exactly. GPUs convert integers to floats at a quarter of the rate (or
-    less) they or and add, which is what bounds a dequantizing GEMV's arithmetic."""
+    less) they or and add, which is what bounds a dequantizing GEMV's arithmetic; in ``f16``
+    two such subtractions run as one ``f16x2`` instruction."""
+    units, word_type = _UNITS[result.name]
     offset = 1 << (dt.bits - 1) if dt.is_signed else 0
     biased = code if offset == 0 else L.Binary(BIN.BITXOR, code, _u8(offset))
-    word = L.Binary(BIN.BITOR, L.Cast(u32, biased), L.Const(_F32_UNITS_EXPONENT, u32))
-    return L.Binary(BIN.SUB, L.Bitcast(f32, word), _f32(_F32_UNITS_BASE + offset))
+    word = L.Binary(BIN.BITOR, L.Cast(word_type, biased), L.Const(units, word_type))
+    base = float(1 << result.mantissa) + offset
+    return L.Binary(BIN.SUB, L.Bitcast(result, word), L.Const(base, result))
 
 
 def decode_float(code: L.Expr, dt: DType) -> L.Expr:
@@ -178,10 +188,13 @@ def _exponent_mantissa(code: L.Expr, dt: DType) -> L.Expr:
 
 
 def decode(code: L.Expr, dt: DType, result: DType) -> L.Expr:
-    """The value of a ``u8`` code of ``dt`` for a cast to ``result``: ``f32`` when
-    ``result`` is, else ``i32`` for integer types and ``f32`` for the rest."""
+    """The value of a ``u8`` code of ``dt`` for a cast to ``result``: of type ``result``
+    for an integer type whose codes ``result``'s mantissa holds, else ``i32`` for integer
+    types and ``f32`` for the rest."""
     if dt.is_int:
-        return int_to_f32_exactly(code, dt) if result is f32 else decode_int(code, dt)
+        if exact_int_conversion(dt, result):
+            return int_to_float_exactly(code, dt, result)
+        return decode_int(code, dt)
     return decode_float(code, dt)
 
 

@@ -56,7 +56,8 @@ from tegula.ir.tile import (
 from .lowbit_codes import (
     decode,
     decode_int,
-    int_to_f32_exactly,
+    exact_int_conversion,
+    int_to_float_exactly,
     is_code_type,
     is_packed,
     storage_dtype,
@@ -297,13 +298,14 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
             raise LoweringError(f"cast to {result}: kernels decode low-bit codes, never encode")
         if result is source:
             return lambda e: e
-        # Integer codes to f32 go through the mantissa of 2^23 on CUDA, whose int→float
-        # conversion runs at a quarter of the rate; a CPU converts a vector in one
-        # instruction, two fewer than the or and subtraction.
-        exact_trick = self.gpu and result is f32
+        # Integer codes to floats go through the mantissa (of 2^23 for f32, 2^10 for f16) on
+        # CUDA, whose int→float conversion runs at a quarter of the rate; a CPU converts a
+        # vector in one instruction, two fewer than the or and subtraction.
+        exact_trick = (self.gpu and source.is_int and source.bits <= 8
+                       and exact_int_conversion(source, result))
         if not is_code_type(source):
-            if source.is_int and source.bits <= 8 and exact_trick:  # i8/u8 → f32
-                return lambda e: int_to_f32_exactly(cast(e, u8), source)
+            if exact_trick:  # i8/u8 → f32, f16
+                return lambda e: int_to_float_exactly(cast(e, u8), source, result)
             return lambda e: cast(e, result)
         if source.is_int and not exact_trick:
             return lambda e: cast(decode_int(e, source), result)

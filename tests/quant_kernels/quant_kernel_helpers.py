@@ -45,9 +45,12 @@ def all_codes(rng: np.random.Generator, dt: DType, shape: tuple[int, int]) -> np
 
 
 def assert_bit_exact(got: np.ndarray, want: np.ndarray) -> None:
-    nan = np.isnan(want)
-    assert np.array_equal(np.isnan(got), nan)
-    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    """``got`` holds the bits of ``want`` (of the same float type), NaNs where it has them."""
+    assert got.dtype == want.dtype
+    nan = np.isnan(want.astype(np.float32))
+    assert np.array_equal(np.isnan(got.astype(np.float32)), nan)
+    bits = np.dtype(f"u{got.dtype.itemsize}")
+    assert np.array_equal(got[~nan].view(bits), want[~nan].view(bits))
 
 
 def on_gpu(array: np.ndarray, dt: DType):
