@@ -190,10 +190,12 @@ _TABLE: tuple[Builtin, ...] = (
     Builtin(
         "sum",
         "sum",
-        (Arg("x"), Arg("axis", False, True)),
-        "Sum along `axis` (negative counts from the end; all axes without it).",
+        (Arg("x"), Arg("axis", False, True), Arg("dtype", False, True)),
+        "Sum along `axis` (negative counts from the end; all axes without it); `dtype=T` "
+        "converts the elements to `T` and accumulates in `T` itself, as NumPy's "
+        "`sum(dtype=)`.",
         "numeric `T[s]` → `T[s without axis]` (f16/bf16 keep their dtype in Tile IR; "
-        "code generators accumulate in f32)",
+        "code generators accumulate in f32 unless `dtype` is given)",
     ),
     Builtin(
         "where",

@@ -1611,10 +1611,17 @@ class _KernelBuilder:
         return self.elementwise(node.func, [a, b], dtype, dtype, node, [args["a"], args["b"]], hint)
 
     def rule_sum(self, node: ast.Call, args: dict[str, ast.Expr], hint: str | None) -> Operand:
-        return self.reduce(node, {"a": args["x"], **args}, ir.ReduceKind.SUM, hint)
+        exact = None
+        if "dtype" in args:
+            exact = self.dtype_arg(args["dtype"])
+            if not (exact.is_float or exact.is_int) or is_code_type(exact):
+                raise self.fail(args["dtype"], f"sum accumulates in a float or integer type; "
+                                f"got {exact}")
+        return self.reduce(node, {"a": args["x"], **args}, ir.ReduceKind.SUM, hint, exact)
 
     def reduce(
-        self, node: ast.Call, args: dict[str, ast.Expr], kind: ir.ReduceKind, hint: str | None
+        self, node: ast.Call, args: dict[str, ast.Expr], kind: ir.ReduceKind, hint: str | None,
+        exact: DType | None = None,
     ) -> ir.Value:
         x = self.operand(args["a"])
         if isinstance(x, Const) or not x.tile.shape:
@@ -1636,6 +1643,8 @@ class _KernelBuilder:
         else:
             axes = list(range(rank - 1, -1, -1))
         v = x
+        if exact is not None and exact is not x.tile.dtype:
+            v = self.emit1(ir.CastOp, x.tile.with_dtype(exact), None, node, source=x)
         for k, axis in enumerate(axes):
             shape = v.tile.shape[:axis] + v.tile.shape[axis + 1 :]
             last = k == len(axes) - 1
@@ -1647,6 +1656,7 @@ class _KernelBuilder:
                 source=v,
                 axis=axis,
                 kind=kind,
+                exact_type=exact is not None,
             )
         return v
 

@@ -153,3 +153,16 @@ KERNELS.update({
     }
     for name in ("i4", "i2", "i3", "i5", "i6", "i7", "i8", "nf4", "f4e2m1")
 })
+# f16 products and slab sums: each of the 128 products and the partial sums of a slab rounds
+# to f16 (2^-11 relative to the slab's sum, which random inputs keep near the result's size).
+KERNELS.update({
+    f"quant_gemv_nk_f16[{name}]": {
+        "kernel": "quant_gemv_nk_f16",
+        "constants": {"WT": name},
+        "sizes": _SIZES,
+        "inputs": weight_only_inputs(name, nk=True),
+        "reference": _nk_reference(name),
+        "tolerance": {"rtol": 1e-2, "atol": 2e-1},
+    }
+    for name in ("i4", "i2", "i8", "nf4")
+})

@@ -61,7 +61,10 @@ _BODIES: dict[type, Callable[[ir.Op], str]] = {
     ir.CastOp: lambda op: f"cast {op.source} : {op.source.type} ->",  # type: ignore[attr-defined]
     ir.BroadcastOp: lambda op: f"broadcast {op.source} : {op.source.type} ->",  # type: ignore[attr-defined]
     ir.ExpandDimsOp: lambda op: f"expand_dims {op.source} axis {op.axis}",  # type: ignore[attr-defined]
-    ir.ReduceOp: lambda op: f"reduce_{op.kind.value} {op.source} axis {op.axis}",  # type: ignore[attr-defined]
+    ir.ReduceOp: lambda op: (  # type: ignore[attr-defined]
+        f"reduce_{op.kind.value} {op.source} axis {op.axis}"
+        + (f" in {op.result.tile.dtype}" if op.exact_type else "")
+    ),
     ir.TransposeOp: lambda op: f"transpose {op.source} perm {list(op.perm)}",  # type: ignore[attr-defined]
     ir.LoadOp: _body_load,  # type: ignore[dict-item]
     ir.StoreOp: _body_store,  # type: ignore[dict-item]

@@ -305,11 +305,15 @@ class ReduceKind(Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class ReduceOp(Op):
-    """Combine ``source`` along ``axis`` with ``kind``; the axis is dropped from the shape."""
+    """Combine ``source`` along ``axis`` with ``kind``; the axis is dropped from the shape.
+
+    ``exact_type``: the accumulators are of the result's type itself (``sum(x, dtype=f16)``);
+    otherwise f16/bf16 values are combined in f32 and the result rounded once."""
 
     source: Value
     axis: int
     kind: ReduceKind
+    exact_type: bool = False
     operand_fields: tuple[str, ...] = _operands("source")
 
 

@@ -40,6 +40,8 @@ F16 = 2  # bytes
 GROUP = 128  # the group size the example kernels are written for
 # f32 accumulation over K <= 8192 with one rounding to f16: ~5e-4 relative.
 TOLERANCE = 2e-3
+# quant_gemv_nk_f16: f16 products and slab sums (about twice the f32 form's error, measured).
+F16_SUMS_TOLERANCE = 1e-2
 # PyTorch's int4 kernel takes bf16 activations and bf16 scales: each rounding is up to 2^-9
 # relative, ~3e-3 on the result when measured.
 BF16_TOLERANCE = 1e-2
@@ -53,7 +55,8 @@ class GemvCase:
     k: int
     n: int
     prefill: bool = False  # a prompt's rows (compute-bound), keyed apart from decode rows
-    # "kn": w is [K, N] (quant_gemv_<dtype>); "nk": [N, K], K contiguous (quant_gemv_nk)
+    # "kn": w is [K, N] (quant_gemv_<dtype>); "nk": [N, K], K contiguous (quant_gemv_nk);
+    # "nk_f16": [N, K] with f16 products and slab sums (quant_gemv_nk_f16)
     layout: str = "kn"
 
     @property
@@ -70,16 +73,18 @@ class GemvCase:
     @property
     def name(self) -> str:
         name = f"{self.label} g{GROUP} M={self.m} {self.k}x{self.n}"
-        return name if self.layout == "kn" else f"{name} w[N,K]"
+        suffix = {"kn": "", "nk": " w[N,K]", "nk_f16": " w[N,K] f16 sums"}[self.layout]
+        return name + suffix
 
     @property
     def example(self) -> tuple[str, str]:
         """(file, kernel) of tegula's kernel for the row: the GEMV for one row; for a batch
         of rows the tensor-core GEMM, which streams the weights once for all of them."""
-        if self.layout == "nk":
+        if self.layout != "kn":
+            kernel = "quant_gemv_nk" if self.layout == "nk" else "quant_gemv_nk_f16"
             if self.m != 1:
-                raise ValueError("quant_gemv_nk's rows are GEMVs, M = 1")
-            return "quant_gemv.tg", "quant_gemv_nk"
+                raise ValueError(f"{kernel}'s rows are GEMVs, M = 1")
+            return "quant_gemv.tg", kernel
         if self.m == 1:
             return "quant_gemv.tg", f"quant_gemv_{self.dtype}"
         if self.dtype != "i4":
@@ -89,7 +94,7 @@ class GemvCase:
     @property
     def constants(self) -> dict[str, str]:
         """The example kernel's dtype params: the generic [N, K] GEMV takes the width."""
-        return {"WT": self.dtype} if self.layout == "nk" else {}
+        return {"WT": self.dtype} if self.layout != "kn" else {}
 
     def nbytes(self, packed_weight_bytes: int) -> int:
         scales = -(-self.k // GROUP) * self.n * F16
@@ -107,7 +112,7 @@ def gpu_cases(quick: bool) -> list[GemvCase]:
     k, n = GPU_SHAPE[quick]
     return ([GemvCase(dtype, 1, k, n) for dtype in GPU_WIDTHS]
             + [GemvCase(dtype, 1, k, n, layout="nk") for dtype in GPU_WIDTHS]
-            + [GemvCase("i4", 16, k, n)])
+            + [GemvCase("i4", 1, k, n, layout="nk_f16"), GemvCase("i4", 16, k, n)])
 
 
 # Prefill: a long prompt's rows through the same weights, compute-bound, in TFLOP/s.
@@ -167,7 +172,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
     """One row: tegula's quantized GEMV and the peer's GEMV on the dequantized weights."""
     companion = _companion()
     bits = dtypes.dtype(gemv.dtype).bits
-    nk = gemv.layout == "nk"
+    nk = gemv.layout != "kn"
     packed_bytes = (gemv.n * packed_extent(gemv.k, bits) if nk
                     else gemv.k * packed_extent(gemv.n, bits))
 
@@ -204,7 +209,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
         return place.to_device(host["x"].astype(np.float64) @ weights(host["w"], host["s"]))
 
     case = Case(gemv.case, gemv.name, gemv.nbytes(packed_bytes), make_buffers, reference,
-                TOLERANCE)
+                F16_SUMS_TOLERANCE if gemv.layout == "nk_f16" else TOLERANCE)
     impls = {
         TEGULA: tegula_impl(place.target, *gemv.example, ("x", "w", "s", "y"), "y",
                             constants=gemv.constants),
@@ -237,7 +242,7 @@ def _torch_int4(gemv: GemvCase, place: Placement) -> Impl:
     and scales are rounded to bf16 (checked at BF16_TOLERANCE)."""
     import torch
 
-    nk = gemv.layout == "nk"
+    nk = gemv.layout != "kn"
 
     def bind(b: Buffers) -> Call:
         codes = unpack(place.to_host(b["w"]).view(np.uint8), 4, gemv.k if nk else gemv.n)

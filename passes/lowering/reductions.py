@@ -41,7 +41,7 @@ class Reductions(LoweringBase):
         lay = src.layout
         p = lay.tile_dims[op.axis]
         dt = r.tile.dtype
-        acc_t = compute_type(dt) if dt.is_float else dt
+        acc_t = compute_type(dt) if dt.is_float and not op.exact_type else dt
         res_lay: BlockedLayout = lay.reduce(op.axis)
         out = self.local(r.name, acc_t, res_lay.num_values)
         kind = op.kind

@@ -23,8 +23,10 @@ def test_rows_are_named_as_the_field_names_them() -> None:
         "w4a16 g128 M=1 8192x8192", "w2a16 g128 M=1 8192x8192", "w3a16 g128 M=1 8192x8192",
         "w5a16 g128 M=1 8192x8192", "w6a16 g128 M=1 8192x8192", "w8a16 g128 M=1 8192x8192",
         *(f"w{b}a16 g128 M=1 8192x8192 w[N,K]" for b in (4, 2, 3, 5, 6, 8)),
-        "w4a16 g128 M=16 8192x8192"]
+        "w4a16 g128 M=1 8192x8192 w[N,K] f16 sums", "w4a16 g128 M=16 8192x8192"]
     assert quant.gpu_cases(quick=False)[6].case == "w4a16/M=1/nk"
+    assert quant.gpu_cases(quick=False)[12].case == "w4a16/M=1/nk_f16"
+    assert quant.gpu_cases(quick=False)[12].example == ("quant_gemv.tg", "quant_gemv_nk_f16")
     # Targets read the case key, which a quick run keeps.
     assert [c.case for c in quant.gpu_cases(quick=True)] == [
         c.case for c in quant.gpu_cases(quick=False)]
