@@ -367,11 +367,28 @@ class LoweringBase:
                 t = RegTile(t.dtype, t.layout, buffer=reused)
         self.vals[v.name] = t
 
+    def buffer_read_after(self, buffer: L.Buffer, op: Op) -> bool:
+        """Whether a value read after ``op`` comes from ``buffer``: held there, or computed
+        from it where it is used (so overwriting the buffer in ``op`` would change it)."""
+        return any(isinstance(x, RegTile) and self.read_after(name, op)
+                   and self.reads_buffer(x, buffer) for name, x in self.vals.items())
+
+    def reads_buffer(self, tile: RegTile, buffer: L.Buffer) -> bool:
+        """Whether ``tile``'s values come from ``buffer``: held there, or an expression that
+        loads from it (or one that cannot be looked into)."""
+        if tile.buffer is buffer:
+            return True
+        if tile.element is None:
+            return False
+        loads = self.probe_loads(tile, self.probe_position(tile.layout), buffer)
+        return loads is None or bool(loads)
+
     def dead_operand_buffer(self, t: RegTile) -> L.Buffer | None:
         """On the CPU, the buffer of an operand of the op being lowered that ``t`` may
         overwrite: of ``t``'s layout and type, read by ``t`` only at the position it writes,
-        and holding no value read after the op (``part = part + a * q`` in a loop updates the
-        carried ``part`` where it is, instead of a copy and a copy back). On CUDA a copy
+        and read by no value used after the op, neither one held there nor one computed from
+        it where it is used (``part = part + a * q`` in a loop updates the carried ``part``
+        where it is, instead of a copy and a copy back). On CUDA a copy
         between register arrays is renaming, so there is nothing to save."""
         op = self.current_op
         if self.gpu or op is None:
@@ -383,9 +400,7 @@ class LoweringBase:
                     and held.element is None and held.layout == t.layout
                     and held.dtype == t.dtype):
                 continue
-            sharing = [name for name, x in self.vals.items()
-                       if isinstance(x, RegTile) and x.buffer is held.buffer]
-            if any(self.read_after(name, op) for name in sharing):
+            if self.buffer_read_after(held.buffer, op):
                 continue
             probe = probe or self.probe_position(t.layout)
             reads = self.probe_loads(t, probe, held.buffer)

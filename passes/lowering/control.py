@@ -580,7 +580,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             if (isinstance(lowered, RegTile) and lowered.buffer is not None
                     and lowered.element is None and lowered.dtype == result.type.dtype
                     and lowered.layout == result.type.layout
-                    and not self.read_after(kept.name, op)):
+                    and not self.buffer_read_after(lowered.buffer, op)):
                 return lowered
         return self.carried_storage(result.name, result)
 
