@@ -16,11 +16,12 @@ launch spec, target): a space counts the configs this compiler measured and thos
 compiler measured that this one still builds to the same code (recomputed on the CPU), and
 a space not yet complete is reported as such, not replayed. Replays need no GPU.
 
-Two more rows per workload warm-start the model from another shape's records. The
+More rows per workload warm-start the model from another shape's records. The
 ``transfer`` row (the target's) takes the records a model-guided tuning run of a
-neighbouring shape left (``SOURCES``: a smaller square GEMM; another projection of the same
-decode step), as a user's earlier tuning of other layers leaves them; a GPU run of the suite
-makes that run once (``SOURCE_TRIALS`` trials) and stores it under `transfer/`. The
+neighbouring shape left (the first of ``SOURCES``: a smaller square GEMM; the decode step's
+projection with the same output width), as a user's earlier tuning of other layers leaves
+them; a GPU run of the suite makes that run once (``SOURCE_TRIALS`` trials) and stores it
+under `transfer/`. Further sources get rows of their own beside it, with no target. The
 ``across`` row takes all the records of the other workload, whose best tiles belong to the
 other regime (compute- against memory-bound): shown for comparison, with no target.
 """
@@ -48,14 +49,20 @@ FULL = (("fp16 4096x4096x4096", {"M": 4096, "N": 4096, "K": 4096}),
         ("fp16 M=16 K=4096 N=4096", {"M": 16, "N": 4096, "K": 4096}))
 QUICK = (("fp16 1024x1024x1024", {"M": 1024, "N": 1024, "K": 1024}),
          ("fp16 M=16 K=1024 N=1024", {"M": 16, "N": 1024, "K": 1024}))
-# Where each workload's transfer row warm-starts from: the records a user's earlier tuning
-# run of a neighbouring shape left (a smaller square GEMM; another projection of the same
-# decode step), SOURCE_TRIALS model-guided trials of it, stored under TRUTH / "transfer".
+# Where each workload's transfer rows warm-start from: the records a user's earlier tuning
+# run of a neighbouring shape left, SOURCE_TRIALS model-guided trials of it, stored under
+# TRUTH / "transfer". The first source is the target row's: a smaller square GEMM, and for
+# the decode step the down projection (K = 14336), which has the same output width: at
+# M = 16 the grid of BN-wide column tiles is what the best tiles answer to (its best config
+# has the target's BN). The up projection (N = 14336, a 3.5 times wider grid) is shown beside
+# it.
 SOURCES = {
-    "fp16 4096x4096x4096": ("fp16 2048x2048x2048", {"M": 2048, "N": 2048, "K": 2048}),
-    "fp16 M=16 K=4096 N=4096": ("fp16 M=16 K=4096 N=14336", {"M": 16, "N": 14336, "K": 4096}),
-    "fp16 1024x1024x1024": ("fp16 512x512x512", {"M": 512, "N": 512, "K": 512}),
-    "fp16 M=16 K=1024 N=1024": ("fp16 M=16 K=1024 N=4096", {"M": 16, "N": 4096, "K": 1024}),
+    "fp16 4096x4096x4096": (("fp16 2048x2048x2048", {"M": 2048, "N": 2048, "K": 2048}),),
+    "fp16 M=16 K=4096 N=4096": (
+        ("fp16 M=16 K=14336 N=4096", {"M": 16, "N": 4096, "K": 14336}),
+        ("fp16 M=16 K=4096 N=14336", {"M": 16, "N": 14336, "K": 4096})),
+    "fp16 1024x1024x1024": (("fp16 512x512x512", {"M": 512, "N": 512, "K": 512}),),
+    "fp16 M=16 K=1024 N=1024": (("fp16 M=16 K=4096 N=1024", {"M": 16, "N": 1024, "K": 4096}),),
 }
 SOURCE_TRIALS = 64
 
@@ -190,7 +197,7 @@ def run(settings: Settings, quick: bool) -> list[Row]:
     for index, name in enumerate(names):
         records, size = truth[name]
         other = names[1 - index]
-        source, source_shapes = SOURCES[name]
+        (source, source_shapes), *more_sources = SOURCES[name]
         label = "square" if index == 0 else "decode"
         title = f"gemm_f16 {name}: {size} configs"
         cases = {"plain": (title, f"tuning/{label}"),
@@ -218,6 +225,15 @@ def run(settings: Settings, quick: bool) -> list[Row]:
             rows.append(_missing(*cases["transfer"], f"no tuning records of {source} by this "
                                  "compiler to warm-start from (a GPU run of the suite makes "
                                  f"{SOURCE_TRIALS})"))
+        for extra, extra_shapes in more_sources:  # beside the target's source, no target
+            extra_records = transfer_source(extra, extra_shapes, measure=measure)
+            alt = {s.strategy: s for s in evaluate(records, seeds=SEEDS, transfer=extra_records,
+                                                   strategies=("gbdt+transfer",))}
+            if "gbdt+transfer" in alt:
+                rows.append(_row(f"{title}, transfer from {extra}", f"tuning/{label}/also",
+                                 records, "gbdt+transfer", {**alt, "random": scores["random"]},
+                                 f"model warm-started from the {len(extra_records)} records of "
+                                 f"a model-guided tuning run of {extra}"))
         # The other workload's exhaustive records: a shape whose best tiles are another
         # regime's (compute- against memory-bound), for comparison; no target.
         across = {s.strategy: s for s in evaluate(records, seeds=SEEDS,

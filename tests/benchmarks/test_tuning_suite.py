@@ -69,5 +69,5 @@ def test_transfer_source_reads_its_own_folder_and_this_compilers_records(
 
 def test_every_workload_names_a_transfer_source_of_other_shapes() -> None:
     for name, shapes in tuning.FULL + tuning.QUICK:
-        source, source_shapes = tuning.SOURCES[name]
-        assert source_shapes != shapes and source not in dict(tuning.FULL + tuning.QUICK)
+        for source, source_shapes in tuning.SOURCES[name]:
+            assert source_shapes != shapes and source not in dict(tuning.FULL + tuning.QUICK)
