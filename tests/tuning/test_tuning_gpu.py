@@ -1,7 +1,9 @@
-"""The planted illegal address on CUDA: the worker reports a crash and is replaced."""
+"""The planted illegal address on CUDA: the worker reports a crash and is replaced. On a host
+with several GPUs, every GPU gets a worker and times candidates."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import re
 
 import pytest
@@ -43,3 +45,41 @@ def test_illegal_address_is_a_crash_and_the_worker_restarts() -> None:
         worker.submit(1, {"BM": 2, "BN": 64}, good, 20.0)
         assert worker.conn is not None and worker.conn.poll(20.0)
         assert worker.collect().status == "ok"  # a fresh worker with a fresh context
+
+
+class _InlinePool(cf.Executor):
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        future: cf.Future = cf.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@pytest.mark.gpu
+def test_every_gpu_of_the_host_times_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs a host with two or more GPUs")
+    from tegula.compiler.tuning import measure
+
+    used: set[int | None] = set()
+    submit = measure.DeviceWorker.submit
+
+    def recording_submit(self: measure.DeviceWorker, *args, **kwargs):
+        used.add(self.index)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(measure.DeviceWorker, "submit", recording_submit)
+    # Builds finish at submission, so every candidate is ready before any is timed and each
+    # idle worker takes one at once (with real builds, each timing here ends before the next
+    # build does, and the first worker could take them all).
+    monkeypatch.setattr(measure, "make_executor", lambda kind, workers: _InlinePool())
+    target = str(resolve_target("cuda"))
+    workload = Workload(ROWSUM, "<string>", "rowsum", target, {"M": 64, "N": 300})
+    configs = [{"BM": bm, "BN": bn} for bm in (1, 2, 4) for bn in (32, 64, 128)]
+    with Measurer(workload, parallel=1, timeout_s=30.0) as measurer:  # devices: all of them
+        count = len(measurer.workers)
+        results = measurer.measure(configs)
+    assert count == cupy.cuda.runtime.getDeviceCount()
+    assert all(r.status == "ok" for r in results), results
+    assert len(used) >= 2, used  # more than one GPU timed candidates
+    assert {r.device for r in results} and all(r.device for r in results)
