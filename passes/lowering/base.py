@@ -330,26 +330,25 @@ class LoweringBase:
             return None
         return [e.index for e in L.walk_exprs(expr) if isinstance(e, L.Load) and e.buffer == buffer]
 
-    def read_after(self, name: str, op: Op) -> bool:
-        """Whether the value ``name`` is read after ``op``: by an op that follows ``op`` in
-        its block, or by one in another block than ``op``'s own and those nested in it
-        (conservatively, also one that runs before ``op`` there)."""
+    def read_after(self, op: Op) -> set[str]:
+        """The values read after ``op``: by an op that follows ``op`` in its block, or by one
+        in another block than ``op``'s own and those nested in it (conservatively, also one
+        that runs before ``op`` there)."""
         nested = {id(x) for blk in op.blocks() for x in walk_ops(blk)}
         blocks = [self.kernel.body, *(b for o in walk_ops(self.kernel.body) for b in o.blocks())]
+        names: set[str] = set()
         for blk in blocks:
             position = next((i for i, o in enumerate(blk.ops) if o is op), None)
             later = blk.ops if position is None else blk.ops[position + 1:]
-            for o in later:
-                if o is op or id(o) in nested:
-                    continue
-                if any(v.name == name for v in o.operands()):
-                    return True
-        return False
+            names.update(v.name for o in later if o is not op and id(o) not in nested
+                         for v in o.operands())
+        return names
 
-    def materialize(self, name: str, t: RegTile) -> RegTile:
+    def materialize(self, name: str, t: RegTile, into: L.Buffer | None = None) -> RegTile:
+        """``t`` held in registers: a new buffer, or ``into``, written position by position."""
         if t.in_buffer:
             return t
-        buf = self.local(name, t.dtype, t.layout.num_values)
+        buf = into if into is not None else self.local(name, t.dtype, t.layout.num_values)
         self.for_positions(
             t.layout, lambda pos: self.emit(L.Store(buf, value_index(t.layout, pos), t.at(pos)))
         )
@@ -358,20 +357,15 @@ class LoweringBase:
     def define(self, v: Value, t: RegTile, lazy_ok: bool = True) -> None:
         """Bind a tile result; keep it as an expression if it is used at most once."""
         if t.element is not None and (not lazy_ok or self.uses.get(v.name, 0) > 1):
-            reused = self.dead_operand_buffer(t)
-            if reused is None:
-                t = self.materialize(v.name, t)
-            else:
-                self.for_positions(t.layout, lambda pos: self.emit(
-                    L.Store(reused, value_index(t.layout, pos), t.at(pos))))
-                t = RegTile(t.dtype, t.layout, buffer=reused)
+            t = self.materialize(v.name, t, into=self.dead_operand_buffer(t))
         self.vals[v.name] = t
 
     def buffer_read_after(self, buffer: L.Buffer, op: Op) -> bool:
         """Whether a value read after ``op`` comes from ``buffer``: held there, or computed
         from it where it is used (so overwriting the buffer in ``op`` would change it)."""
-        return any(isinstance(x, RegTile) and self.read_after(name, op)
-                   and self.reads_buffer(x, buffer) for name, x in self.vals.items())
+        later = self.read_after(op)
+        return any(isinstance(x, RegTile) and name in later and self.reads_buffer(x, buffer)
+                   for name, x in self.vals.items())
 
     def reads_buffer(self, tile: RegTile, buffer: L.Buffer) -> bool:
         """Whether ``tile``'s values come from ``buffer``: held there, or an expression that

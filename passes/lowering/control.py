@@ -63,10 +63,9 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             dtype = lowered.expr.dtype if isinstance(lowered, Scalar) else v.type.dtype
             buf = self.local(f"{name}_carry", dtype, 1)
             return Scalar(L.Load(buf, c64(0)))  # the read; writes go through store_carried
-        dtype, layout = ((v.type.dtype, v.type.layout) if lowered is None
-                         else (self.tile(v).dtype, self.tile(v).layout))
-        buf = self.local(f"{name}_carry", dtype, layout.num_values)
-        return RegTile(dtype, layout, buffer=buf)
+        shaped = v.type if lowered is None else self.tile(v)  # dtype and layout of either
+        buf = self.local(f"{name}_carry", shaped.dtype, shaped.layout.num_values)
+        return RegTile(shaped.dtype, shaped.layout, buffer=buf)
 
     def store_carried(self, dst: Lowered, src_value: Value) -> None:
         src = self.vals[src_value.name]
@@ -562,7 +561,6 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         self.emit(L.If(cond, branches[0], branches[1]))
         for r, c in zip(op.results, carried, strict=True):
             self.vals[r.name] = self.read_carried(r.name, c)
-
 
     def branch_result_storage(self, op: IfOp, index: int, result: Value) -> Lowered:
         """Where the ``index``-th result of ``op`` is kept. A value from before the branch

@@ -4,6 +4,7 @@ against NumPy on the CPU, built with NVRTC for CUDA, and run on a GPU under ``-m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,66 +107,74 @@ def test_a_branch_flushes_and_resets_carried_tiles_on_the_gpu(source: Path) -> N
     _check(tg.compile(source, target="cuda", cache=False), 19, 52, xp=cp)
 
 
-LAZY_READER = """\
-kernel lazy_reader(x: f32[M, K], y: f32[M])
+READER = """\
+kernel reader(x: f32[M, K], y: f32[M])
     params BK = 4, BR = 8
     grid (cdiv(M, BR))
-{
+{{
     r = bid.x * BR
     acc = zeros(f32, [BR, BK])
     part = zeros(f32, [BR, BK])
-    for k in range(0, K, BK) {
-        before = part * 2.0
-        part = part + load(x[r : +BR, k : +BK])
-        acc = acc + before + part
-    }
+    for k in range(0, K, BK) {{
+{body}
+    }}
     store(y[r : +BR], sum(acc, axis=1))
-}
+}}
 """
+Step = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _check_reader(tmp_path: Path, body: str, step: Step) -> None:
+    """Run ``READER`` with ``body`` as its loop body on the CPU against NumPy, where
+    ``step(part, acc, slab, k)`` is one iteration of the same loop."""
+    path = tmp_path / "reader.tg"
+    path.write_text(READER.format(body=body))
+    kernel = tg.compile(path, target="cpu", cache=False).reader
+    rng = np.random.default_rng()
+    m, k = 16, 24
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    y = np.full(m, np.nan, np.float32)
+    kernel(x, y)
+    part, acc = np.zeros((m, 4)), np.zeros((m, 4))
+    for j in range(0, k, 4):
+        part, acc = step(part, acc, x[:, j:j + 4], j)
+    np.testing.assert_allclose(y, acc.sum(axis=1), rtol=1e-5, atol=1e-4)
 
 
 def test_an_update_in_place_leaves_earlier_readers_their_values(tmp_path: Path) -> None:
     # `before` reads the old `part` where it is used, after `part` has its new value: the
     # update must not overwrite what `before` still reads.
-    path = tmp_path / "lazy_reader.tg"
-    path.write_text(LAZY_READER)
-    kernel = tg.compile(path, target="cpu", cache=False).lazy_reader
-    rng = np.random.default_rng()
-    m, k = 16, 24
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    y = np.full(m, np.nan, np.float32)
-    kernel(x, y)
-    part = np.zeros((m, 4))
-    acc = np.zeros((m, 4))
-    for j in range(0, k, 4):
+    body = """\
         before = part * 2.0
-        part = part + x[:, j:j + 4]
-        acc = acc + before + part
-    np.testing.assert_allclose(y, acc.sum(axis=1), rtol=1e-5, atol=1e-4)
+        part = part + load(x[r : +BR, k : +BK])
+        acc = acc + before + part"""
+
+    def step(part, acc, slab, k):  # type: ignore[no-untyped-def]
+        before = part * 2.0
+        part = part + slab
+        return part, acc + before + part
+
+    _check_reader(tmp_path, body, step)
 
 
 def test_a_branch_leaves_earlier_readers_of_a_kept_value_their_values(tmp_path: Path) -> None:
     # `mid` reads `part` from before the branch where it is used, after the branch: the
     # branch result shares `part`'s registers only if nothing still reads them afterwards.
-    path = tmp_path / "branch_reader.tg"
-    path.write_text(LAZY_READER.replace("lazy_reader", "branch_reader").replace(
-        "        part = part + load(x[r : +BR, k : +BK])\n",
-        "        part = part + load(x[r : +BR, k : +BK])\n        mid = part * 3.0\n"
-        "        if k % 8 == 0 {\n            part = part * 0.5\n        }\n").replace(
-        "acc = acc + before + part", "acc = acc + before + mid + part"))
-    kernel = tg.compile(path, target="cpu", cache=False).branch_reader
-    rng = np.random.default_rng()
-    m, k = 16, 24
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    y = np.full(m, np.nan, np.float32)
-    kernel(x, y)
-    part = np.zeros((m, 4))
-    acc = np.zeros((m, 4))
-    for j in range(0, k, 4):
+    body = """\
         before = part * 2.0
-        part = part + x[:, j:j + 4]
+        part = part + load(x[r : +BR, k : +BK])
         mid = part * 3.0
-        if j % 8 == 0:
+        if k % 8 == 0 {
             part = part * 0.5
-        acc = acc + before + mid + part
-    np.testing.assert_allclose(y, acc.sum(axis=1), rtol=1e-5, atol=1e-4)
+        }
+        acc = acc + before + mid + part"""
+
+    def step(part, acc, slab, k):  # type: ignore[no-untyped-def]
+        before = part * 2.0
+        part = part + slab
+        mid = part * 3.0
+        if k % 8 == 0:
+            part = part * 0.5
+        return part, acc + before + mid + part
+
+    _check_reader(tmp_path, body, step)
