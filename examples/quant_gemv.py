@@ -141,28 +141,28 @@ KERNELS["quant_gemv_i4_bf16"] = {
     "reference": _reference("i4"),
     "tolerance": {"rtol": 8e-3, "atol": 1e-1},
 }
-# The [N, K] layout at every weight type (quant_gemv_nk's param WT).
-KERNELS.update({
-    f"quant_gemv_nk[{name}]": {
-        "kernel": "quant_gemv_nk",
-        "constants": {"WT": name},
-        "sizes": _SIZES,
-        "inputs": weight_only_inputs(name, nk=True),
-        "reference": _nk_reference(name),
-        "tolerance": _TOLERANCE,
+
+
+def _nk_entries(kernel: str, names: tuple[str, ...], tolerance: dict[str, float]
+                ) -> dict[str, dict]:
+    """Entries of a generic [N, K] GEMV (its param WT) at each weight type of ``names``."""
+    return {
+        f"{kernel}[{name}]": {
+            "kernel": kernel,
+            "constants": {"WT": name},
+            "sizes": _SIZES,
+            "inputs": weight_only_inputs(name, nk=True),
+            "reference": _nk_reference(name),
+            "tolerance": tolerance,
+        }
+        for name in names
     }
-    for name in ("i4", "i2", "i3", "i5", "i6", "i7", "i8", "nf4", "f4e2m1")
-})
+
+
+# The [N, K] layout at every weight type (quant_gemv_nk's param WT).
+KERNELS.update(_nk_entries("quant_gemv_nk", ("i4", "i2", "i3", "i5", "i6", "i7", "i8", "nf4",
+                                             "f4e2m1"), _TOLERANCE))
 # f16 products and slab sums: each of the 128 products and the partial sums of a slab rounds
 # to f16 (2^-11 relative to the slab's sum, which random inputs keep near the result's size).
-KERNELS.update({
-    f"quant_gemv_nk_f16[{name}]": {
-        "kernel": "quant_gemv_nk_f16",
-        "constants": {"WT": name},
-        "sizes": _SIZES,
-        "inputs": weight_only_inputs(name, nk=True),
-        "reference": _nk_reference(name),
-        "tolerance": {"rtol": 1e-2, "atol": 2e-1},
-    }
-    for name in ("i4", "i2", "i8", "nf4")
-})
+KERNELS.update(_nk_entries("quant_gemv_nk_f16", ("i4", "i2", "i8", "nf4"),
+                           {"rtol": 1e-2, "atol": 2e-1}))

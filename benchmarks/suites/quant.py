@@ -48,6 +48,11 @@ BF16_TOLERANCE = 1e-2
 TORCH_INT4 = "PyTorch int4"
 
 
+# The [N, K] layouts: the GEMV that reads each, and the suffix of its rows' names.
+_NK_GEMVS = {"nk": ("quant_gemv_nk", " w[N,K]"),
+             "nk_f16": ("quant_gemv_nk_f16", " w[N,K] f16 sums")}
+
+
 @dataclass(frozen=True)
 class GemvCase:
     dtype: str  # the weights' code type, e.g. "i4"
@@ -55,9 +60,13 @@ class GemvCase:
     k: int
     n: int
     prefill: bool = False  # a prompt's rows (compute-bound), keyed apart from decode rows
-    # "kn": w is [K, N] (quant_gemv_<dtype>); "nk": [N, K], K contiguous (quant_gemv_nk);
-    # "nk_f16": [N, K] with f16 products and slab sums (quant_gemv_nk_f16)
+    # "kn": w is [K, N] (quant_gemv_<dtype>); the others are [N, K], K contiguous
+    # (_NK_GEMVS: quant_gemv_nk, and quant_gemv_nk_f16 with f16 products and slab sums)
     layout: str = "kn"
+
+    @property
+    def nk(self) -> bool:
+        return self.layout != "kn"
 
     @property
     def label(self) -> str:
@@ -73,15 +82,14 @@ class GemvCase:
     @property
     def name(self) -> str:
         name = f"{self.label} g{GROUP} M={self.m} {self.k}x{self.n}"
-        suffix = {"kn": "", "nk": " w[N,K]", "nk_f16": " w[N,K] f16 sums"}[self.layout]
-        return name + suffix
+        return name + (_NK_GEMVS[self.layout][1] if self.nk else "")
 
     @property
     def example(self) -> tuple[str, str]:
         """(file, kernel) of tegula's kernel for the row: the GEMV for one row; for a batch
         of rows the tensor-core GEMM, which streams the weights once for all of them."""
-        if self.layout != "kn":
-            kernel = "quant_gemv_nk" if self.layout == "nk" else "quant_gemv_nk_f16"
+        if self.nk:
+            kernel = _NK_GEMVS[self.layout][0]
             if self.m != 1:
                 raise ValueError(f"{kernel}'s rows are GEMVs, M = 1")
             return "quant_gemv.tg", kernel
@@ -94,7 +102,7 @@ class GemvCase:
     @property
     def constants(self) -> dict[str, str]:
         """The example kernel's dtype params: the generic [N, K] GEMV takes the width."""
-        return {"WT": self.dtype} if self.layout != "kn" else {}
+        return {"WT": self.dtype} if self.nk else {}
 
     def nbytes(self, packed_weight_bytes: int) -> int:
         scales = -(-self.k // GROUP) * self.n * F16
@@ -172,7 +180,7 @@ def make_case(gemv: GemvCase, place: Placement) -> tuple[Case, dict[str, Impl]]:
     """One row: tegula's quantized GEMV and the peer's GEMV on the dequantized weights."""
     companion = _companion()
     bits = dtypes.dtype(gemv.dtype).bits
-    nk = gemv.layout != "kn"
+    nk = gemv.nk
     packed_bytes = (gemv.n * packed_extent(gemv.k, bits) if nk
                     else gemv.k * packed_extent(gemv.n, bits))
 
@@ -242,7 +250,7 @@ def _torch_int4(gemv: GemvCase, place: Placement) -> Impl:
     and scales are rounded to bf16 (checked at BF16_TOLERANCE)."""
     import torch
 
-    nk = gemv.layout != "kn"
+    nk = gemv.nk
 
     def bind(b: Buffers) -> Call:
         codes = unpack(place.to_host(b["w"]).view(np.uint8), 4, gemv.k if nk else gemv.n)

@@ -89,20 +89,17 @@ def _holding_records(path: Path, src: Any, shapes: dict[str, int], *, measure: b
     from tegula.compiler.targets import resolve_target
     from tegula.compiler.tuning.database import TuningDatabase
     from tegula.compiler.tuning.executors import make_executor
-    from tegula.compiler.tuning.measure import timing_protocol
-    from tegula.compiler.tuning.revalidate import current_records
+    from tegula.compiler.tuning.revalidate import current_records, timed_alike
     from tegula.compiler.tuning.worker import device_name
 
     compiler = compiler_source_digest()
-    timing = timing_protocol()
     here = device_name(resolve_target("cuda")) if measure else None
 
     def stored() -> list:
         if not path.exists():
             return []
-        return [r for r in TuningDatabase(path).records()
-                if r.kernel_hash == src.kernel_hash and r.shapes == shapes
-                and (not r.ok or r.timing == timing)]
+        return timed_alike([r for r in TuningDatabase(path).records()
+                            if r.kernel_hash == src.kernel_hash and r.shapes == shapes])
 
     older = [r for r in stored() if r.compiler != compiler]
     with make_executor("process", os.cpu_count() or 1) as pool:

@@ -22,12 +22,19 @@ from .database import TuningRecord
 from .measure import timing_protocol
 
 
+def timed_alike(records: Sequence[TuningRecord], timing: str | None = None
+                ) -> list[TuningRecord]:
+    """The records whose times were taken under ``timing`` (the workers' default if None),
+    and the failures, which hold whatever the timing."""
+    timing = timing_protocol() if timing is None else timing
+    return [r for r in records if not r.ok or r.timing == timing]
+
+
 def current_records(records: Sequence[TuningRecord], source_text: str, filename: str,
                     pool: cf.Executor, timing: str | None = None) -> list[TuningRecord]:
     """The records that hold for this compiler and for the timing protocol ``timing`` (the
     workers' default if None); ``pool`` recomputes identities."""
-    timing = timing_protocol() if timing is None else timing
-    records = [r for r in records if not r.ok or r.timing == timing]
+    records = timed_alike(records, timing)
     compiler = compiler_source_digest()
     held = [r for r in records if r.compiler == compiler]
     others = [r for r in records if r.compiler != compiler and r.build]
