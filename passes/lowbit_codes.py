@@ -92,9 +92,10 @@ _UNITS: dict[str, tuple[int, DType]] = {"f32": (0x4B000000, u32), "f16": (0x6400
 
 
 def exact_int_conversion(dt: DType, result: DType) -> bool:
-    """Whether an integer of ``dt`` (at most 8 bits) converts to ``result`` through the
-    mantissa (``int_to_float_exactly``): the offset code must fit the mantissa."""
-    return result.name in _UNITS and dt.bits <= result.mantissa
+    """Whether integers of ``dt`` convert to ``result`` through its mantissa
+    (``int_to_float_exactly``): at most 8 bits (they travel as a ``u8`` code), and the offset
+    code must fit the mantissa."""
+    return dt.is_int and dt.bits <= 8 and result.name in _UNITS and dt.bits <= result.mantissa
 
 
 def int_to_float_exactly(code: L.Expr, dt: DType, result: DType) -> L.Expr:

@@ -301,8 +301,7 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
         # Integer codes to floats go through the mantissa (of 2^23 for f32, 2^10 for f16) on
         # CUDA, whose int→float conversion runs at a quarter of the rate; a CPU converts a
         # vector in one instruction, two fewer than the or and subtraction.
-        exact_trick = (self.gpu and source.is_int and source.bits <= 8
-                       and exact_int_conversion(source, result))
+        exact_trick = self.gpu and exact_int_conversion(source, result)
         if not is_code_type(source):
             if exact_trick:  # i8/u8 → f32, f16
                 return lambda e: int_to_float_exactly(cast(e, u8), source, result)
