@@ -43,9 +43,11 @@ from tegula.ir.loop import (
 )
 from tegula.ir.printer_loop import format_expr
 from tegula.ir.verify_loop import LoopIRError
+from tegula.passes.simplify import simplify_expr
 
 from .cuda_expr import ATOM, CONDITIONAL, UNARY, CudaExprPrinter, ctype
 from .cuda_names import CNames
+from .cuda_pairs import PAIR_FROM_BITS, PAIR_HELPER, PAIR_TYPE, paired_loop
 from .nonnegative import NonNegative, is_positive_constant
 
 INDENT = "    "
@@ -93,6 +95,7 @@ class _CudaKernelWriter:
         self.lines: list[str] = []
         self.depth = 1
         self.specials: dict[Expr, str] = {}
+        self.pair_helpers: set[str] = set()  # half types whose bits-to-pair helper is called
         self.expr = CudaExprPrinter(
             self.names.lookup, self.buffer_name, NonNegative(self.is_nonnegative), self.specials
         )
@@ -165,6 +168,11 @@ class _CudaKernelWriter:
             for helper in sorted(self.expr.helpers_used):
                 out.extend(_FLOOR_HELPERS[helper].format(T=t) for t in ("int", "long long"))
             out.append("")
+        if self.pair_helpers:
+            out.append("// A 32-bit word's bits as a pair of half-precision lanes.")
+            for half in sorted(self.pair_helpers):
+                out.append(PAIR_HELPER.format(P=PAIR_TYPE[half], name=PAIR_FROM_BITS[half]))
+            out.append("")
         head = f'extern "C" __global__ void __launch_bounds__({k.block_threads}) {k.name}('
         one_line = head + ", ".join(params) + ")"
         if len(one_line) <= MAX_LINE:
@@ -218,7 +226,7 @@ class _CudaKernelWriter:
                     f"{INDENT}{t}* {name} = reinterpret_cast<{t}*>(smem + {buf.smem_offset});"
                 )
             else:
-                lines.append(f"{INDENT}{t} {name}[{buf.size}];")
+                lines.append(f"{INDENT}{_aligned(buf)}{t} {name}[{buf.size}];")
         used = {e for e in self.all_exprs() if isinstance(e, ThreadIdx | BlockIdx)}
         used.update(e for g in self.k.grid for e in walk_exprs(g) if isinstance(e, BlockIdx))
         if ThreadIdx() in used:
@@ -305,6 +313,14 @@ class _CudaKernelWriter:
             self.emit(f"atomicAdd(&{self.element(buf, index)}, {self.expr(value)});")
 
     def loop(self, s: For) -> None:
+        paired = paired_loop(s, self.expr, self.buffer_name, self.names.fresh, simplify_expr)
+        if paired is not None:
+            lines, helpers = paired
+            self.pair_helpers |= helpers
+            self.emit(f"// elements {format_expr(s.var)} = 2t, 2t + 1 in two-lane instructions")
+            for line in lines:
+                self.emit(line)
+            return
         var, start, stop, step = s.var, s.start, s.stop, s.step
         start_text = self.expr(start)
         descending = isinstance(step, Const) and step.value < 0  # type: ignore[operator]
@@ -392,6 +408,14 @@ class _CudaKernelWriter:
         if isinstance(index, Const):
             return self.element(buf, Const(index.value + lane, index.type))  # type: ignore[operator]
         return self.element(buf, Binary(BinaryOp.ADD, index, Const(lane, index.dtype)))
+
+
+def _aligned(buf: Buffer) -> str:
+    """The alignment a local array's whole-register accesses need: its vector copies and
+    two-lane reads reinterpret it as words of up to 16 bytes."""
+    nbytes = (buf.size or 0) * buf.dtype.itemsize
+    align = min(_VECTOR_BYTES, nbytes & -nbytes)
+    return f"__align__({align}) " if align >= 4 and (buf.size or 0) > 1 else ""
 
 
 def _negate(step: Expr) -> Expr:

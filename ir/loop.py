@@ -15,6 +15,7 @@ Nodes are immutable; build new ones instead of editing. Expressions are typed (`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -566,3 +567,17 @@ def seq(*stmts: Stmt | None) -> Stmt:
         else:
             flat.append(s)
     return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def substitute(expr: Expr, var: Var, value: Expr) -> Expr:
+    """``expr`` with every occurrence of ``var`` replaced by ``value``."""
+    if expr == var:
+        return value
+    if not expr.children():
+        return expr
+    changes = {
+        f.name: substitute(v, var, value)
+        for f in dataclasses.fields(expr)
+        if isinstance(v := getattr(expr, f.name), Expr)
+    }
+    return dataclasses.replace(expr, **changes)
