@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from tegula.codegen.cuda_pairs import lane_decoding
 from tegula.ir import dtypes
-from tegula.passes.lowbit_codes import _UNITS
 
 import tegula as tg
 
@@ -44,11 +43,11 @@ def test_lane_decoding_is_exact_for_every_byte(name: str, half: str) -> None:
     """``(word & mask) ^ pattern`` read as two lanes, times ``scales`` plus ``adds``, is each
     field's value, for every byte and every field position that fits the mantissa."""
     dt, out = dtypes.dtype(name), dtypes.dtype(half)
-    units = _UNITS[half][0]
     xor = 1 << (dt.bits - 1) if dt.is_signed else 0
     base = float(1 << out.mantissa) + xor
     mask = (1 << dt.bits) - 1
     as_half = out.to_numpy()
+    units = int(np.asarray(2.0**out.mantissa, dtype=as_half).view(np.uint16))  # bits of 2^m
     byte = np.arange(256, dtype=np.uint32)
     shifts_seen = 0
     for shifts in [(a, b) for a in range(0, 8, dt.bits) for b in range(0, 8, dt.bits)]:
