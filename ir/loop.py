@@ -16,7 +16,7 @@ Nodes are immutable; build new ones instead of editing. Expressions are typed (`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -581,3 +581,24 @@ def substitute(expr: Expr, var: Var, value: Expr) -> Expr:
         if isinstance(v := getattr(expr, f.name), Expr)
     }
     return dataclasses.replace(expr, **changes)
+
+
+def replace_buffers(node: Stmt, mapping: Mapping[Buffer, Buffer]) -> Stmt:
+    """``node`` with every buffer operand (of loads, stores, copies, addresses, inline PTX)
+    that ``mapping`` names replaced by its image."""
+    return _replace_buffers(node, mapping)  # type: ignore[return-value]
+
+
+def _replace_buffers(node: object, mapping: Mapping[Buffer, Buffer]) -> object:
+    match node:
+        case Buffer():
+            return mapping.get(node, node)
+        case tuple():
+            return tuple(_replace_buffers(x, mapping) for x in node)
+        case Expr() | Stmt():
+            changes = {
+                f.name: _replace_buffers(getattr(node, f.name), mapping)
+                for f in dataclasses.fields(node)
+            }
+            return dataclasses.replace(node, **changes)
+    return node

@@ -70,6 +70,9 @@ class LoweringBase:
         # Scratch bytes used inside pipelined loops, where their rings are live too.
         self.pipeline_scratch_bytes = 0
         self.in_pipeline = 0
+        # Set while lowering loads whose whole windows were tested inside their tensors
+        # (``windows_inside``): their elements skip their own bounds tests.
+        self.window_inside = False
         self.smem_align = 16  # of the dynamic shared memory's start
         # A pipelined loop's refill of its rings, left for the first of its (planned) dots
         # that runs on wgmma to emit once its products are issued.

@@ -170,10 +170,25 @@ class GlobalMemory(LoweringBase):
         for d, (start, ax) in enumerate(zip(starts, axes, strict=True)):
             idx = start if ax is None else add(start, coords[ax])
             offset = add(offset, mul(idx, tensor.strides[d]))
-            pred = land(
-                pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
-            )
+            pred = land(pred, self.inside_dim(idx, tensor.shape[d]))
         return offset, pred
+
+    def inside_dim(self, idx: L.Expr, extent: L.Expr) -> L.Expr | None:
+        """``0 <= idx < extent``, or None inside a window already tested whole
+        (``windows_inside``)."""
+        if self.window_inside:
+            return None
+        return land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, extent))
+
+    def window_test(self, op: LoadOp, tensor: Tensor) -> L.Expr | None:
+        """Whether all of ``op``'s window lies inside ``tensor``: per dim ``0 <= start`` and
+        ``start + size <= extent``, one test for the block."""
+        starts, _ = self.window_geometry(tensor, op, None)
+        test: L.Expr | None = None
+        for start, size, extent in zip(starts, op.window.sizes, tensor.shape, strict=True):
+            end = add(start, c64(size))
+            test = land(test, land(L.Binary(BIN.GE, start, c64(0)), L.Binary(BIN.LE, end, extent)))
+        return test
 
     def run_width(
         self, tensor: Tensor, axes, lay: BlockedLayout, dtype: DType, has_mask: bool
@@ -542,9 +557,7 @@ class GlobalMemory(LoweringBase):
                 col = idx
             else:
                 row = add(row, mul(idx, tensor.strides[d]))
-            pred = land(
-                pred, land(L.Binary(BIN.GE, idx, c64(0)), L.Binary(BIN.LT, idx, tensor.shape[d]))
-            )
+            pred = land(pred, self.inside_dim(idx, tensor.shape[d]))
         return row, col, pred
 
     def packed_element(

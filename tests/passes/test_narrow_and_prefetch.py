@@ -124,3 +124,49 @@ def test_a_register_ring_loop_is_unrolled_by_its_length() -> None:
         text = generate_cuda(loop)
         assert (f"#pragma unroll {stages}\n" in text) is (stages > 1)
         assert (f"# unroll {stages}" in print_loop_kernel(loop)) is (stages > 1)
+
+
+def _size_names(loop: L.LoopKernel) -> set[str]:
+    """The size symbols' names, and those of their 32-bit copies (``narrow-indices``)."""
+    names = {v.name for v in loop.symbols}
+    for s in L.walk_stmts(loop.body):
+        if isinstance(s, L.Let) and isinstance(s.value, L.Cast) and s.value.operand in loop.symbols:
+            names.add(s.var.name)
+    return names
+
+
+def _bounds_tests(where: L.Stmt | L.Expr, loop: L.LoopKernel) -> int:
+    """Comparisons against the kernel's sizes in a statement (nested ones too) or an
+    expression."""
+    sizes = _size_names(loop)
+    tops = ([where] if isinstance(where, L.Expr)
+            else [e for s in L.walk_stmts(where) for e in L.stmt_exprs(s)])
+    count = 0
+    for top in tops:
+        for e in L.walk_exprs(top):
+            if isinstance(e, L.Binary) and e.op in (L.BinaryOp.LT, L.BinaryOp.LE):
+                names = {x.name for x in L.walk_exprs(e.rhs) if isinstance(x, L.Var)}
+                count += bool(names & sizes)
+    return count
+
+
+def test_a_prefetch_tests_its_windows_once_where_they_are_inside() -> None:
+    """Each iteration's prefetch comes in two versions writing the same ring slot: where
+    every window lies inside its tensor (one block-wide test on scalars), no element tests
+    its bounds; elsewhere each does."""
+    loop = lowered(GEMV, "gemv", cuda_target("sm_90a"))
+    (ring_loop,) = [s for s in L.walk_stmts(loop.body)
+                    if isinstance(s, L.For) and s.kind is L.LoopKind.SERIAL]
+    versions = [s for s in L.walk_stmts(ring_loop.body)
+                if isinstance(s, L.If) and s.else_body is not None
+                and any(isinstance(e, L.Binary) and e.op is L.BinaryOp.LE
+                        for e in L.walk_exprs(s.cond))]
+    assert len(versions) == 1
+    tested = versions[0]
+    assert _bounds_tests(tested.cond, loop) >= 2  # K for x and w, N for w's columns
+    assert _bounds_tests(tested.then_body, loop) == 0
+    assert _bounds_tests(tested.else_body, loop) > 0
+    written = [{b.name for s in L.walk_stmts(body) for b in L.stmt_buffers(s)
+                if b.scope is L.Scope.LOCAL and "_packed" in b.name}
+               for body in (tested.then_body, tested.else_body)]
+    assert written[0] == written[1] != set()  # the same ring slot either way
