@@ -16,9 +16,10 @@ Nodes are immutable; build new ones instead of editing. Expressions are typed (`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
 
 from .dtypes import DType, boolean, i32, i64, u32, u64
 
@@ -569,36 +570,44 @@ def seq(*stmts: Stmt | None) -> Stmt:
     return flat[0] if len(flat) == 1 else Seq(tuple(flat))
 
 
+def map_nodes(node: object, visit: Callable[[object], object | None]) -> object:
+    """``node`` (a statement, expression, buffer or tuple of them) rebuilt top-down: where
+    ``visit`` returns a value, it replaces the node and its children are not visited; where
+    it returns None, the node's fields are mapped in turn. A node none of whose fields change
+    is kept as it is, so a rewrite that touches little copies little.
+
+    The one traversal behind every whole-tree rewrite of Loop IR (substitution, buffer
+    renaming, index narrowing)."""
+    replaced = visit(node)
+    if replaced is not None:
+        return replaced
+    if isinstance(node, tuple):
+        items = tuple(map_nodes(x, visit) for x in node)
+        return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+    if not isinstance(node, Expr | Stmt | Buffer):
+        return node
+    changes = {}
+    for name in _field_names(type(node)):
+        old = getattr(node, name)
+        new = map_nodes(old, visit)
+        if new is not old:
+            changes[name] = new
+    return dataclasses.replace(node, **changes) if changes else node  # type: ignore[type-var]
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def substitute(expr: Expr, var: Var, value: Expr) -> Expr:
     """``expr`` with every occurrence of ``var`` replaced by ``value``."""
-    if expr == var:
-        return value
-    if not expr.children():
-        return expr
-    changes = {
-        f.name: substitute(v, var, value)
-        for f in dataclasses.fields(expr)
-        if isinstance(v := getattr(expr, f.name), Expr)
-    }
-    return dataclasses.replace(expr, **changes)
+    return map_nodes(expr, lambda node: value if node == var else None)  # type: ignore[return-value]
 
 
 def replace_buffers(node: Stmt, mapping: Mapping[Buffer, Buffer]) -> Stmt:
     """``node`` with every buffer operand (of loads, stores, copies, addresses, inline PTX)
     that ``mapping`` names replaced by its image."""
-    return _replace_buffers(node, mapping)  # type: ignore[return-value]
-
-
-def _replace_buffers(node: object, mapping: Mapping[Buffer, Buffer]) -> object:
-    match node:
-        case Buffer():
-            return mapping.get(node, node)
-        case tuple():
-            return tuple(_replace_buffers(x, mapping) for x in node)
-        case Expr() | Stmt():
-            changes = {
-                f.name: _replace_buffers(getattr(node, f.name), mapping)
-                for f in dataclasses.fields(node)
-            }
-            return dataclasses.replace(node, **changes)
-    return node
+    return map_nodes(
+        node, lambda b: mapping.get(b, b) if isinstance(b, Buffer) else None
+    )  # type: ignore[return-value]

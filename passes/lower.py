@@ -364,19 +364,9 @@ def _all_values(k: TileKernel):
 
 def _rebind_buffers(stmt: L.Stmt, table: dict[str, L.Buffer]) -> L.Stmt:
     """Replace buffers by their final versions (shared offsets are fixed after lowering)."""
-    import dataclasses
-
-    def fix(node: object) -> object:
-        if isinstance(node, L.Buffer):
-            return table.get(node.name, node)
-        if isinstance(node, tuple):
-            return tuple(fix(x) for x in node)
-        if isinstance(node, L.Expr | L.Stmt):
-            changes = {f.name: fix(getattr(node, f.name)) for f in dataclasses.fields(node)}
-            return dataclasses.replace(node, **changes)
-        return node
-
-    return fix(stmt)  # type: ignore[return-value]
+    return L.map_nodes(
+        stmt, lambda b: table.get(b.name, b) if isinstance(b, L.Buffer) else None
+    )  # type: ignore[return-value]
 
 
 @register_pass("lower-to-loops", "Tile IR -> Loop IR: distribute tiles over threads")

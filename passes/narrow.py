@@ -82,24 +82,22 @@ class _DoesNotFit(Exception):
 
 
 def _narrow(node: object, symbols: dict[str, L.Var]) -> object:
-    match node:
-        case L.Var(name=name, type=dt) if dt is i64:
-            return symbols.get(name, L.Var(name, i32))
-        case L.Const(value=value, type=dt) if dt is i64:
-            if not -_I32_MAX - 1 <= int(value) <= _I32_MAX:  # type: ignore[arg-type]
-                raise _DoesNotFit
-            return L.Const(value, i32)
-        case L.Cast(type=dt, operand=x) if dt is i64:
-            inner = _narrow(x, symbols)
-            # A widening of an i32 value becomes no conversion at all.
-            return inner if inner.dtype is i32 else L.Cast(i32, inner)  # type: ignore[attr-defined]
-        case L.Buffer(dtype=dt) if dt is i64:
-            return dataclasses.replace(node, dtype=i32)
-        case tuple():
-            return tuple(_narrow(x, symbols) for x in node)
-        case L.Expr() | L.Stmt() | L.Buffer():
-            changes = {
-                f.name: _narrow(getattr(node, f.name), symbols) for f in dataclasses.fields(node)
-            }
-            return dataclasses.replace(node, **changes)  # type: ignore[type-var]
-    return node
+    """``node`` with its 64-bit integers made 32-bit (size symbols by their 32-bit copies)."""
+
+    def narrowed(n: object) -> object | None:
+        match n:
+            case L.Var(name=name, type=dt) if dt is i64:
+                return symbols.get(name, L.Var(name, i32))
+            case L.Const(value=value, type=dt) if dt is i64:
+                if not -_I32_MAX - 1 <= int(value) <= _I32_MAX:  # type: ignore[arg-type]
+                    raise _DoesNotFit
+                return L.Const(value, i32)
+            case L.Cast(type=dt, operand=x) if dt is i64:
+                inner = _narrow(x, symbols)
+                # A widening of an i32 value becomes no conversion at all.
+                return inner if inner.dtype is i32 else L.Cast(i32, inner)  # type: ignore[attr-defined]
+            case L.Buffer(dtype=dt) if dt is i64:
+                return dataclasses.replace(n, dtype=i32)
+        return None
+
+    return L.map_nodes(node, narrowed)
