@@ -102,7 +102,10 @@ def main() -> None:
     import_start = time.perf_counter()
     import tegula.codegen.cuda
     import tegula.compiler.api
+    import tegula.compiler.frontend  # imported on a cache miss only (a hit needs no front end)
+    import tegula.compiler.parse_tables
     import tegula.compiler.parser
+    import tegula.ir.verify_tile
     import tegula.passes.pipeline
     import tegula.runtime.cuda_launch  # noqa: F401
 
