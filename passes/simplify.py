@@ -100,13 +100,32 @@ _SWAPPED_COMPARISON = {
 }
 
 
-def simplify_expr(e: Expr, ranges: Mapping[str, IntRange] | None = None) -> Expr:
+def simplify_expr(
+    e: Expr,
+    ranges: Mapping[str, IntRange] | None = None,
+    multiples: Mapping[str, int] | None = None,
+) -> Expr:
     """``e`` rewritten into a simpler equivalent, given ranges for the names it reads.
 
     ``ranges`` maps ``Var`` names, and ``threadIdx.x`` / ``blockIdx.x|y|z``, to the values
-    they may take; unlisted names are bounded by their dtype only.
+    they may take; unlisted names are bounded by their dtype only. ``multiples`` maps names
+    to a number their values are all multiples of (a loop variable stepping by 128 from 0):
+    terms that are multiples of a modulus drop out of ``% c``.
     """
-    return _ExprSimplifier(ranges).simplify(e)
+    return _ExprSimplifier(ranges, multiples).simplify(e)
+
+
+def multiple_of(e: Expr, ranges: Mapping[str, IntRange], multiples: Mapping[str, int]) -> int:
+    """The largest number ``e`` (a simplified signed integer expression) is known to be a
+    multiple of, from its terms' coefficients and the ``multiples`` of the names in them (0
+    for the constant 0)."""
+    if not _is_polynomial(e.dtype):
+        return 1
+    simplifier = _ExprSimplifier(ranges, multiples)
+    g = 0
+    for mono, coef in simplifier._as_poly(e).items():
+        g = math.gcd(g, coef * simplifier.atoms_multiple(mono))
+    return g
 
 
 # ----------------------------------------------------------------------------- polynomials
@@ -212,9 +231,20 @@ def _float_const(exact: Fraction, dt: DType) -> Const | None:
 class _ExprSimplifier:
     """Simplifies expressions under one fixed set of ranges (caches by node)."""
 
-    def __init__(self, ranges: Mapping[str, IntRange] | None) -> None:
+    def __init__(
+        self, ranges: Mapping[str, IntRange] | None, multiples: Mapping[str, int] | None = None
+    ) -> None:
         self.range_of = IntRangeAnalysis(ranges)
+        self.multiples: Mapping[str, int] = multiples or {}
         self._keys: dict[int, tuple[Expr, tuple[bool, str, str]]] = {}
+
+    def atoms_multiple(self, mono: Monomial) -> int:
+        """What the product of ``mono``'s atoms is known to be a multiple of."""
+        m = 1
+        for atom in mono:
+            if isinstance(atom, Var):
+                m *= self.multiples.get(atom.name, 1)
+        return m
 
     # ------------------------------------------------------------------ entry
 
@@ -377,6 +407,9 @@ class _ExprSimplifier:
         if c == 1:
             return {}
         _, rest = self._split(self._recombine(num, dt), c)
+        # Terms whose atoms are multiples (a loop variable's stride) are whole periods too.
+        rest = {mono: coef for mono, coef in rest.items()
+                if mono == _CONST or coef * self.atoms_multiple(mono) % c}
         if _CONST in rest:  # whole periods of the constant drop out; keep it small
             k = rest[_CONST] % c
             rest = _add(rest, _const_poly((k if 2 * k <= c else k - c) - rest[_CONST]))
@@ -1034,9 +1067,13 @@ class _Scope:
 
     ranges: dict[str, IntRange]
     names: set[str]
+    multiples: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def nested(self) -> _Scope:
-        return _Scope(dict(self.ranges), set(self.names))
+        return _Scope(dict(self.ranges), set(self.names), dict(self.multiples))
+
+    def simplify(self, e: Expr) -> Expr:
+        return simplify_expr(e, self.ranges, self.multiples)
 
 
 def simplify_kernel(k: LoopKernel) -> LoopKernel:
@@ -1067,8 +1104,7 @@ class _KernelSimplifier:
     def stmts(self, s: Stmt, scope: _Scope) -> list[Stmt]:
         """``s`` simplified, as a flat list of statements to splice into the enclosing list."""
 
-        def simplify(e: Expr) -> Expr:
-            return simplify_expr(e, scope.ranges)
+        simplify = scope.simplify
 
         match s:
             case Seq(body=body):
@@ -1104,10 +1140,14 @@ class _KernelSimplifier:
     @staticmethod
     def _define(scope: _Scope, var: Var, value: Expr | None) -> None:
         scope.names.add(var.name)
+        scope.multiples.pop(var.name, None)  # a shadowed name loses what was known
         if value is not None and var.dtype.is_int:
             scope.ranges[var.name] = int_range(value, scope.ranges)
+            m = multiple_of(value, scope.ranges, scope.multiples)
+            if m > 1:
+                scope.multiples[var.name] = m
         else:
-            scope.ranges.pop(var.name, None)  # a shadowed name loses what was known
+            scope.ranges.pop(var.name, None)
 
     @staticmethod
     def _copy(c: Copy, simplify: Callable[[Expr], Expr]) -> list[Stmt]:
@@ -1134,9 +1174,9 @@ class _KernelSimplifier:
         ]
 
     def _for(self, loop: For, scope: _Scope) -> list[Stmt]:
-        start = simplify_expr(loop.start, scope.ranges)
-        stop = simplify_expr(loop.stop, scope.ranges)
-        step = simplify_expr(loop.step, scope.ranges)
+        start = scope.simplify(loop.start)
+        stop = scope.simplify(loop.stop)
+        step = scope.simplify(loop.step)
         r_start, r_stop, r_step = (int_range(e, scope.ranges) for e in (start, stop, step))
         # The distance still to go, in the direction of the step: <= 0 means no iteration.
         lo: int | None = None
@@ -1153,7 +1193,7 @@ class _KernelSimplifier:
         var_range = IntRange(lo, hi) if distance is not None else None
         trips: IntRange | None = None
         if distance is not None:
-            r_distance = int_range(simplify_expr(distance, scope.ranges), scope.ranges)
+            r_distance = int_range(scope.simplify(distance), scope.ranges)
             if r_distance.below(1):
                 return []
             if isinstance(step, Const):
@@ -1164,6 +1204,11 @@ class _KernelSimplifier:
                 )
         body_scope = scope.nested()
         self._define(body_scope, loop.var, None)
+        # Every value of the variable is start + i * step: a multiple of both's divisor.
+        stride = multiple_of(start, scope.ranges, scope.multiples)
+        stride = math.gcd(stride, multiple_of(step, scope.ranges, scope.multiples))
+        if stride > 1:
+            body_scope.multiples[loop.var.name] = stride
         if var_range is not None:
             known = var_range.intersect(IntRange.of_dtype(loop.var.dtype))
             if known is None:
@@ -1182,7 +1227,7 @@ class _KernelSimplifier:
         return [replace(loop, start=start, stop=stop, step=step, body=_seq(body))]
 
     def _if(self, branch: If, scope: _Scope) -> list[Stmt]:
-        cond = simplify_expr(branch.cond, scope.ranges)
+        cond = scope.simplify(branch.cond)
         then_ranges = _refine(cond, scope.ranges, True)
         else_ranges = _refine(cond, scope.ranges, False)
         if then_ranges is None:
@@ -1196,16 +1241,14 @@ class _KernelSimplifier:
             body = self.stmts(taken, scope.nested())
             return body if _hoistable(body, scope) else [If(_bool_const(True), _seq(body))]
         assert then_ranges is not None and else_ranges is not None
-        then_body = self.stmts(branch.then_body, _Scope(then_ranges, set(scope.names)))
-        else_body = (
-            []
-            if branch.else_body is None
-            else self.stmts(branch.else_body, _Scope(else_ranges, set(scope.names)))
-        )
+        then_scope = _Scope(then_ranges, set(scope.names), dict(scope.multiples))
+        then_body = self.stmts(branch.then_body, then_scope)
+        else_scope = _Scope(else_ranges, set(scope.names), dict(scope.multiples))
+        else_body = [] if branch.else_body is None else self.stmts(branch.else_body, else_scope)
         if not then_body and not else_body:
             return []
         if not then_body:
-            negated = simplify_expr(Unary(UnaryOp.NOT, cond), scope.ranges)
+            negated = scope.simplify(Unary(UnaryOp.NOT, cond))
             return [If(negated, _seq(else_body))]
         return [If(cond, _seq(then_body), _seq(else_body) if else_body else None)]
 

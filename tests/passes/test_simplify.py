@@ -688,3 +688,44 @@ def test_unknown_statements_are_refused_by_name() -> None:
     kernel, _, _ = _demo_kernel()
     with pytest.raises(TypeError, match="Fence"):
         simplify_kernel(LoopKernel(**{**kernel.__dict__, "body": Fence()}))
+
+
+def test_strides_of_loops_and_lets_fold_modulo_tests() -> None:
+    """A loop variable stepping by 128 from 0 and a Let of ``(tid % 8) * 16`` are even:
+    ``(k + t) % 2 == 0`` folds to true; ``(k + tid) % 2`` keeps its test, reduced to the
+    thread index's part. The kernel computes the same either way."""
+    kernel, _, out = _demo_kernel()
+    k, t = Var("k", i64), Var("t", i64)
+    slot = (E(k) // 128 * 4 + tid % 4).e  # distinct per iteration and thread, below 1024
+    body = For(
+        k, Const(0, i64), Const(1024, i64), Const(128, i64),
+        Seq((
+            Let(t, (tid % 8 * 16).e),
+            If(((E(k) + E(t)) % 2).eq(0).e, Store(out, slot, Const(1.0, f32)),
+               Store(out, slot, Const(2.0, f32))),
+            If(((E(k) + tid) % 2).eq(0).e, Store(out, (E(slot) + 512).e, Const(3.0, f32))),
+        )),
+    )
+    original = LoopKernel(**{**kernel.__dict__, "body": body})
+    simplified = simplify_kernel(original)
+    verify_loop_kernel(simplified)
+    conds = [format_expr(s.cond) for s in walk_stmts(simplified.body) if isinstance(s, If)]
+    assert conds == ["i64(threadIdx.x) % 2 == 0"], conds
+    a_values = np.random.default_rng().standard_normal(1024).astype(np.float32)
+    np.testing.assert_array_equal(_run(simplified, 1000, a_values), _run(original, 1000, a_values))
+
+
+MULTIPLES = {"x": 4, "y": 3}  # x in -20..20 and y in 0..15 taking only such values
+
+
+@settings(max_examples=150, deadline=None)
+@given(expr=_EXPRESSIONS, data=st.data())
+def test_simplified_expressions_keep_their_values_given_multiples(
+    expr: E, data: st.DataObject
+) -> None:
+    simplified = simplify_expr(expr.e, RANGES, MULTIPLES)
+    for _ in range(3):
+        env = {name: data.draw(st.integers(r.lo, r.hi)) for name, r in RANGES.items()}
+        for name, m in MULTIPLES.items():
+            env[name] -= env[name] % m  # the multiple at or below, still in range
+        assert evaluate(simplified, env) == evaluate(expr.e, env), format_expr(simplified)
