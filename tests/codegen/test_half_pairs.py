@@ -84,3 +84,21 @@ kernel scale_add(x: f16[N], y: f16[N], out: f16[N])
     ).results["scale_add"].source
     assert "reinterpret_cast<__half2*>" in source and "__hmul2(" in source
     assert "0x42004200u" in source  # the constant 3.0 in both lanes, named once
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_bf16_loops_pair_too(arch: str) -> None:
+    source = tg.compile(
+        """
+kernel axpy(x: bf16[N], y: bf16[N], out: bf16[N])
+    grid (cdiv(N, 256))
+{
+    i = bid.x * 256
+    store(out[i : +256], load(x[i : +256]) * 0.5 - load(y[i : +256]))
+}
+""",
+        target=f"cuda:{arch}",
+        cache=False,
+    ).results["axpy"].source
+    assert "__nv_bfloat162" in source and "__hmul2(" in source and "__hsub2(" in source
+    assert "bfloat162_from_bits(" in source
