@@ -194,9 +194,12 @@ def _sum_or_map(
         acc = Load(buf, indices[0])
         terms = [_term_of_sum(v, acc) for v in values]
         sums = fresh(f"{buffer_name}_pairs")
-        lines = [f"{PAIR_TYPE[half]} {sums} = {writer.pair(terms[0], terms[1])};"]
-        lines += [f"{sums} = __hadd2({sums}, {writer.pair(terms[t], terms[t + 1])});"
-                  for t in pairs if t]
+        lines: list[str] = []
+        for t in pairs:
+            term = writer.pair(terms[t], terms[t + 1])
+            lines += writer.take_temporaries()
+            lines.append(f"{PAIR_TYPE[half]} {sums} = {term};" if t == 0
+                         else f"{sums} = __hadd2({sums}, {term});")
         low, high = _LANES[half]
         element = f"{name}[{where[0]}]"
         lines.append(f"{element} = __hadd({element}, __hadd({low}({sums}), {high}({sums})));")
@@ -204,8 +207,12 @@ def _sum_or_map(
     if any(where[t] % 2 or where[t + 1] != where[t] + 1 for t in pairs):
         raise _NoPair
     writer.written = buf
-    return [f"reinterpret_cast<{PAIR_TYPE[half]}*>({name})[{where[t] // 2}] = "
-            f"{writer.pair(values[t], values[t + 1])};" for t in pairs]
+    lines = []
+    for t in pairs:
+        value = writer.pair(values[t], values[t + 1])
+        lines += writer.take_temporaries()
+        lines.append(f"reinterpret_cast<{PAIR_TYPE[half]}*>({name})[{where[t] // 2}] = {value};")
+    return lines
 
 
 def _term_of_sum(value: Expr, acc: Load) -> Expr:
@@ -241,6 +248,17 @@ class _PairWriter:
         self.constants: dict[int, str] = {}  # a constant pair's bits -> its C name
         self.constant_lines: list[str] = []
         self.fresh = fresh
+        self.words: dict[tuple[Buffer, int], str] = {}  # a code buffer's 32-bit words, named
+        self.temporaries: list[str] = []  # declarations the next statement reads
+
+    def take_temporaries(self) -> list[str]:
+        taken, self.temporaries = self.temporaries, []
+        return taken
+
+    def temporary(self, hint: str, ctype: str, value: str) -> str:
+        name = self.fresh(hint)
+        self.temporaries.append(f"const {ctype} {name} = {value};")
+        return name
 
     @property
     def pair_type(self) -> str:
@@ -291,8 +309,11 @@ class _PairWriter:
         word = self.byte_pair(field_a, field_b)
         bits = self.bits_of(f"({word} & 0x{d.mask:08x}u) ^ 0x{d.pattern:08x}u")
         if d.scales == (1.0, 1.0):
-            return f"__hsub2({bits}, {self.constant_pair(-d.adds[0], -d.adds[1])})"
-        return f"__hfma2({bits}, {self.constant_pair(*d.scales)}, {self.constant_pair(*d.adds)})"
+            value = f"__hsub2({bits}, {self.constant_pair(-d.adds[0], -d.adds[1])})"
+        else:
+            scales, adds = self.constant_pair(*d.scales), self.constant_pair(*d.adds)
+            value = f"__hfma2({bits}, {scales}, {adds})"
+        return self.temporary("decoded", self.pair_type, value)
 
     def byte_pair(self, a: _ByteField, b: _ByteField) -> str:
         """A 32-bit word holding byte ``a.byte`` in byte 0 and ``b.byte`` in byte 2 (bytes
@@ -301,12 +322,19 @@ class _PairWriter:
         last = max(a.byte, b.byte) // 4
         if last - first > 1:
             raise _NoPair
-        words = f"reinterpret_cast<const unsigned int*>({self.buffer_name(a.buffer)})"
-        low = f"{words}[{first}]"
-        high = f"{words}[{last}]" if last != first else "0u"
+        low = self.word(a.buffer, first)
+        high = self.word(a.buffer, last) if last != first else "0u"
         pa, pb = a.byte - 4 * first, b.byte - 4 * first
         select = pa | pa << 4 | pb << 8 | pb << 12
         return f"__byte_perm({low}, {high}, 0x{select:04x})"
+
+    def word(self, buf: Buffer, index: int) -> str:
+        """Word ``index`` of a code buffer, read into a named register once per loop."""
+        if (buf, index) not in self.words:
+            name = self.buffer_name(buf)
+            value = f"reinterpret_cast<const unsigned int*>({name})[{index}]"
+            self.words[buf, index] = self.temporary(f"{name}_word", "unsigned int", value)
+        return self.words[buf, index]
 
     def lane_bits(self, value: float | int | bool) -> int:
         return int(np.asarray(float(value), dtype=self.half.to_numpy()).view(np.uint16))
