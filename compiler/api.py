@@ -13,7 +13,10 @@ give. A warm disk cache answers the whole call without parsing the source.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,7 +169,7 @@ def compile(
         missing = sorted(set(kernels) - {k.name for k in index.kernels})
         if missing:
             raise KeyError(f"{source.filename} has no kernel(s) {', '.join(missing)}")
-    results: dict[str, CompileResult] = {}
+    builds: dict[str, Callable[[], CompileResult]] = {}
     specialized: dict[str, SpecializedKernel] = {}
     chosen = [k for k in index.kernels if kernels is None or k.name in kernels]
     for header in chosen:
@@ -191,7 +194,8 @@ def compile(
                 tuned=tuned,
             )
         else:
-            results[header.name] = compile_kernel(
+            builds[header.name] = functools.partial(
+                compile_kernel,
                 source.text,
                 source.filename,
                 header.name,
@@ -201,7 +205,25 @@ def compile(
                 use_cache=cache,
                 dump_dir=kdump,
             )
+    results = dict(zip(builds, _build_all(list(builds.values()), tgt), strict=True))
     return Module(source, tgt, results, specialized, tuple(k.name for k in chosen))
+
+
+# NVRTC compiles independent programs on concurrent threads (and releases the GIL while it
+# does); each compile holds a few hundred MB, so a handful at a time.
+_MAX_BUILD_THREADS = 8
+
+
+def _build_all(builds: list[Callable[[], CompileResult]], target: Target) -> list[CompileResult]:
+    """Run ``builds`` (the kernels' compilations, in order), CUDA ones on a few threads:
+    NVRTC is most of a cold compile, and its compiles overlap. The first failure in order
+    is raised, as a serial loop would. CPU builds stay serial (LLVM's code generation runs
+    in one process-wide context)."""
+    workers = min(len(builds), os.cpu_count() or 1, _MAX_BUILD_THREADS)
+    if not target.is_cuda or workers < 2:
+        return [build() for build in builds]
+    with ThreadPoolExecutor(workers, thread_name_prefix="tegula-build") as pool:
+        return list(pool.map(lambda build: build(), builds))
 
 
 __all__ = ["DSLError", "Module", "SpecializedKernel", "compile", "read_source"]

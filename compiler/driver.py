@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -168,16 +169,18 @@ class LazyProgram:
         self.source_text = source_text
         self.filename = filename
         self._program: Program | None = None
+        self._parsing = threading.Lock()  # kernels may be built on several threads
 
     @property
     def parsed(self) -> bool:
         return self._program is not None
 
     def __call__(self) -> Program:
-        if self._program is None:
-            from . import parser  # imported here: a warm compile needs no parser at all
+        with self._parsing:
+            if self._program is None:
+                from . import parser  # imported here: a warm compile needs no parser at all
 
-            self._program = parser.parse(self.source_text, self.filename)
+                self._program = parser.parse(self.source_text, self.filename)
         return self._program
 
 
