@@ -285,8 +285,8 @@ class CudaExprPrinter:
         if op in _NATIVE_HALF:
             # The half-precision instruction rounds the exact result once, as the f32
             # operation and the conversion back do (f32 carries more than twice the bits, so
-            # the second rounding never differs); it is one instruction, and ptxas pairs two
-            # of them into one f16x2 instruction.
+            # the second rounding never differs); it is one instruction (unrolled loops of
+            # them run two lanes at a time: codegen/cuda_pairs.py).
             return f"{_NATIVE_HALF[op]}({self(lhs)}, {self(rhs)})", ATOM
         a, b = self.float_value(lhs), self.float_value(rhs)
         if op.is_comparison:

@@ -47,6 +47,7 @@ from tegula.ir.loop import (
     Stmt,
     Store,
     substitute,
+    walk_exprs,
 )
 
 from .cuda_expr import CudaExprPrinter
@@ -225,9 +226,7 @@ def _term_of_sum(value: Expr, acc: Load) -> Expr:
 
 
 def _reads(e: Expr, buf: Buffer) -> bool:
-    if isinstance(e, Load) and e.buffer == buf:
-        return True
-    return any(_reads(c, buf) for c in e.children())
+    return any(isinstance(x, Load) and x.buffer == buf for x in walk_exprs(e))
 
 
 class _PairWriter:

@@ -4,7 +4,9 @@ loads prefetched into registers."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tegula.ir import loop as L
@@ -373,23 +375,38 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
                 plan.append(_PrefetchedLoad(o, chain))
         return plan
 
+    @contextlib.contextmanager
+    def at_iteration(self, plan: list[_PrefetchedLoad], loop_var: Value, k_value: L.Expr
+                     ) -> Iterator[None]:
+        """For the duration, the loop variable at ``k_value`` and the scalars ``plan``'s
+        windows start at computed from it, once, where the caller is."""
+        saved = dict(self.vals)
+        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+        for p in plan:
+            for dep in p.chain:
+                self.op(dep)
+        try:
+            yield
+        finally:
+            self.vals = saved
+
+    def issue_loads(self, plan: list[_PrefetchedLoad]) -> list[RegTile]:
+        """``plan``'s loads (inside ``at_iteration``); their tiles."""
+        tiles = []
+        for p in plan:
+            self.load(p.load)
+            tile = self.vals[p.load.result.name]
+            assert isinstance(tile, RegTile) and tile.buffer is not None
+            tiles.append(tile)
+        return tiles
+
     def prefetch(self, plan: list[_PrefetchedLoad], loop_var: Value, k_value: L.Expr
                  ) -> list[RegTile]:
         """Issue ``plan``'s loads with the loop variable at ``k_value``; their tiles. The
         loads test their windows against the tensors' bounds, so prefetching past the loop's
         end reads nothing it should not."""
-        saved = dict(self.vals)
-        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
-        tiles = []
-        for p in plan:
-            for dep in p.chain:
-                self.op(dep)
-            self.load(p.load)
-            tile = self.vals[p.load.result.name]
-            assert isinstance(tile, RegTile) and tile.buffer is not None
-            tiles.append(tile)
-        self.vals = saved
-        return tiles
+        with self.at_iteration(plan, loop_var, k_value):
+            return self.issue_loads(plan)
 
     def ring_prologue(self, plan: list[_PrefetchedLoad], loop_var: Value, start: L.Expr,
                       step: L.Expr, stages: int) -> list[list[RegTile]]:
@@ -418,36 +435,27 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         the loop's end, edge blocks) they keep them. The per-element tests are most of what
         a streaming loop issues besides its arithmetic: a GEMV slab of 16 codes a thread
         spent about a third of its time in them."""
-        inside = self.windows_inside(plan, loop_var, k_value)
-        if inside is None:
-            return self.prefetch(plan, loop_var, k_value)
-        self.nest()
-        self.window_inside = True
-        tiles = self.prefetch(plan, loop_var, k_value)
-        self.window_inside = False
-        tested = self.unnest()
-        self.nest()
-        guarded = self.prefetch(plan, loop_var, k_value)
-        same = {g.buffer: t.buffer for g, t in zip(guarded, tiles, strict=True)}
-        self.buffers = [b for b in self.buffers if b not in same]
-        self.emit(L.If(inside, tested, L.replace_buffers(self.unnest(), same)))  # type: ignore[arg-type]
-        return tiles
-
-    def windows_inside(self, plan: list[_PrefetchedLoad], loop_var: Value, k_value: L.Expr
-                       ) -> L.Expr | None:
-        """Whether the windows of ``plan``'s loads at ``k_value`` all lie inside their
-        tensors (None when no load has a window to test)."""
-        saved = dict(self.vals)
-        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
-        test: L.Expr | None = None
-        for p in plan:
-            for dep in p.chain:
-                self.op(dep)
-            tensor = self.vals[p.load.tensor.name]
-            assert isinstance(tensor, Tensor)
-            test = land(test, self.window_test(p.load, tensor))
-        self.vals = saved
-        return test
+        with self.at_iteration(plan, loop_var, k_value):
+            inside: L.Expr | None = None
+            for p in plan:
+                tensor = self.vals[p.load.tensor.name]
+                assert isinstance(tensor, Tensor)
+                inside = land(inside, self.window_test(p.load, tensor))
+            if inside is None:
+                return self.issue_loads(plan)
+            self.nest()
+            self.window_inside = True
+            try:
+                tiles = self.issue_loads(plan)
+            finally:
+                self.window_inside = False
+            tested = self.unnest()
+            self.nest()
+            guarded = self.issue_loads(plan)
+            same = {g.buffer: t.buffer for g, t in zip(guarded, tiles, strict=True)}
+            self.buffers = [b for b in self.buffers if b not in same]
+            self.emit(L.If(inside, tested, L.replace_buffers(self.unnest(), same)))  # type: ignore[arg-type]
+            return tiles
 
     def ring_shift(self, ring: list[list[RegTile]]) -> None:
         """At the bottom of an iteration: every slot takes the next one's registers."""
