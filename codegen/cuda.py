@@ -68,6 +68,9 @@ __device__ __forceinline__ {T} floormod({T} a, {T} b) {{
 }
 
 
+TENSOR_MAP_TYPE = "tensor_map_t"
+
+
 def generate_cuda(k: LoopKernel) -> str:
     """CUDA C++ source defining ``extern "C" __global__ void <k.name>(...)``."""
     return _CudaKernelWriter(k).write()
@@ -168,6 +171,12 @@ class _CudaKernelWriter:
             for helper in sorted(self.expr.helpers_used):
                 out.extend(_FLOOR_HELPERS[helper].format(T=t) for t in ("int", "long long"))
             out.append("")
+        if self.k.tensor_maps:
+            out.append("// A TMA tensor map (CUtensorMap): 128 opaque bytes the launcher encodes.")
+            out.append(
+                f"struct __align__(64) {TENSOR_MAP_TYPE} {{ unsigned long long bits[16]; }};"
+            )
+            out.append("")
         if self.pair_helpers:
             out.append("// A 32-bit word's bits as a pair of half-precision lanes.")
             for half in sorted(self.pair_helpers):
@@ -208,6 +217,10 @@ class _CudaKernelWriter:
         for symbol in self.k.symbols:
             self.nonneg_vars[-1][symbol] = True  # sizes and strides are never negative
             params.append(f"long long {self.names.bind(symbol)}")
+        for tensor_map in self.k.tensor_maps:
+            name = self.names.fresh(tensor_map.buffer.name)
+            params.append(f"const __grid_constant__ {TENSOR_MAP_TYPE} {name}")
+            self.buffer_names[tensor_map.buffer] = name
         return params
 
     def prologue(self) -> list[str]:

@@ -207,6 +207,8 @@ class CudaExprPrinter:
             case Address(buffer=buf, index=index) if buf.scope is Scope.SHARED:
                 element = f"{self.buffer_name(buf)}[{self(index)}]"
                 return f"(unsigned)__cvta_generic_to_shared(&{element})", UNARY
+            case Address(buffer=buf) if buf.scope is Scope.PARAM:
+                return f"(unsigned long long)&{self.buffer_name(buf)}", UNARY
             case Address(buffer=buf, index=index):
                 return f"(unsigned long long)&{self.buffer_name(buf)}[{self(index)}]", UNARY
             case ShuffleXor(value=value, lane_mask=mask):

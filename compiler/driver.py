@@ -36,6 +36,7 @@ from tegula.passes.pipeline import DEFAULT_PIPELINE
 from tegula.runtime.cache import KernelCache, cache_key, default_cache
 from tegula.runtime.kernel import Kernel
 from tegula.runtime.spec import KernelSpec, ParamSpec
+from tegula.runtime.tensor_map import TensorMapSpec
 
 from tegula import __version__ as VERSION
 
@@ -86,8 +87,13 @@ def kernel_spec(tile: TileKernel, loop: LoopKernel, target: Target) -> KernelSpe
             )
         else:
             params.append(ParamSpec(p.name, "scalar", t.dtype.name))
+    by_buffer = {p.buffer: p.name for p in loop.params if p.buffer is not None}
+    tensor_maps = tuple(
+        TensorMapSpec(by_buffer[m.tensor], m.box, m.swizzle_bytes) for m in loop.tensor_maps
+    )
     return KernelSpec(
         name=tile.name,
+        tensor_maps=tensor_maps,
         params=tuple(params),
         symbols=tuple(s.name for s in tile.symbols),
         grid=tuple(tile.grid),

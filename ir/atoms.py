@@ -184,6 +184,52 @@ def cp_async_wait(pending: int) -> str:
     return f"cp.async.wait_group {pending};"
 
 
+# ----------------------------------------------------------------------------- TMA (sm_90)
+
+
+@dataclass(frozen=True)
+class TmaLoadAtom:
+    """``cp.async.bulk.tensor``: the tensor-memory accelerator copies one box of a tensor
+    (described by a tensor map: shape, strides, box, swizzle) from global to shared memory
+    and counts its bytes on an ``mbarrier``. Coordinates are signed element indices,
+    innermost first; the parts of the box outside the tensor are zero-filled (and still
+    counted), so ragged edges need no masks.
+
+    Operands: ``%0`` the shared destination, ``%1`` the tensor map's generic address, then
+    the ``rank`` coordinates, then the barrier's shared address.
+    """
+
+    rank: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rank <= 5:
+            raise ValueError(f"TMA boxes have 1 to 5 dimensions, not {self.rank}")
+
+    @property
+    def ptx(self) -> str:
+        coords = ", ".join(f"%{2 + d}" for d in range(self.rank))
+        return (
+            f"cp.async.bulk.tensor.{self.rank}d.shared::cluster.global.tile"
+            f".mbarrier::complete_tx::bytes [%0], [%1, {{{coords}}}], [%{2 + self.rank}];"
+        )
+
+
+# An mbarrier (a 64-bit shared word) counts arrivals and transaction bytes per phase. One
+# per ring slot: initialised for a single arrival, the issuing thread's, which also says
+# how many bytes the slot's copies bring; the phase completes when they have all landed.
+MBARRIER_INIT = "mbarrier.init.shared::cta.b64 [%0], %1;"
+# Makes the initialised barriers visible to the async proxy (the copies that complete on them).
+MBARRIER_INIT_FENCE = "fence.mbarrier_init.release.cluster;"
+# Before a barrier's bytes are used for anything else.
+MBARRIER_INVALIDATE = "mbarrier.inval.shared::cta.b64 [%0];"
+MBARRIER_ARRIVE_EXPECT_TX = "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+# Spin until the phase of parity %1 has completed (labels are local to the braces).
+MBARRIER_WAIT_PARITY = (
+    "{ .reg .pred ready; waiting: mbarrier.try_wait.parity.shared::cta.b64 ready, [%0], %1; "
+    "@!ready bra waiting; }"
+)
+
+
 # ----------------------------------------------------------------------------- wgmma (sm_90a)
 
 

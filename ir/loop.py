@@ -28,6 +28,7 @@ class Scope(Enum):
     GLOBAL = "global"
     SHARED = "shared"
     LOCAL = "local"
+    PARAM = "param"  # a kernel parameter passed by value (a TMA tensor map)
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -256,7 +257,8 @@ class Address(Expr):
     """The address of ``buffer[index]`` as an operand for inline PTX.
 
     For a shared buffer: the 32-bit address in the shared window (``u32``); for a global
-    buffer: the generic 64-bit pointer (``u64``). Only the CUDA back end accepts it.
+    buffer or a by-value parameter (a tensor map): the generic 64-bit pointer (``u64``).
+    Only the CUDA back end accepts it.
     """
 
     buffer: Buffer
@@ -443,6 +445,23 @@ class Asm(Stmt):
 
 
 @dataclass(frozen=True)
+class TensorMap:
+    """A TMA tensor map of a tensor parameter, passed by value after the symbols.
+
+    ``buffer`` (scope ``param``, 128 bytes) names it in the body, where only its address is
+    taken (the operand of ``cp.async.bulk.tensor``). The launcher encodes it from the array
+    given for ``tensor``: every dimension of it, innermost first, with the copy box ``box``
+    (innermost first, one entry a dimension) and the shared-memory swizzle
+    ``swizzle_bytes`` (0, 32, 64 or 128) that the body's boxes land in.
+    """
+
+    buffer: Buffer
+    tensor: Buffer
+    box: tuple[int, ...]
+    swizzle_bytes: int
+
+
+@dataclass(frozen=True)
 class LoopParam:
     """A kernel argument: a global buffer (tensor) or a scalar :class:`Var`."""
 
@@ -460,7 +479,8 @@ class LoopKernel:
     """One kernel at Loop IR level.
 
     Arguments come in the order of the runtime ABI (``docs/runtime.md``): ``params`` in
-    header order, then ``symbols`` (the size and stride symbols, ``i64``). ``grid`` gives
+    header order, then ``symbols`` (the size and stride symbols, ``i64``), then
+    ``tensor_maps``. ``grid`` gives
     the number of blocks along x, y, z as expressions over the symbols; ``block_threads``
     threads run ``body`` in each block. ``buffers`` lists every shared and local buffer the
     body uses (allocated once at kernel entry); ``smem_bytes`` is the dynamic shared memory
@@ -481,6 +501,7 @@ class LoopKernel:
     notes: tuple[str, ...] = field(default_factory=tuple)
     index_bits: int = 64
     smem_align: int = 16  # bytes; wgmma's swizzled operands want 1024
+    tensor_maps: tuple[TensorMap, ...] = ()
 
 
 # ----------------------------------------------------------------------------- traversal

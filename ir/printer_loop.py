@@ -173,6 +173,10 @@ def _print_kernel(k: LoopKernel, grid: str) -> str:
         lines.append(f"{INDENT}# from {k.source_name}")
     if k.symbols:
         lines.append(f"{INDENT}symbols {', '.join(s.name for s in k.symbols)}")
+    for m in k.tensor_maps:
+        box = " x ".join(str(b) for b in reversed(m.box))
+        swizzle = f", swizzle {m.swizzle_bytes} B" if m.swizzle_bytes else ""
+        lines.append(f"{INDENT}tensor map {m.buffer.name} of {m.tensor.name}: box {box}{swizzle}")
     lines.append(f"{INDENT}grid ({grid})  threads {k.block_threads}  smem {k.smem_bytes} bytes")
     if k.index_bits != 64:
         lines.append(f"{INDENT}indices i{k.index_bits}")

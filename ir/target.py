@@ -47,6 +47,12 @@ class Target:
         """Whether the target has warpgroup tensor-core instructions (sm_90a alone)."""
         return self.arch == "sm_90a"
 
+    @property
+    def has_tma(self) -> bool:
+        """Whether the target has the tensor-memory accelerator (bulk tensor copies and
+        transaction-counting mbarriers, sm_90 on)."""
+        return self.is_cuda and self.compute_capability >= 90
+
     def constants(self) -> dict[str, bool | int]:
         """The compile-time names a kernel's params may use to choose per target: ``CUDA``
         (whether it builds for a GPU), ``SM`` (the compute capability, 0 on the CPU) and

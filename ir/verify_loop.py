@@ -56,6 +56,7 @@ from .loop import (
     ShuffleXor,
     Stmt,
     Store,
+    TensorMap,
     ThreadIdx,
     Unary,
     UnaryOp,
@@ -133,6 +134,10 @@ class _Verifier:
             if not symbol.dtype.is_int:
                 raise self.fail(f"symbol {symbol.name!r} has dtype {symbol.dtype}, expected an int")
             self.define(symbol)
+        for tensor_map in k.tensor_maps:
+            claim(tensor_map.buffer.name, "tensor map")
+            self.check_tensor_map(tensor_map)
+            self.buffers[tensor_map.buffer.name] = tensor_map.buffer
         for buf in k.buffers:
             claim(buf.name, "buffer")
             self.check_buffer(buf)
@@ -157,11 +162,28 @@ class _Verifier:
                 "(unpack it into wider words before Loop IR)"
             )
 
+    def check_tensor_map(self, tensor_map: TensorMap) -> None:
+        what = f"tensor map {tensor_map.buffer.name!r}"
+        if tensor_map.buffer.scope is not Scope.PARAM or tensor_map.buffer.size != 128:
+            raise self.fail(f"{what} must be a 128-byte buffer of scope param")
+        tensors = {p.buffer for p in self.kernel.params if p.buffer is not None}
+        if tensor_map.tensor not in tensors:
+            raise self.fail(f"{what} describes {tensor_map.tensor.name!r}, not a tensor parameter")
+        box = tensor_map.box
+        if not 1 <= len(box) <= 5 or any(not 1 <= b <= 256 for b in box):
+            raise self.fail(f"{what}: box {box} needs 1 to 5 extents of 1 to 256")
+        if box[0] * tensor_map.tensor.dtype.itemsize % 16:
+            raise self.fail(f"{what}: a box's rows ({box[0]} elements) must be whole 16 bytes")
+        if tensor_map.swizzle_bytes not in (0, 32, 64, 128):
+            raise self.fail(f"{what}: swizzle {tensor_map.swizzle_bytes} is not 0, 32, 64 or 128")
+
     def check_buffer(self, buf: Buffer) -> None:
         what = f"buffer {buf.name!r}"
         self.check_storable(buf.dtype, what)
         if buf.scope is Scope.GLOBAL:
             raise self.fail(f"{what} is global; global buffers are tensor parameters")
+        if buf.scope is Scope.PARAM:
+            raise self.fail(f"{what} has scope param; only tensor maps do")
         if buf.size is None or buf.size <= 0:
             raise self.fail(f"{what} needs a positive size, got {buf.size}")
         if buf.scope is Scope.SHARED:
@@ -213,6 +235,8 @@ class _Verifier:
             raise self.fail(f"{use} buffer {buf!r}, which differs from its declaration {known!r}")
         if writes and buf.read_only:
             raise self.fail(f"{use} read-only buffer {buf.name!r}")
+        if buf.scope is Scope.PARAM and use != "address of":
+            raise self.fail(f"{use} tensor map {buf.name!r}; only its address may be taken")
 
     # ------------------------------------------------------------------ statements
 

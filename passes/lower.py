@@ -177,6 +177,7 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
             smem_bytes=cursor,
             body=body,
             smem_align=self.smem_align,
+            tensor_maps=tuple(self.tensor_maps),
             source_name=k.source_file,
         )
 

@@ -20,6 +20,7 @@ from .arrays import _READERS as _READER_CACHE
 from .arrays import CPU, ArrayReader, describe, reader_for
 from .errors import ArgumentError, SpecError
 from .spec import KernelSpec, ParamSpec
+from .tensor_map import TensorMapEncoder
 
 
 class Launcher(Protocol):
@@ -159,6 +160,13 @@ class Kernel:
         self._extent_limit = 1 << (spec.index_bits - 2) if spec.index_bits < 64 else 0
         self._wide_factory: Callable[[], Kernel] | None = None
         self._wide: Kernel | None = None
+        self._map_encoder: TensorMapEncoder | None = None
+        if spec.tensor_maps:
+            index = spec.param_index
+            self._map_args = tuple(index[m.param] for m in spec.tensor_maps)
+            self._map_encoder = TensorMapEncoder(
+                spec.tensor_maps, tuple(spec.params[i].element_type for i in self._map_args)
+            )
 
     def set_wide_twin(self, factory: Callable[[], Kernel]) -> None:
         """Where calls too large for this kernel's 32-bit indices go: a 64-bit build of the
@@ -252,7 +260,22 @@ class Kernel:
         if grid[0] <= 0 or grid[1] <= 0 or grid[2] <= 0:
             return
         launch_args.extend(values)
+        if self._map_encoder is not None:
+            launch_args.extend(self._tensor_maps(args))
         self._launch(grid, launch_args, device or CPU, library)
+
+    def _tensor_maps(self, args: tuple[Any, ...]) -> list[Any]:
+        """The TMA tensor maps of this call's arrays (checked already), in spec order."""
+        encoder = self._map_encoder
+        assert encoder is not None
+        maps = []
+        for index, position in enumerate(self._map_args):
+            arg = args[position]
+            reader = _READER_CACHE.get(type(arg)) or reader_for(type(arg))
+            assert reader is not None
+            maps.append(encoder.encode(index, reader.pointer(arg), tuple(reader.shape(arg)),
+                                       tuple(reader.strides(arg))))
+        return maps
 
     def _scalar(self, plan: _ScalarPlan, value: Any) -> Any:
         if type(value) not in plan.fast_types and not _is_number(value, plan.dtype):

@@ -10,8 +10,9 @@ ABI (what the generated code must accept)
 -----------------------------------------
 CUDA: ``extern "C" __global__ void <name>(...)`` taking each header parameter in order
 (tensor → device pointer to its element type, scalar → its C type), then each symbol in
-``symbols`` order as ``long long``. Launched on ``grid`` with block ``(block_threads, 1, 1)``
-and ``smem_bytes`` of dynamic shared memory.
+``symbols`` order as ``long long``, then each of ``tensor_maps`` (a TMA tensor map of one
+tensor parameter, 128 bytes by value; :mod:`tegula.runtime.tensor_map`). Launched on ``grid``
+with block ``(block_threads, 1, 1)`` and ``smem_bytes`` of dynamic shared memory.
 
 CPU: an LLVM function ``void <name>(i64* argv, i64 begin, i64 end)`` that runs the blocks
 whose linear index lies in ``[begin, end)``, x fastest (``bid.x = b % gx``,
@@ -44,6 +45,7 @@ from tegula.ir import dtypes
 
 from .errors import ExprError, SpecError
 from .exprs import GridFunction, compile_grid
+from .tensor_map import MAX_RANK, TensorMapSpec
 
 ParamKind = Literal["tensor", "scalar"]
 Dim = int | str
@@ -146,6 +148,7 @@ class KernelSpec:
     smem_bytes: int
     target: str
     index_bits: int = 64
+    tensor_maps: tuple[TensorMapSpec, ...] = ()
 
     # ``grid_function(*symbol_values) -> (gx, gy, gz)``: compiled once, in __post_init__.
     grid_function: GridFunction = field(init=False, repr=False, compare=False)
@@ -189,6 +192,19 @@ class KernelSpec:
             )
         if self.index_bits not in (32, 64):
             raise SpecError(f"{owner}: index_bits must be 32 or 64, not {self.index_bits!r}")
+        object.__setattr__(self, "tensor_maps", tuple(self.tensor_maps))
+        by_name = {p.name: p for p in self.params}
+        for m in self.tensor_maps:
+            param = by_name.get(m.param)
+            if param is None or not param.is_tensor or param.is_packed:
+                raise SpecError(f"{owner}: tensor map of {m.param!r}, not an unpacked tensor")
+            if len(m.box) != param.rank or param.rank > MAX_RANK:
+                raise SpecError(
+                    f"{owner}: tensor map of {m.param!r} has a {len(m.box)}-d box for a "
+                    f"{param.rank}-d tensor"
+                )
+            if not self.is_cuda:
+                raise SpecError(f"{owner}: tensor maps are for CUDA targets only")
         try:
             grid_function = compile_grid(self.grid, self.symbols)
         except ExprError as exc:
@@ -221,6 +237,10 @@ class KernelSpec:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         data["params"] = [asdict(p) for p in self.params]
+        # Written only where there are maps, so specs without any read as they always did.
+        maps = data.pop("tensor_maps")
+        if maps:
+            data["tensor_maps"] = [asdict(m) for m in maps]
         return data
 
     @classmethod
@@ -238,7 +258,8 @@ class KernelSpec:
                 )
                 for p in raw_params
             )
-            return cls(params=params, **data)
+            maps = tuple(TensorMapSpec(**m) for m in data.pop("tensor_maps", ()))
+            return cls(params=params, tensor_maps=maps, **data)
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed kernel spec: {exc}") from None
 

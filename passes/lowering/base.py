@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from tegula.ir import loop as L
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import DType, i64
+from tegula.ir.dtypes import DType, i64, u8
 from tegula.ir.target import Target
 from tegula.ir.tile import (
     Block,
@@ -74,6 +74,7 @@ class LoweringBase:
         # (``windows_inside``): their elements skip their own bounds tests.
         self.window_inside = False
         self.smem_align = 16  # of the dynamic shared memory's start
+        self.tensor_maps: list[L.TensorMap] = []  # TMA maps the kernel takes, in ABI order
         # A pipelined loop's refill of its rings, left for the first of its (planned) dots
         # that runs on wgmma to emit once its products are issued.
         self.deferred_issue: tuple[frozenset[int], Callable[[], None]] | None = None
@@ -103,6 +104,17 @@ class LoweringBase:
             name = f"{base}_{n}"
         self.names.add(name)
         return name
+
+    def tensor_map(self, tensor: L.Buffer, box: tuple[int, ...], swizzle_bytes: int
+                   ) -> L.TensorMap:
+        """The kernel's TMA map of ``tensor`` with this box and swizzle (one per kind)."""
+        for m in self.tensor_maps:
+            if (m.tensor, m.box, m.swizzle_bytes) == (tensor, box, swizzle_bytes):
+                return m
+        buffer = L.Buffer(self.unique(f"{tensor.name}_map"), u8, L.Scope.PARAM, 128)
+        found = L.TensorMap(buffer, tensor, box, swizzle_bytes)
+        self.tensor_maps.append(found)
+        return found
 
     def let(self, base: str, expr: L.Expr) -> L.Var:
         if isinstance(expr, L.Var | L.Const):

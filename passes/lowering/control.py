@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from tegula.ir import loop as L
 from tegula.ir.atoms import (
     CP_ASYNC_COMMIT,
+    MBARRIER_ARRIVE_EXPECT_TX,
+    MBARRIER_INIT,
+    MBARRIER_INIT_FENCE,
+    MBARRIER_INVALIDATE,
+    MBARRIER_WAIT_PARITY,
     PROXY_FENCE_ASYNC_SHARED,
     WGMMA_SMEM_ALIGN,
     CpAsyncAtom,
+    TmaLoadAtom,
     cp_async_wait,
     wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import i64, u32
+from tegula.ir.dtypes import i32, i64, u32, u64
 from tegula.ir.tile import (
     Block,
     DotOp,
@@ -220,10 +226,24 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
             return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)))
 
+        boxes = self.tma_boxes(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
+                                      zip(plan, rings, strict=True)])
+        barriers = None
+        if boxes is not None:
+            name = self.unique("slot_full")
+            barriers = L.Buffer(name, u64, L.Scope.SHARED, stages, 0)
+            self.buffers.append(barriers)
+            self.shared_allocs.append(SharedAlloc(name, 8 * stages, 8, ring=True))
+
         def issue(iteration: L.Expr) -> None:
             k_value = add(start, mul(iteration, step))
             live = L.Binary(BIN.LT, k_value, stop)
             stage = L.Binary(BIN.MOD, iteration, c64(stages))
+            if boxes is not None and barriers is not None:
+                self.issue_tma_loads(plan, boxes, loop_var, k_value, live,
+                                     [(buf, mul(stage, c64(numel))) for buf, numel in rings],
+                                     L.Address(barriers, stage))
+                return
             for p, (buf, numel) in zip(plan, rings, strict=True):
                 self.issue_async_load(p, loop_var, k_value, live, staged(p, buf, stage, numel))
             self.emit(L.Asm(CP_ASYNC_COMMIT, memory=True))
@@ -232,8 +252,15 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         # pipelined loop (serial_for).
         planned = {id(p.load) for p in plan}
         in_registers = [p for p in self.prefetch_plan(op) if id(p.load) not in planned]
-        if self.scratch_bytes:
-            # The rings may share bytes with the scratch area code before the loop read.
+        if barriers is not None:
+            self.emit(L.If(self.first_thread(), L.seq(
+                *(L.Asm(MBARRIER_INIT, inputs=(L.Address(barriers, c64(slot)), L.Const(1, u32)),
+                        input_constraints=("r", "r"), memory=True) for slot in range(stages)),
+                L.Asm(MBARRIER_INIT_FENCE, memory=True),
+            )))
+        if self.scratch_bytes or barriers is not None:
+            # The rings may share bytes with the scratch area code before the loop read;
+            # the barriers must be initialised before any thread waits on them.
             self.emit(L.Barrier())
         for s in range(ahead):
             issue(c64(s))
@@ -243,9 +270,18 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         self.nest()
         it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
         self.ring_issue(in_registers, ring, loop_var, var, step, stages)
-        self.emit(L.Asm(cp_async_wait(ahead - 1), memory=True))
-        if async_readers:
-            self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
+        if barriers is not None:
+            # Fill number it // stages of the slot completes phase (it // stages) % 2.
+            slot = L.Binary(BIN.MOD, it, c64(stages))
+            parity = cast(L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, it, c64(stages)), c64(2)), u32)
+            self.emit(L.Asm(MBARRIER_WAIT_PARITY, inputs=(L.Address(barriers, slot), parity),
+                            input_constraints=("r", "r"), memory=True))
+        else:
+            self.emit(L.Asm(cp_async_wait(ahead - 1), memory=True))
+            if async_readers:
+                self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
+        # (With TMA the barrier no longer publishes the slot, which its mbarrier did, but
+        # still tells the issuing thread that the slot it refills next is no longer read.)
         self.emit(L.Barrier())
         if async_readers:
             # The refill waits until the first wgmma of this iteration is issued, so the
@@ -285,8 +321,17 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         self.emit(L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
         if overlapped is not None:
             self.emit(L.Asm(wgmma_wait(0), memory=True))
-        self.emit(L.Asm(cp_async_wait(0), memory=True))
+        if barriers is None:
+            self.emit(L.Asm(cp_async_wait(0), memory=True))
         self.emit(L.Barrier())
+        if barriers is not None:
+            # Every issued copy was waited for in the loop. The barriers' bytes may be
+            # scratch again after it, which an mbarrier must be invalidated for first.
+            self.emit(L.If(self.first_thread(), L.seq(*(
+                L.Asm(MBARRIER_INVALIDATE, inputs=(L.Address(barriers, c64(slot)),),
+                      input_constraints=("r",), memory=True) for slot in range(stages)
+            ))))
+            self.emit(L.Barrier())
 
     def overlapped_wgmma(self, op: ForOp, plan: list[_PipelinedLoad]) -> int | None:
         """The id of the loop's one wgmma ``dot`` that may stay in flight across iterations:
@@ -309,6 +354,70 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         if dot.result.name not in yielded or uses.get(dot.result.name) != 1:
             return None
         return id(dot)
+
+    def first_thread(self) -> L.Expr:
+        return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(0, i32))
+
+    def tma_boxes(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
+                  ) -> list[_TmaOperand] | None:
+        """How the tensor-memory accelerator fills one stage of each ring
+        (:meth:`StagedTile.tma_boxes`), or None where it cannot: before sm_90, or an operand
+        that is not in a wgmma layout. Parts of a box outside the tensor arrive as zeros, as
+        cp.async's zero-byte copies did."""
+        if not self.target.has_tma:
+            return None
+        operands = []
+        for p, tile in zip(plan, stages, strict=True):
+            tensor = self.vals[p.load.tensor.name]
+            lay = tile.wgmma
+            if lay is None or tile.column_major or not isinstance(tensor, Tensor):
+                return None
+            rank = len(tensor.shape)
+            if rank > 5 or tensor.packed_bits or not tensor.contiguous_last:
+                return None
+            group, boxes = tile.tma_boxes()
+            extents = (1,) * (rank - 2) + (group, lay.block)
+            tensor_map = self.tensor_map(tensor.buffer, tuple(reversed(extents)),
+                                         lay.swizzle_bytes)
+            rows, cols = tile.shape
+            operands.append(_TmaOperand(tensor_map, boxes, rows * cols * tile.dtype.itemsize))
+        return operands
+
+    def issue_tma_loads(
+        self, plan: list[_PipelinedLoad], operands: list[_TmaOperand], loop_var: Value,
+        k_value: L.Expr, live: L.Expr, slots: list[tuple[L.Buffer, L.Expr]],
+        barrier: L.Address,
+    ) -> None:
+        """One thread starts the copies of a stage: it tells the slot's barrier how many
+        bytes will arrive, then issues a box per block (and row group) of each operand."""
+        saved = dict(self.vals)
+        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+        self.nest()
+        total = sum(o.stage_bytes for o in operands)
+        self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
+                        input_constraints=("r", "r"), memory=True))
+        for p, o, (ring, offset) in zip(plan, operands, slots, strict=True):
+            for dep in p.chain:
+                self.op(dep)
+            tensor = self.vals[p.load.tensor.name]
+            assert isinstance(tensor, Tensor)
+            starts, _ = self.window_geometry(tensor, p.load, None)
+            rank = len(starts)
+            atom = TmaLoadAtom(rank)
+            for first_row, first_col, at in o.boxes:
+                coords = list(starts)
+                coords[rank - 2] = add(coords[rank - 2], c64(first_row))
+                coords[rank - 1] = add(coords[rank - 1], c64(first_col))
+                inner_first = [cast(c, i32) for c in reversed(coords)]
+                self.emit(L.Asm(
+                    atom.ptx, inputs=(L.Address(ring, add(offset, c64(at))),
+                                      L.Address(o.tensor_map.buffer, c64(0)), *inner_first,
+                                      barrier),
+                    input_constraints=("r", "l", *("r",) * rank, "r"), memory=True,
+                ))
+        body = self.unnest()
+        self.emit(L.If(land(self.first_thread(), live), body))  # type: ignore[arg-type]
+        self.vals = saved
 
     def issue_async_load(
         self, p: _PipelinedLoad, loop_var: Value, k_value: L.Expr, live: L.Expr, dst: StagedTile
@@ -634,6 +743,13 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
 class _PrefetchedLoad:
     load: LoadOp
     chain: list[Op]  # the scalar ops in the loop body its window starts depend on
+
+
+@dataclass(frozen=True)
+class _TmaOperand:
+    tensor_map: L.TensorMap
+    boxes: tuple[tuple[int, int, int], ...]  # (first row, first column, ring offset) a box
+    stage_bytes: int
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tegula.ir import loop as L
 from tegula.ir.atoms import WgmmaSmemLayout
@@ -235,6 +235,37 @@ class StagedTile:
             block = L.Binary(BIN.FLOORDIV, col, c64(lay.block))
             within = add(mul(block, c64(lay.rows * lay.block)), within)
         return add(self.base, _swizzled(within, lay.swizzle))
+
+    def tma_boxes(self) -> tuple[int, tuple[tuple[int, int, int], ...]]:
+        """How TMA boxes fill this tile (a wgmma layout): the rows of a box, and per box its
+        first row, first column and element offset from ``base``.
+
+        A wgmma layout is swizzle-wide blocks of whole rows, 1024-byte aligned, which is
+        what a box ``block`` wide with the same swizzle writes (the swizzle is a function
+        of the shared address). A's 8-row groups are stored in warpgroup order, so A takes
+        a box per group and block; B takes one per block (of at most 256 rows).
+        """
+        lay = self.wgmma
+        assert lay is not None and not self.column_major
+        rows, cols = self.shape
+        group = 8 if self.row_groups is not None or rows > 256 else rows
+        origin = replace(self, base=c64(0))
+        boxes = []
+        for first_row in range(0, rows, group):
+            for first_col in range(0, cols, lay.block):
+                at = origin.offset([c64(first_row), c64(first_col)])
+                boxes.append((first_row, first_col, _constant(at)))
+        return group, tuple(boxes)
+
+
+def _constant(e: L.Expr) -> int:
+    """The value of an integer expression of constants."""
+    from tegula.passes.simplify import simplify_expr  # (simplify imports no lowering)
+
+    folded = simplify_expr(e)
+    if not isinstance(folded, L.Const):
+        raise ValueError(f"not a constant expression: {e}")
+    return int(folded.value)
 
 
 @dataclass(frozen=True)

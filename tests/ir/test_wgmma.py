@@ -66,6 +66,58 @@ def test_staged_layout_is_the_hardware_swizzle_of_its_canonical_offsets(
     assert seen == set(range(rows * cols))  # a permutation of the tile's bytes
 
 
+@pytest.mark.parametrize(
+    ("rows", "cols", "warps"),
+    [(128, 32, 8), (128, 64, 8), (256, 32, 8), (64, 64, 4), (128, 128, 4), (32, 256, 0),
+     (64, 128, 0), (16, 512, 0)],
+)
+def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
+    rows: int, cols: int, warps: int
+) -> None:
+    """What the tensor-memory accelerator writes for each box (row after row from the box's
+    shared address, each row ``swizzle_bytes`` wide, then the hardware swizzle on the
+    address) is the staged layout, element for element; the boxes cover the tile once.
+    ``warps`` > 0 stages an A operand (8-row groups in warpgroup order), 0 a B operand."""
+    lay = WgmmaSmemLayout(rows, cols, 2)
+    groups = None
+    if warps:
+        acc = wgmma_accumulator_layout((rows, 32), warps)
+        groups = WarpgroupRows(acc.wpc[0], acc.reps(0))
+    tile = StagedTile(None, Const(0, i64), None, (rows, cols), f16,  # type: ignore[arg-type]
+                      wgmma=lay, row_groups=groups)
+    box_rows, boxes = tile.tma_boxes()
+    assert box_rows <= 256 and (box_rows == 8 or groups is None)
+    written: dict[int, tuple[int, int]] = {}
+    for first_row, first_col, at in boxes:
+        assert at * 2 % 128 == 0  # TMA's shared destinations are 128-byte aligned
+        for r in range(box_rows):
+            for c in range(lay.block):
+                byte = at * 2 + r * lay.swizzle_bytes + 2 * c
+                element = _hardware_swizzle(byte, lay.swizzle_bytes) // 2
+                assert element not in written
+                written[element] = (first_row + r, first_col + c)
+    assert len(written) == rows * cols
+    for element, (row, col) in written.items():
+        assert _value(tile.offset([Const(row, i64), Const(col, i64)])) == element
+
+
+def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"],
+                        cache=False)
+    result = module.results["gemm_f16"]
+    source, spec = result.source, result.spec
+    # A's 8-row groups go in warpgroup order (a box each), B's 64-column blocks a box each.
+    maps = {m.param: (m.box, m.swizzle_bytes) for m in spec.tensor_maps}
+    assert maps == {"a": ((32, 8), 64), "b": ((64, 32), 128)}
+    assert "const __grid_constant__ tensor_map_t a_map" in source
+    loop = source.split("for (int k = 0;")[1]
+    assert loop.count("cp.async.bulk.tensor.2d") == 128 // 8 + 256 // 64
+    assert "mbarrier.try_wait.parity" in loop and "cp.async.cg" not in loop
+    assert f"\"r\"({(128 * 32 + 32 * 256) * 2}u)" in loop  # the bytes a stage brings
+    # The unaligned fallback keeps plain loads; sm_90 without "a" has no wgmma layouts.
+    assert "cp.async.bulk" not in _source("cuda:sm_90")
+
+
 def test_rows_that_fit_no_swizzle_mode_are_refused() -> None:
     with pytest.raises(ValueError, match="do not fit"):
         WgmmaSmemLayout(64, 8, 2)  # 16-byte rows
@@ -136,9 +188,10 @@ def test_gemm_runs_on_wgmma_on_sm90a_and_on_mma_sync_elsewhere() -> None:
     assert "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16" in hopper
     assert "fence.proxy.async.shared::cta;" in hopper
     assert "__align__(1024)" in hopper
-    # Five stages of 128 x 32 and 32 x 256 operands; the scratch area the unaligned fallback
-    # loop stages its operands in shares their bytes.
-    assert f"{5 * (128 * 32 + 32 * 256) * 2} bytes of shared memory" in hopper
+    # Five stages of 128 x 32 and 32 x 256 operands and their five 8-byte barriers (to a
+    # multiple of 16 bytes); the scratch area the unaligned fallback loop stages its
+    # operands in shares their bytes.
+    assert f"{5 * (128 * 32 + 32 * 256) * 2 + 48} bytes of shared memory" in hopper
     # The lone product stays in flight across iterations; the loop's exit waits for it.
     assert "wgmma.wait_group.sync.aligned 1;" in hopper
     assert "wgmma.wait_group.sync.aligned 0;" in hopper
