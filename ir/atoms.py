@@ -214,6 +214,9 @@ class TmaLoadAtom:
         )
 
 
+# Fetches a tensor map (by its generic address) into the TMA unit's cache ahead of first use.
+TENSOR_MAP_PREFETCH = "prefetch.tensormap [%0];"
+
 # An mbarrier (a 64-bit shared word) counts arrivals and transaction bytes per phase. One
 # per ring slot: initialised for a single arrival, the issuing thread's, which also says
 # how many bytes the slot's copies bring; the phase completes when they have all landed.

@@ -35,6 +35,11 @@ class Launcher(Protocol):
     ) -> None: ...
 
 
+# Where every CUDA tensor's data must start: the generated code reads and writes aligned
+# vectors of up to 16 bytes, testing element offsets (not the base) for alignment.
+CUDA_BASE_ALIGNMENT = 16
+
+
 class _TensorPlan:
     """What a call checks for one tensor parameter, precomputed from its spec."""
 
@@ -247,7 +252,15 @@ class Kernel:
                     f"parameter {plan.name!r} is written by kernel {self.spec.name!r}, "
                     "but the array given is read-only"
                 )
-            launch_args.append(reader.pointer(arg))
+            pointer = reader.pointer(arg)
+            if self._on_cuda and pointer % CUDA_BASE_ALIGNMENT:
+                raise ArgumentError(
+                    f"parameter {plan.name!r}: its data starts at {pointer:#x}, not on a "
+                    f"{CUDA_BASE_ALIGNMENT}-byte boundary; CUDA kernels access memory in "
+                    "aligned vectors of up to 16 bytes (pass a copy, or a view that starts "
+                    "at an aligned element)"
+                )
+            launch_args.append(pointer)
         for plan, shape in packed_checks:
             n = values[plan.packed_check]  # type: ignore[index]
             if shape[-1] != -(-n * plan.packed_bits // 8):

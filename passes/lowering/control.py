@@ -18,6 +18,7 @@ from tegula.ir.atoms import (
     MBARRIER_INVALIDATE,
     MBARRIER_WAIT_PARITY,
     PROXY_FENCE_ASYNC_SHARED,
+    TENSOR_MAP_PREFETCH,
     WGMMA_SMEM_ALIGN,
     CpAsyncAtom,
     TmaLoadAtom,
@@ -257,6 +258,9 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
                 *(L.Asm(MBARRIER_INIT, inputs=(L.Address(barriers, c64(slot)), L.Const(1, u32)),
                         input_constraints=("r", "r"), memory=True) for slot in range(stages)),
                 L.Asm(MBARRIER_INIT_FENCE, memory=True),
+                *(L.Asm(TENSOR_MAP_PREFETCH, inputs=(L.Address(m.buffer, c64(0)),),
+                        input_constraints=("l",), memory=True)
+                  for m in dict.fromkeys(o.tensor_map for o in boxes or ())),
             )))
         if self.scratch_bytes or barriers is not None:
             # The rings may share bytes with the scratch area code before the loop read;
@@ -388,36 +392,45 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         k_value: L.Expr, live: L.Expr, slots: list[tuple[L.Buffer, L.Expr]],
         barrier: L.Address,
     ) -> None:
-        """One thread starts the copies of a stage: it tells the slot's barrier how many
-        bytes will arrive, then issues a box per block (and row group) of each operand."""
-        saved = dict(self.vals)
-        self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
-        self.nest()
+        """Start the copies of a stage. The first thread tells the slot's barrier how many
+        bytes will arrive; the boxes are dealt round-robin to the first lane of every warp,
+        so no warp spends long issuing them (a box's bytes may land before the barrier is
+        told to expect them: its transaction count may go below zero meanwhile)."""
+        boxes = [(p, o, slot, box) for p, o, slot in zip(plan, operands, slots, strict=True)
+                 for box in o.boxes]
+        warps = self.kernel.num_warps
         total = sum(o.stage_bytes for o in operands)
-        self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
-                        input_constraints=("r", "r"), memory=True))
-        for p, o, (ring, offset) in zip(plan, operands, slots, strict=True):
-            for dep in p.chain:
-                self.op(dep)
-            tensor = self.vals[p.load.tensor.name]
-            assert isinstance(tensor, Tensor)
-            starts, _ = self.window_geometry(tensor, p.load, None)
-            rank = len(starts)
-            atom = TmaLoadAtom(rank)
-            for first_row, first_col, at in o.boxes:
-                coords = list(starts)
+        for warp in range(warps):
+            saved = dict(self.vals)
+            self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+            self.nest()
+            if warp == 0:
+                self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
+                                input_constraints=("r", "r"), memory=True))
+            starts_of: dict[int, list[L.Expr]] = {}
+            for p, o, (ring, offset), (first_row, first_col, at) in boxes[warp::warps]:
+                if id(p) not in starts_of:
+                    for dep in p.chain:
+                        self.op(dep)
+                    tensor = self.vals[p.load.tensor.name]
+                    assert isinstance(tensor, Tensor)
+                    starts_of[id(p)] = self.window_geometry(tensor, p.load, None)[0]
+                coords = list(starts_of[id(p)])
+                rank = len(coords)
                 coords[rank - 2] = add(coords[rank - 2], c64(first_row))
                 coords[rank - 1] = add(coords[rank - 1], c64(first_col))
                 inner_first = [cast(c, i32) for c in reversed(coords)]
                 self.emit(L.Asm(
-                    atom.ptx, inputs=(L.Address(ring, add(offset, c64(at))),
-                                      L.Address(o.tensor_map.buffer, c64(0)), *inner_first,
-                                      barrier),
+                    TmaLoadAtom(rank).ptx,
+                    inputs=(L.Address(ring, add(offset, c64(at))),
+                            L.Address(o.tensor_map.buffer, c64(0)), *inner_first, barrier),
                     input_constraints=("r", "l", *("r",) * rank, "r"), memory=True,
                 ))
-        body = self.unnest()
-        self.emit(L.If(land(self.first_thread(), live), body))  # type: ignore[arg-type]
-        self.vals = saved
+            body = self.unnest()
+            self.vals = saved
+            if body != L.seq():
+                lane_zero = L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(32 * warp, i32))
+                self.emit(L.If(land(lane_zero, live), body))  # type: ignore[arg-type]
 
     def issue_async_load(
         self, p: _PipelinedLoad, loop_var: Value, k_value: L.Expr, live: L.Expr, dst: StagedTile

@@ -280,6 +280,10 @@ def test_device_checks() -> None:
                                  "cuda:0", "cupy")
     with pytest.raises(ArgumentError, match="'out' is on cuda:1 but 'x' is on cuda:0"):
         cuda_kernel(gx, gy, FakeCupyArray((5, 130), device=1), 1.0)
+    # A view starting one element into an allocation: CUDA kernels read aligned vectors.
+    with pytest.raises(ArgumentError, match=r"'y': its data starts at 0x2004, not on a 16-byte"):
+        cuda_kernel(gx, FakeCupyArray((5, 130), ptr=0x2004), go, 1.0)
+    assert len(launcher.calls) == 1
 
 
 def test_launcher_must_match_target() -> None:
