@@ -866,6 +866,12 @@ class _KernelBuilder:
         stages = 1
         if "stages" in args:
             stages = self.const_int(args["stages"], "stages")
+        tma = False
+        if "tma" in args:
+            tma = self.const_value(args["tma"], "tma")
+            if not isinstance(tma, bool | int) or tma not in (0, 1):
+                raise self.fail(args["tma"], f"tma must be true or false; got {tma!r}")
+            tma = bool(tma)
         bounds = [self.lower_expr(args["start"]), self.lower_expr(args["stop"])]
         bounds.append(self.lower_expr(args["step"]) if "step" in args else Const(1))
         nodes = [args["start"], args["stop"], args.get("step", args["start"])]
@@ -917,6 +923,7 @@ class _KernelBuilder:
             inits=tuple(inits),
             body=ir.Block((iv, *args_values), tuple(ops)),
             pipeline_stages=stages,
+            pipeline_tma=tma,
         )
         self.env.update(zip(carried, results, strict=True))
         self.hide_new_names(before, assigned | {s.var}, "for", s.span.line)

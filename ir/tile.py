@@ -453,7 +453,8 @@ class ForOp(Op):
 
     ``body.args`` are the induction variable then one value per loop-carried value; the
     body ends with a YieldOp of the next values; ``results`` are the final values.
-    ``pipeline_stages`` > 1 asks the pipeliner to overlap loads with compute.
+    ``pipeline_stages`` > 1 asks the pipeliner to overlap loads with compute;
+    ``pipeline_tma`` asks it to fill tensor-core operand rings by TMA where the target has it.
     """
 
     start: Value
@@ -462,6 +463,7 @@ class ForOp(Op):
     inits: tuple[Value, ...]
     body: Block
     pipeline_stages: int = 1
+    pipeline_tma: bool = False
     operand_fields: tuple[str, ...] = _operands("start", "stop", "step", "inits")
 
     def blocks(self) -> tuple[Block, ...]:

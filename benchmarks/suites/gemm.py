@@ -89,6 +89,11 @@ LLM_KN: Mapping[bool, tuple[tuple[int, int], ...]] = {
 CUBLAS_F16 = "cuBLAS f16"
 # tegula's portable path (mma.sync, what sm_80 GPUs get) where the GPU has a faster one.
 TEGULA_MMA_SYNC = "tegula mma.sync"
+# The same GEMM with its operand slabs copied by TMA (examples/gemm.tg's gemm_tma), where the
+# GPU has it: measured beside the cp.async pipeline the default kernels use.
+TEGULA_TMA = "tegula TMA"
+TMA_KERNEL = "gemm_tma"
+TMA_ELEMENT = {"fp16": "f16", "bf16": "bf16"}
 LLM_GEOMEAN_CASE = "fp16/llm/geomean"
 LLM_GEOMEAN_NAME = "fp16 LLM shapes geomean"
 
@@ -356,7 +361,7 @@ def _capture(precision: Precision) -> Capture:
 
 
 @functools.cache
-def _tegula_gemm(kernel: str, params: tuple[tuple[str, int], ...], target: str) -> Any:
+def _tegula_gemm(kernel: str, params: tuple[tuple[str, int | str], ...], target: str) -> Any:
     import tegula as tg
 
     return tg.compile(EXAMPLES / "gemm.tg", target=target, kernels=[kernel],
@@ -373,9 +378,15 @@ def portable_target() -> str | None:
     return portable if portable != best else None
 
 
-def tegula_impl(precision: Precision, params: Mapping[str, int], target: str = "cuda") -> Impl:
-    kernel = TEGULA_KERNELS[precision]
-    pinned = tuple(sorted(params.items()))
+def tegula_impl(precision: Precision, params: Mapping[str, int], target: str = "cuda",
+                kernel: str | None = None) -> Impl:
+    """tegula's GEMM for ``precision`` (or ``kernel``, which takes the element type as ``T``)."""
+    pinned_params: dict[str, int | str] = dict(params)
+    if kernel is None:
+        kernel = TEGULA_KERNELS[precision]
+    else:
+        pinned_params["T"] = TMA_ELEMENT[precision]
+    pinned = tuple(sorted(pinned_params.items()))
 
     def bind(b: Buffers) -> Call:
         compiled = _tegula_gemm(kernel, pinned, target)
@@ -443,6 +454,8 @@ def gpu_impls(precision: Precision, params: Mapping[str, int]) -> tuple[dict[str
     portable = portable_target()
     if portable is not None:
         impls[TEGULA_MMA_SYNC] = tegula_impl(precision, params, portable)
+        if int(portable.removeprefix("cuda:sm_")) >= 90:
+            impls[TEGULA_TMA] = tegula_impl(precision, params, kernel=TMA_KERNEL)
     torch = torch_cuda()
     if precision == "fp16":
         impls[CUBLAS] = _cupy_matmul(lambda array: array)

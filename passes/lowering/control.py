@@ -227,8 +227,10 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
             return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)))
 
-        boxes = self.tma_boxes(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
-                                      zip(plan, rings, strict=True)])
+        boxes = None
+        if op.pipeline_tma:
+            boxes = self.tma_boxes(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
+                                          zip(plan, rings, strict=True)])
         barriers = None
         if boxes is not None:
             name = self.unique("slot_full")

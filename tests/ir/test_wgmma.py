@@ -102,9 +102,9 @@ def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
 
 
 def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"],
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
                         cache=False)
-    result = module.results["gemm_f16"]
+    result = module.results["gemm_tma"]
     source, spec = result.source, result.spec
     # A's 8-row groups go in warpgroup order (a box each), B's 64-column blocks a box each.
     maps = {m.param: (m.box, m.swizzle_bytes) for m in spec.tensor_maps}
@@ -114,8 +114,14 @@ def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
     assert loop.count("cp.async.bulk.tensor.2d") == 128 // 8 + 256 // 64
     assert "mbarrier.try_wait.parity" in loop and "cp.async.cg" not in loop
     assert f"\"r\"({(128 * 32 + 32 * 256) * 2}u)" in loop  # the bytes a stage brings
-    # The unaligned fallback keeps plain loads; sm_90 without "a" has no wgmma layouts.
-    assert "cp.async.bulk" not in _source("cuda:sm_90")
+    # Each warp's first lane issues its share of the twenty boxes.
+    assert all(f"thread_idx == {32 * w} &&" in loop for w in range(8))
+    # Five stages and their five 8-byte barriers (to a multiple of 16 bytes).
+    assert f"{5 * (128 * 32 + 32 * 256) * 2 + 48} bytes of shared memory" in source
+    # sm_90 without "a" has no wgmma layouts, so its rings stay on cp.async.
+    portable = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90", kernels=["gemm_tma"],
+                          cache=False).results["gemm_tma"]
+    assert "cp.async.bulk" not in portable.source and not portable.spec.tensor_maps
 
 
 def test_rows_that_fit_no_swizzle_mode_are_refused() -> None:
@@ -188,10 +194,10 @@ def test_gemm_runs_on_wgmma_on_sm90a_and_on_mma_sync_elsewhere() -> None:
     assert "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16" in hopper
     assert "fence.proxy.async.shared::cta;" in hopper
     assert "__align__(1024)" in hopper
-    # Five stages of 128 x 32 and 32 x 256 operands and their five 8-byte barriers (to a
-    # multiple of 16 bytes); the scratch area the unaligned fallback loop stages its
-    # operands in shares their bytes.
-    assert f"{5 * (128 * 32 + 32 * 256) * 2 + 48} bytes of shared memory" in hopper
+    # Five stages of 128 x 32 and 32 x 256 operands; the scratch area the unaligned fallback
+    # loop stages its operands in shares their bytes.
+    assert f"{5 * (128 * 32 + 32 * 256) * 2} bytes of shared memory" in hopper
+    assert "cp.async.bulk" not in hopper and "cp.async.cg" in hopper  # tma=true asks for TMA
     # The lone product stays in flight across iterations; the loop's exit waits for it.
     assert "wgmma.wait_group.sync.aligned 1;" in hopper
     assert "wgmma.wait_group.sync.aligned 0;" in hopper

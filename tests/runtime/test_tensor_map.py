@@ -134,8 +134,8 @@ def test_hopper_gemm_through_tma(m: int, n: int, k: int) -> None:
 
     if int(cupy.cuda.Device().compute_capability) < 90:
         pytest.skip("TMA needs sm_90")
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"])
-    kernel = module["gemm_f16"]
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"])
+    kernel = module["gemm_tma"]
     assert kernel.spec.tensor_maps
     rng = np.random.default_rng(m * n + k)
     a = cupy.asarray(rng.standard_normal((m, k)).astype(np.float16))
