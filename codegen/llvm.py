@@ -486,11 +486,20 @@ class _KernelLowering:
             self.copy_lane(c, dst_index, src_index, 0)
             return
         vector = ir.VectorType(memory_type(c.src.dtype), c.lanes)
-        align = c.lanes * c.src.dtype.itemsize if c.aligned else 1
-        loaded = b.load(
-            self.expr.address(c.src, src_index), typ=vector, align=align, name=f"{c.src.name}.vec"
-        )
-        b.store(loaded, self.expr.address(c.dst, dst_index), align=align)
+        loaded = b.load(self.expr.address(c.src, src_index), typ=vector,
+                        align=self.copy_alignment(c, c.src), name=f"{c.src.name}.vec")
+        b.store(loaded, self.expr.address(c.dst, dst_index), align=self.copy_alignment(c, c.dst))
+
+    @staticmethod
+    def copy_alignment(c: Copy, buf: Buffer) -> int:
+        """What a vector access of ``buf`` may assume: the whole vector where ``aligned``
+        says so and the buffer is the kernel's own; an argument's elements only (a NumPy
+        view may start anywhere, and unaligned vector loads cost nothing extra on CPUs)."""
+        if not c.aligned:
+            return 1
+        if buf.scope is Scope.GLOBAL:
+            return buf.dtype.itemsize
+        return c.lanes * buf.dtype.itemsize
 
     def fill_all(self, c: Copy, dst_index: ir.Value) -> None:
         for lane in range(c.lanes):

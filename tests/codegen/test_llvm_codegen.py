@@ -93,6 +93,22 @@ def test_axpy4_vector_copies_and_masked_tail(jit):
     assert np.isnan(c[n:]).all()
 
 
+def test_vector_copies_assume_only_element_alignment_of_arguments(jit):
+    """An argument may be a NumPy view that starts anywhere: its vector accesses promise
+    4-byte alignment (an f32), the kernel's own local buffers the whole vector's."""
+    k = vector_add4(cpu=True)
+    text = generate_llvm(k)
+    assert re.search(r"load <4 x float>, ptr %\S+, align 4", text)
+    fn = jit(text, k.name)
+    n = 1000
+    base = [RNG.standard_normal(n + 1).astype(np.float32) for _ in range(2)]
+    a, b = (x[1:] for x in base)  # 4 bytes past a 16-byte boundary
+    c = np.full(n + 1, np.nan, np.float32)[1:]
+    assert a.ctypes.data % 16 and c.ctypes.data % 16
+    fn([a, b, c, 2.0], [n], blocks(n, 256))
+    np.testing.assert_allclose(c, a * np.float32(2.0) + b, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("unroll", [1, 2])
 def test_row_sum_with_local_buffer_and_descending_loop(jit, unroll):
     k = row_sum(cpu=True, unroll=unroll)
