@@ -89,7 +89,8 @@ def kernel_spec(tile: TileKernel, loop: LoopKernel, target: Target) -> KernelSpe
             params.append(ParamSpec(p.name, "scalar", t.dtype.name))
     by_buffer = {p.buffer: p.name for p in loop.params if p.buffer is not None}
     tensor_maps = tuple(
-        TensorMapSpec(by_buffer[m.tensor], m.box, m.swizzle_bytes) for m in loop.tensor_maps
+        TensorMapSpec(by_buffer[m.tensor], m.box, m.swizzle_bytes, m.dims)
+        for m in loop.tensor_maps
     )
     return KernelSpec(
         name=tile.name,

@@ -459,6 +459,9 @@ class TensorMap:
     tensor: Buffer
     box: tuple[int, ...]
     swizzle_bytes: int
+    # A view of the tensor, innermost first: (tensor dim, extent or 0, step) a map dimension
+    # (runtime.tensor_map.TensorMapSpec); empty for the tensor's own dimensions.
+    dims: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

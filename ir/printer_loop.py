@@ -176,7 +176,10 @@ def _print_kernel(k: LoopKernel, grid: str) -> str:
     for m in k.tensor_maps:
         box = " x ".join(str(b) for b in reversed(m.box))
         swizzle = f", swizzle {m.swizzle_bytes} B" if m.swizzle_bytes else ""
-        lines.append(f"{INDENT}tensor map {m.buffer.name} of {m.tensor.name}: box {box}{swizzle}")
+        view = f", view {list(m.dims)}" if m.dims else ""
+        lines.append(
+            f"{INDENT}tensor map {m.buffer.name} of {m.tensor.name}: box {box}{swizzle}{view}"
+        )
     lines.append(f"{INDENT}grid ({grid})  threads {k.block_threads}  smem {k.smem_bytes} bytes")
     if k.index_bits != 64:
         lines.append(f"{INDENT}indices i{k.index_bits}")

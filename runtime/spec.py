@@ -198,7 +198,11 @@ class KernelSpec:
             param = by_name.get(m.param)
             if param is None or not param.is_tensor or param.is_packed:
                 raise SpecError(f"{owner}: tensor map of {m.param!r}, not an unpacked tensor")
-            if len(m.box) != param.rank or param.rank > MAX_RANK:
+            if m.dims and (m.dims[0][0] != param.rank - 1
+                           or any(d >= param.rank for d, _, _ in m.dims)):
+                raise SpecError(f"{owner}: tensor map of {m.param!r} views dimensions "
+                                f"{m.dims} of a {param.rank}-d tensor")
+            if not m.dims and (len(m.box) != param.rank or param.rank > MAX_RANK):
                 raise SpecError(
                     f"{owner}: tensor map of {m.param!r} has a {len(m.box)}-d box for a "
                     f"{param.rank}-d tensor"

@@ -43,14 +43,24 @@ MAP_DTYPE = np.dtype([("bits", np.uint64, MAP_BYTES // 8)])
 @dataclass(frozen=True)
 class TensorMapSpec:
     """The map a kernel takes of tensor parameter ``param``: ``box`` extents innermost first
-    (one per dimension of the tensor) and the shared-memory ``swizzle_bytes``."""
+    and the shared-memory ``swizzle_bytes``.
+
+    Without ``dims`` the map's dimensions are the tensor's. With them it is a view: map
+    dimension ``d`` (innermost first) is ``(tensor_dim, extent, step)``, walking tensor
+    dimension ``tensor_dim`` ``step`` elements at a time, ``extent`` times (0: as far as the
+    tensor reaches, ``ceil(shape / step)``). Several map dimensions may walk one tensor
+    dimension (rows in groups of eight, then groups of groups), which lets one box gather
+    rows in a permuted order; the first must be the tensor's contiguous dimension, step 1.
+    """
 
     param: str
     box: tuple[int, ...]
     swizzle_bytes: int = 0
+    dims: tuple[tuple[int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "box", tuple(self.box))
+        object.__setattr__(self, "dims", tuple(tuple(d) for d in self.dims))
         owner = f"tensor map of {self.param!r}"
         if not 1 <= len(self.box) <= MAX_RANK:
             raise SpecError(f"{owner}: a box has 1 to {MAX_RANK} extents, not {len(self.box)}")
@@ -59,6 +69,20 @@ class TensorMapSpec:
             raise SpecError(f"{owner}: box extents {self.box} must be ints in 1..{MAX_BOX}")
         if self.swizzle_bytes not in SWIZZLES:
             raise SpecError(f"{owner}: swizzle {self.swizzle_bytes!r} is not one of {SWIZZLES}")
+        if self.dims:
+            if len(self.dims) != len(self.box):
+                raise SpecError(f"{owner}: {len(self.dims)} view dimensions for a "
+                                f"{len(self.box)}-d box")
+            if any(len(d) != 3 or any(not isinstance(x, int) or x < 0 for x in d) or d[2] < 1
+                   for d in self.dims):
+                raise SpecError(f"{owner}: view dimensions {self.dims} must be "
+                                "(tensor dim, extent >= 0, step >= 1)")
+            if self.dims[0][2] != 1:
+                raise SpecError(f"{owner}: a view's first dimension steps by one element")
+
+    def view(self, rank: int) -> tuple[tuple[int, int, int], ...]:
+        """The map's dimensions over a ``rank``-d tensor (its own when there is no view)."""
+        return self.dims or tuple((d, 0, 1) for d in reversed(range(rank)))
 
 
 def data_type(dt: dtypes.DType) -> int:
@@ -127,14 +151,16 @@ class TensorMapEncoder:
                 strides: tuple[int, ...]) -> np.void:
         spec, dt = self.maps[index], self.element_types[index]
         out = np.zeros(1, MAP_DTYPE)
-        rank = len(shape)
-        byte_strides = [s * dt.itemsize for s in strides]
-        if len(spec.box) != rank:
-            raise LaunchError(f"{spec.param!r}: a {rank}-d array for a {len(spec.box)}-d map")
-        if pointer % 16 or any(s % 16 for s in byte_strides[:-1]) or strides[-1] != 1:
+        view = spec.view(len(shape))
+        if view[0][0] != len(shape) - 1 or any(d >= len(shape) for d, _, _ in view):
+            raise LaunchError(f"{spec.param!r}: a {len(shape)}-d array for the map {view}")
+        extents = [n or -(-shape[d] // step) for d, n, step in view]
+        byte_strides = [strides[d] * step * dt.itemsize for d, _, step in view]
+        if pointer % 16 or any(s % 16 for s in byte_strides[1:]) or strides[-1] != 1:
             return out[0]  # the kernel's own test sends such arrays down its other path
-        dims = (ctypes.c_uint64 * rank)(*reversed(shape))
-        outer = (ctypes.c_uint64 * max(rank - 1, 1))(*reversed(byte_strides[:-1]))
+        rank = len(view)
+        dims = (ctypes.c_uint64 * rank)(*extents)
+        outer = (ctypes.c_uint64 * max(rank - 1, 1))(*byte_strides[1:])
         box = (ctypes.c_uint32 * rank)(*spec.box)
         unit = (ctypes.c_uint32 * rank)(*([1] * rank))
         status = _DRIVER.encode()(
@@ -144,7 +170,8 @@ class TensorMapEncoder:
         )
         if status != 0:
             raise LaunchError(
-                f"cuTensorMapEncodeTiled failed ({status}) for {spec.param!r}: shape {shape}, "
-                f"strides {strides} elements, box {spec.box}, swizzle {spec.swizzle_bytes} B"
+                f"cuTensorMapEncodeTiled failed ({status}) for {spec.param!r}: dimensions "
+                f"{extents}, byte strides {byte_strides[1:]}, box {spec.box}, swizzle "
+                f"{spec.swizzle_bytes} B"
             )
         return out[0]

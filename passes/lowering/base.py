@@ -105,14 +105,15 @@ class LoweringBase:
         self.names.add(name)
         return name
 
-    def tensor_map(self, tensor: L.Buffer, box: tuple[int, ...], swizzle_bytes: int
-                   ) -> L.TensorMap:
-        """The kernel's TMA map of ``tensor`` with this box and swizzle (one per kind)."""
+    def tensor_map(self, tensor: L.Buffer, box: tuple[int, ...], swizzle_bytes: int,
+                   dims: tuple[tuple[int, int, int], ...] = ()) -> L.TensorMap:
+        """The kernel's TMA map of ``tensor`` (or of a view of it, ``dims``) with this box
+        and swizzle (one per kind)."""
         for m in self.tensor_maps:
-            if (m.tensor, m.box, m.swizzle_bytes) == (tensor, box, swizzle_bytes):
+            if (m.tensor, m.box, m.swizzle_bytes, m.dims) == (tensor, box, swizzle_bytes, dims):
                 return m
         buffer = L.Buffer(self.unique(f"{tensor.name}_map"), u8, L.Scope.PARAM, 128)
-        found = L.TensorMap(buffer, tensor, box, swizzle_bytes)
+        found = L.TensorMap(buffer, tensor, box, swizzle_bytes, dims)
         self.tensor_maps.append(found)
         return found
 

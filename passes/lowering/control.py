@@ -50,6 +50,7 @@ from .values import (
     Scalar,
     StagedTile,
     Tensor,
+    TmaPlan,
     add,
     c64,
     cast,
@@ -262,7 +263,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
                 L.Asm(MBARRIER_INIT_FENCE, memory=True),
                 *(L.Asm(TENSOR_MAP_PREFETCH, inputs=(L.Address(m.buffer, c64(0)),),
                         input_constraints=("l",), memory=True)
-                  for m in dict.fromkeys(o.tensor_map for o in boxes or ())),
+                  for m in self.tensor_maps),
             )))
         if self.scratch_bytes or barriers is not None:
             # The rings may share bytes with the scratch area code before the loop read;
@@ -366,10 +367,12 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
 
     def tma_boxes(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
                   ) -> list[_TmaOperand] | None:
-        """How the tensor-memory accelerator fills one stage of each ring
-        (:meth:`StagedTile.tma_boxes`), or None where it cannot: before sm_90, or an operand
-        that is not in a wgmma layout. Parts of a box outside the tensor arrive as zeros, as
-        cp.async's zero-byte copies did."""
+        """How the tensor-memory accelerator fills one stage of each ring, or None where it
+        cannot: before sm_90, or an operand that is not in a wgmma layout. Each operand has
+        boxes of the tile itself (:meth:`StagedTile.tma_boxes`), exact at any edge: parts
+        outside the tensor arrive as zeros, as cp.async's zero-byte copies did; a 2-d
+        operand also has the few boxes of a view (:meth:`StagedTile.tma_view`) for stages
+        that lie inside the tensor."""
         if not self.target.has_tma:
             return None
         operands = []
@@ -381,12 +384,17 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             rank = len(tensor.shape)
             if rank > 5 or tensor.packed_bits or not tensor.contiguous_last:
                 return None
-            group, boxes = tile.tma_boxes()
-            extents = (1,) * (rank - 2) + (group, lay.block)
-            tensor_map = self.tensor_map(tensor.buffer, tuple(reversed(extents)),
-                                         lay.swizzle_bytes)
+            edge = tile.tma_boxes()
+            edge_map = self.tensor_map(tensor.buffer, edge.box + (1,) * (rank - 2),
+                                       lay.swizzle_bytes)
+            inside = tile.tma_view() if rank == 2 else None
+            inside_map = None
+            if inside is not None:
+                inside_map = self.tensor_map(tensor.buffer, inside.box, lay.swizzle_bytes,
+                                             inside.dims)
             rows, cols = tile.shape
-            operands.append(_TmaOperand(tensor_map, boxes, rows * cols * tile.dtype.itemsize))
+            operands.append(_TmaOperand(edge_map, edge, inside_map, inside,
+                                        rows * cols * tile.dtype.itemsize))
         return operands
 
     def issue_tma_loads(
@@ -397,11 +405,19 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         """Start the copies of a stage. The first thread tells the slot's barrier how many
         bytes will arrive; the boxes are dealt round-robin to the first lane of every warp,
         so no warp spends long issuing them (a box's bytes may land before the barrier is
-        told to expect them: its transaction count may go below zero meanwhile)."""
-        boxes = [(p, o, slot, box) for p, o, slot in zip(plan, operands, slots, strict=True)
-                 for box in o.boxes]
+        told to expect them: its transaction count may go below zero meanwhile). An operand
+        whose stage lies inside its tensor takes its view's few boxes, else its own."""
         warps = self.kernel.num_warps
         total = sum(o.stage_bytes for o in operands)
+
+        def dealt(boxes: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+            return [boxes[w::warps] for w in range(warps)]
+
+        # (operand, box) pairs, dealt separately for the two cases.
+        edge_dealt = dealt([(i, b) for i, o in enumerate(operands)
+                            for b in range(len(o.edge.boxes))])
+        inside_dealt = dealt([(i, b) for i, o in enumerate(operands) if o.inside is not None
+                              for b in range(len(o.inside.boxes))])
         for warp in range(warps):
             saved = dict(self.vals)
             self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
@@ -409,25 +425,55 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             if warp == 0:
                 self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
                                 input_constraints=("r", "r"), memory=True))
-            starts_of: dict[int, list[L.Expr]] = {}
-            for p, o, (ring, offset), (first_row, first_col, at) in boxes[warp::warps]:
-                if id(p) not in starts_of:
-                    for dep in p.chain:
-                        self.op(dep)
-                    tensor = self.vals[p.load.tensor.name]
-                    assert isinstance(tensor, Tensor)
-                    starts_of[id(p)] = self.window_geometry(tensor, p.load, None)[0]
-                coords = list(starts_of[id(p)])
-                rank = len(coords)
-                coords[rank - 2] = add(coords[rank - 2], c64(first_row))
-                coords[rank - 1] = add(coords[rank - 1], c64(first_col))
-                inner_first = [cast(c, i32) for c in reversed(coords)]
-                self.emit(L.Asm(
-                    TmaLoadAtom(rank).ptx,
-                    inputs=(L.Address(ring, add(offset, c64(at))),
-                            L.Address(o.tensor_map.buffer, c64(0)), *inner_first, barrier),
-                    input_constraints=("r", "l", *("r",) * rank, "r"), memory=True,
-                ))
+            for i, (p, o, (ring, offset)) in enumerate(zip(plan, operands, slots, strict=True)):
+                mine_edge = [b for j, b in edge_dealt[warp] if j == i]
+                mine_inside = [b for j, b in inside_dealt[warp] if j == i]
+                if not mine_edge and not mine_inside:
+                    continue
+                for dep in p.chain:
+                    self.op(dep)
+                tensor = self.vals[p.load.tensor.name]
+                assert isinstance(tensor, Tensor)
+                starts = self.window_geometry(tensor, p.load, None)[0]
+                rank = len(starts)
+
+                def boxes(tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
+                          ring: L.Buffer = ring, offset: L.Expr = offset,
+                          starts: list[L.Expr] = starts, rank: int = rank) -> L.Stmt:
+                    self.nest()
+                    for b in chosen:
+                        first_row, first_col, at = tile_plan.boxes[b]
+                        coords = _box_coords(tensor_map, tile_plan, starts, first_row, first_col)
+                        self.emit(L.Asm(
+                            TmaLoadAtom(len(coords)).ptx,
+                            inputs=(L.Address(ring, add(offset, c64(at))),
+                                    L.Address(tensor_map.buffer, c64(0)), *coords, barrier),
+                            input_constraints=("r", "l", *("r",) * len(coords), "r"),
+                            memory=True,
+                        ))
+                    return self.unnest()
+
+                edge_boxes = boxes(o.edge_map, o.edge, mine_edge)
+                if o.inside is None or o.inside_map is None:
+                    self.emit(edge_boxes)
+                    continue
+                # The view is exact where the stage lies inside the tensor along the tile
+                # dims it cuts into pieces (A's rows, B's columns), and where its carried
+                # starts fall on whole steps (A's rows on 32, B's columns on blocks).
+                test: L.Expr | None = None
+                sizes = p.load.window.sizes
+                for d, extent, step in o.inside.dims:
+                    start, size, limit = starts[rank - 2 + d], sizes[rank - 2 + d], tensor.shape[d]
+                    if extent:
+                        within = land(L.Binary(BIN.GE, start, c64(0)),
+                                      L.Binary(BIN.LE, add(start, c64(size)), limit))
+                        test = land(test, within)
+                    elif step > 1:
+                        whole = L.Binary(BIN.MOD, start, c64(step))
+                        test = land(test, L.Binary(BIN.EQ, whole, c64(0)))
+                inside_boxes = boxes(o.inside_map, o.inside, mine_inside)
+                assert test is not None
+                self.emit(L.If(test, inside_boxes, edge_boxes))
             body = self.unnest()
             self.vals = saved
             if body != L.seq():
@@ -762,9 +808,32 @@ class _PrefetchedLoad:
 
 @dataclass(frozen=True)
 class _TmaOperand:
-    tensor_map: L.TensorMap
-    boxes: tuple[tuple[int, int, int], ...]  # (first row, first column, ring offset) a box
+    edge_map: L.TensorMap  # of the tensor itself: exact at any edge
+    edge: TmaPlan
+    inside_map: L.TensorMap | None  # of a view: fewer boxes, for stages inside the tensor
+    inside: TmaPlan | None
     stage_bytes: int
+
+
+def _box_coords(tensor_map: L.TensorMap, tile_plan: TmaPlan, starts: list[L.Expr],
+                first_row: int, first_col: int) -> list[L.Expr]:
+    """A box's coordinates in ``tensor_map``, innermost first: a dimension that walks a
+    whole tensor dimension carries the window's start there plus the box's offset, in its
+    steps; the others start at 0. Plain maps walk every tensor dimension (the batch ones
+    with the window's index)."""
+    rank = len(starts)
+    firsts = [c64(0)] * (rank - 2) + [c64(first_row), c64(first_col)]
+    dims = tensor_map.dims or tuple((d, 0, 1) for d in reversed(range(rank)))
+    coords: list[L.Expr] = []
+    for d, extent, step in dims:
+        if extent:
+            coords.append(L.Const(0, i32))
+            continue
+        at = add(starts[d], firsts[d])
+        if step > 1:
+            at = L.Binary(BIN.FLOORDIV, at, c64(step))
+        coords.append(cast(at, i32))
+    return coords
 
 
 @dataclass(frozen=True)

@@ -236,9 +236,8 @@ class StagedTile:
             within = add(mul(block, c64(lay.rows * lay.block)), within)
         return add(self.base, _swizzled(within, lay.swizzle))
 
-    def tma_boxes(self) -> tuple[int, tuple[tuple[int, int, int], ...]]:
-        """How TMA boxes fill this tile (a wgmma layout): the rows of a box, and per box its
-        first row, first column and element offset from ``base``.
+    def tma_boxes(self) -> TmaPlan:
+        """How TMA boxes of the tile itself fill it (a wgmma layout): exact at any edge.
 
         A wgmma layout is swizzle-wide blocks of whole rows, 1024-byte aligned, which is
         what a box ``block`` wide with the same swizzle writes (the swizzle is a function
@@ -255,7 +254,52 @@ class StagedTile:
             for first_col in range(0, cols, lay.block):
                 at = origin.offset([c64(first_row), c64(first_col)])
                 boxes.append((first_row, first_col, _constant(at)))
-        return group, tuple(boxes)
+        return TmaPlan(((1, 0, 1), (0, 0, 1)), (lay.block, group), tuple(boxes))
+
+    def tma_view(self) -> TmaPlan | None:
+        """The same tile in one box per swizzle block (A: per instruction row too, where a
+        warpgroup issues several), through a view of the tensor that walks its rows in the
+        order they are stored; exact only where the tile lies inside the tensor.
+
+        B (MN-major): columns within a block, rows, then blocks: the layout itself. A: the
+        8-row groups of instruction ``a`` of warpgroup ``q`` hold tile rows ``16 warps a +
+        8 warps h + 32 q + 8 w + r`` at stored rows ``64 (q reps/2 + a) + 16 w + 8 h + r``
+        (:class:`WarpgroupRows`), so the view walks ``r`` (8), ``h`` (2, by ``8 warps``
+        rows), ``w`` (4, by 8 rows) and ``q`` (by 32 rows), in that order.
+        """
+        lay = self.wgmma
+        assert lay is not None and not self.column_major
+        rows, cols = self.shape
+        blocks = cols // lay.block
+        if self.row_groups is None:
+            if rows > 256 or blocks > 256:
+                return None
+            dims = ((1, lay.block, 1), (0, 0, 1), (1, 0, lay.block))
+            return TmaPlan(dims, (lay.block, rows, blocks), ((0, 0, 0),))
+        warps, reps = self.row_groups.warps, self.row_groups.reps
+        instructions, warpgroups = reps // 2, warps // 4
+        dims = ((1, 0, 1), (0, 8, 1), (0, 2, 8 * warps), (0, 4, 8), (0, 0, 32))
+        per_box = warpgroups if instructions == 1 else 1  # warpgroups stored back to back
+        boxes = []
+        for a in range(instructions):
+            for q in range(0, warpgroups, per_box):
+                for b in range(blocks):
+                    at = (64 * (q * instructions + a) + b * rows) * lay.block
+                    boxes.append((16 * warps * a + 32 * q, b * lay.block, at))
+        return TmaPlan(dims, (lay.block, 8, 2, 4, per_box), tuple(boxes))
+
+
+@dataclass(frozen=True)
+class TmaPlan:
+    """Boxes that fill a staged tile: the map's dimensions over the tile (``(tile dim, extent
+    or 0, step)`` innermost first, tile dim 0 the rows and 1 the columns; see
+    ``runtime.tensor_map.TensorMapSpec``), the box, and per box its first row, first column
+    and element offset in the tile. A dimension of extent 0 carries a box's start along its
+    tile dim (in steps); the others start at 0."""
+
+    dims: tuple[tuple[int, int, int], ...]
+    box: tuple[int, ...]
+    boxes: tuple[tuple[int, int, int], ...]
 
 
 def _constant(e: L.Expr) -> int:

@@ -85,8 +85,9 @@ def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
         groups = WarpgroupRows(acc.wpc[0], acc.reps(0))
     tile = StagedTile(None, Const(0, i64), None, (rows, cols), f16,  # type: ignore[arg-type]
                       wgmma=lay, row_groups=groups)
-    box_rows, boxes = tile.tma_boxes()
-    assert box_rows <= 256 and (box_rows == 8 or groups is None)
+    edge = tile.tma_boxes()
+    box_rows, boxes = edge.box[1], edge.boxes
+    assert edge.box[0] == lay.block and box_rows <= 256 and (box_rows == 8 or groups is None)
     written: dict[int, tuple[int, int]] = {}
     for first_row, first_col, at in boxes:
         assert at * 2 % 128 == 0  # TMA's shared destinations are 128-byte aligned
@@ -101,17 +102,65 @@ def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
         assert _value(tile.offset([Const(row, i64), Const(col, i64)])) == element
 
 
+@pytest.mark.parametrize(
+    ("rows", "cols", "warps"),
+    [(128, 32, 8), (128, 64, 8), (256, 32, 8), (256, 64, 8), (64, 64, 4), (128, 128, 4),
+     (32, 256, 0), (64, 128, 0), (16, 512, 0)],
+)
+def test_tma_view_boxes_write_each_element_where_the_staged_layout_reads_it(
+    rows: int, cols: int, warps: int
+) -> None:
+    """A view's box walks its dimensions innermost first, each element to the next shared
+    address (then the hardware swizzle), reading the tile element the view's steps reach
+    from the box's first row and column; together the boxes write the staged layout."""
+    import itertools
+
+    lay = WgmmaSmemLayout(rows, cols, 2)
+    groups = None
+    if warps:
+        acc = wgmma_accumulator_layout((rows, 32), warps)
+        groups = WarpgroupRows(acc.wpc[0], acc.reps(0))
+    tile = StagedTile(None, Const(0, i64), None, (rows, cols), f16,  # type: ignore[arg-type]
+                      wgmma=lay, row_groups=groups)
+    view = tile.tma_view()
+    assert view is not None and len(view.boxes) <= max(1, rows // 64) * (cols // lay.block)
+    assert view.box[0] == lay.block and all(b <= 256 for b in view.box)
+    written: dict[int, tuple[int, int]] = {}
+    for first_row, first_col, at in view.boxes:
+        assert at * 2 % 1024 == 0
+        ranges = [range(b) for b in reversed(view.box)]  # outermost first, innermost fastest
+        for linear, outer_first in enumerate(itertools.product(*ranges)):
+            coords = tuple(reversed(outer_first))
+            at_tile = [first_row, first_col]
+            for (dim, extent, step), c in zip(view.dims, coords, strict=True):
+                assert extent == 0 or c < extent
+                at_tile[dim] += c * step
+            element = _hardware_swizzle(at * 2 + linear * 2, lay.swizzle_bytes) // 2
+            assert element not in written
+            written[element] = (at_tile[0], at_tile[1])
+    assert len(written) == rows * cols
+    for element, (row, col) in written.items():
+        assert row < rows and col < cols
+        assert _value(tile.offset([Const(row, i64), Const(col, i64)])) == element
+
+
 def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
     module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
                         cache=False)
     result = module.results["gemm_tma"]
     source, spec = result.source, result.spec
     # A's 8-row groups go in warpgroup order (a box each), B's 64-column blocks a box each.
-    maps = {m.param: (m.box, m.swizzle_bytes) for m in spec.tensor_maps}
-    assert maps == {"a": ((32, 8), 64), "b": ((64, 32), 128)}
+    maps = {(m.param, m.box, m.swizzle_bytes, m.dims) for m in spec.tensor_maps}
+    assert maps == {
+        ("a", (32, 8), 64, ()), ("b", (64, 32), 128, ()),  # edge boxes: the tensors
+        # Inside the tensors, one box a stage: A's rows in warpgroup order, B's blocks.
+        ("a", (32, 8, 2, 4, 2), 64, ((1, 0, 1), (0, 8, 1), (0, 2, 64), (0, 4, 8), (0, 0, 32))),
+        ("b", (64, 32, 4), 128, ((1, 64, 1), (0, 0, 1), (1, 0, 64))),
+    }
     assert "const __grid_constant__ tensor_map_t a_map" in source
     loop = source.split("for (int k = 0;")[1]
     assert loop.count("cp.async.bulk.tensor.2d") == 128 // 8 + 256 // 64
+    assert loop.count("cp.async.bulk.tensor.5d") == loop.count("cp.async.bulk.tensor.3d") == 1
     assert "mbarrier.try_wait.parity" in loop and "cp.async.cg" not in loop
     assert f"\"r\"({(128 * 32 + 32 * 256) * 2}u)" in loop  # the bytes a stage brings
     # Each warp's first lane issues its share of the twenty boxes.

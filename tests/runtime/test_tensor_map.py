@@ -79,8 +79,8 @@ class _RecordingDriver:
     def encode(self):  # type: ignore[no-untyped-def]
         def encode(out: int, dtype: int, rank: int, address: int, dims, strides, box, unit,
                    interleave: int, swizzle: int, promotion: int, fill: int) -> int:
-            self.calls.append((dtype, rank, address, list(dims), list(strides)[: rank - 1],
-                               list(box), swizzle))
+            self.calls.append((dtype, rank, address, list(dims)[:rank],
+                               list(strides)[: rank - 1], list(box)[:rank], swizzle))
             ctypes.memset(out, 7, 128)
             return self.status
 
@@ -100,6 +100,28 @@ def test_encoder_passes_the_driver_shape_strides_and_box_innermost_first(
     assert len(driver.calls) == 1  # the same array: encoded once
     encoder.encode(0, 8192, (200, 72), (72, 1))
     assert len(driver.calls) == 2  # another array
+
+
+def test_a_view_walks_tensor_dimensions_in_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows in groups of 8, the two halves 64 rows apart, 4 groups 8 rows apart, then 32-row
+    steps as far as the tensor goes (a wgmma A operand's stored order); and columns in
+    64-wide blocks, rows, then blocks (a B operand)."""
+    driver = _RecordingDriver()
+    monkeypatch.setattr(tm, "_DRIVER", driver)
+    a_view = TensorMapSpec("a", (32, 8, 2, 4, 2), 64,
+                           ((1, 0, 1), (0, 8, 1), (0, 2, 64), (0, 4, 8), (0, 0, 32)))
+    b_view = TensorMapSpec("b", (64, 32, 4), 128, ((1, 64, 1), (0, 0, 1), (1, 0, 64)))
+    encoder = TensorMapEncoder((a_view, b_view), (f16, f16))
+    encoder.encode(0, 4096, (200, 72), (72, 1))
+    encoder.encode(1, 8192, (72, 136), (136, 1))
+    assert driver.calls == [
+        (6, 5, 4096, [72, 8, 2, 4, 7], [144, 64 * 144, 8 * 144, 32 * 144], [32, 8, 2, 4, 2], 2),
+        (6, 3, 8192, [64, 72, 3], [272, 128], [64, 32, 4], 3),
+    ]
+    with pytest.raises(SpecError, match="steps by one element"):
+        TensorMapSpec("a", (32, 8), 64, ((0, 0, 8), (1, 0, 1)))
+    with pytest.raises(SpecError, match="views dimensions"):
+        _spec(tensor_maps=(TensorMapSpec("a", (32, 8), 64, ((0, 0, 1), (1, 0, 1))),))
 
 
 @pytest.mark.parametrize(("pointer", "strides"), [(4098, (72, 1)), (4096, (71, 1))])
