@@ -12,21 +12,14 @@ from dataclasses import dataclass
 from tegula.ir import loop as L
 from tegula.ir.atoms import (
     CP_ASYNC_COMMIT,
-    MBARRIER_ARRIVE_EXPECT_TX,
-    MBARRIER_INIT,
-    MBARRIER_INIT_FENCE,
-    MBARRIER_INVALIDATE,
-    MBARRIER_WAIT_PARITY,
     PROXY_FENCE_ASYNC_SHARED,
-    TENSOR_MAP_PREFETCH,
     WGMMA_SMEM_ALIGN,
     CpAsyncAtom,
-    TmaLoadAtom,
     cp_async_wait,
     wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import i32, i64, u32, u64
+from tegula.ir.dtypes import i64, u32
 from tegula.ir.tile import (
     Block,
     DotOp,
@@ -42,6 +35,7 @@ from tegula.ir.tile import (
 from .base import LoweringBase, SharedAlloc
 from .grouped import GroupedLoops
 from .prefetch import Prefetches
+from .tma import TmaCopies
 from .values import (
     BIN,
     Lowered,
@@ -50,7 +44,6 @@ from .values import (
     Scalar,
     StagedTile,
     Tensor,
-    TmaPlan,
     add,
     c64,
     cast,
@@ -61,7 +54,7 @@ from .values import (
 from .values import scalar_chain as _scalar_chain
 
 
-class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
+class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
     # ------------------------------------------------------------------ control flow
 
     def carried_storage(self, name: str, v: Value) -> Lowered:
@@ -186,7 +179,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
 
     def pipelined_loop(self, op: ForOp, plan: list[_PipelinedLoad], carried: list[Lowered]) -> None:
         """The loop with its operand loads ``stages - 1`` iterations ahead, through a ring of
-        shared-memory buffers filled by ``cp.async``:
+        shared-memory buffers filled by ``cp.async`` (or, asked for, by TMA: ``TmaCopies``):
 
             prologue: issue iterations 0 .. S-2
             for each iteration i:  wait for i's copies; barrier;
@@ -232,12 +225,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         if op.pipeline_tma:
             boxes = self.tma_boxes(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
                                           zip(plan, rings, strict=True)])
-        barriers = None
-        if boxes is not None:
-            name = self.unique("slot_full")
-            barriers = L.Buffer(name, u64, L.Scope.SHARED, stages, 0)
-            self.buffers.append(barriers)
-            self.shared_allocs.append(SharedAlloc(name, 8 * stages, 8, ring=True))
+        barriers = self.slot_barriers(stages) if boxes is not None else None
 
         def issue(iteration: L.Expr) -> None:
             k_value = add(start, mul(iteration, step))
@@ -257,14 +245,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         planned = {id(p.load) for p in plan}
         in_registers = [p for p in self.prefetch_plan(op) if id(p.load) not in planned]
         if barriers is not None:
-            self.emit(L.If(self.first_thread(), L.seq(
-                *(L.Asm(MBARRIER_INIT, inputs=(L.Address(barriers, c64(slot)), L.Const(1, u32)),
-                        input_constraints=("r", "r"), memory=True) for slot in range(stages)),
-                L.Asm(MBARRIER_INIT_FENCE, memory=True),
-                *(L.Asm(TENSOR_MAP_PREFETCH, inputs=(L.Address(m.buffer, c64(0)),),
-                        input_constraints=("l",), memory=True)
-                  for m in self.tensor_maps),
-            )))
+            self.init_slot_barriers(barriers)
         if self.scratch_bytes or barriers is not None:
             # The rings may share bytes with the scratch area code before the loop read;
             # the barriers must be initialised before any thread waits on them.
@@ -278,11 +259,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         it = self.let("iteration", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
         self.ring_issue(in_registers, ring, loop_var, var, step, stages)
         if barriers is not None:
-            # Fill number it // stages of the slot completes phase (it // stages) % 2.
-            slot = L.Binary(BIN.MOD, it, c64(stages))
-            parity = cast(L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, it, c64(stages)), c64(2)), u32)
-            self.emit(L.Asm(MBARRIER_WAIT_PARITY, inputs=(L.Address(barriers, slot), parity),
-                            input_constraints=("r", "r"), memory=True))
+            self.wait_for_slot(barriers, it)
         else:
             self.emit(L.Asm(cp_async_wait(ahead - 1), memory=True))
             if async_readers:
@@ -332,13 +309,7 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
             self.emit(L.Asm(cp_async_wait(0), memory=True))
         self.emit(L.Barrier())
         if barriers is not None:
-            # Every issued copy was waited for in the loop. The barriers' bytes may be
-            # scratch again after it, which an mbarrier must be invalidated for first.
-            self.emit(L.If(self.first_thread(), L.seq(*(
-                L.Asm(MBARRIER_INVALIDATE, inputs=(L.Address(barriers, c64(slot)),),
-                      input_constraints=("r",), memory=True) for slot in range(stages)
-            ))))
-            self.emit(L.Barrier())
+            self.invalidate_slot_barriers(barriers)
 
     def overlapped_wgmma(self, op: ForOp, plan: list[_PipelinedLoad]) -> int | None:
         """The id of the loop's one wgmma ``dot`` that may stay in flight across iterations:
@@ -361,124 +332,6 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
         if dot.result.name not in yielded or uses.get(dot.result.name) != 1:
             return None
         return id(dot)
-
-    def first_thread(self) -> L.Expr:
-        return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(0, i32))
-
-    def tma_boxes(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
-                  ) -> list[_TmaOperand] | None:
-        """How the tensor-memory accelerator fills one stage of each ring, or None where it
-        cannot: before sm_90, or an operand that is not in a wgmma layout. Each operand has
-        boxes of the tile itself (:meth:`StagedTile.tma_boxes`), exact at any edge: parts
-        outside the tensor arrive as zeros, as cp.async's zero-byte copies did; a 2-d
-        operand also has the few boxes of a view (:meth:`StagedTile.tma_view`) for stages
-        that lie inside the tensor."""
-        if not self.target.has_tma:
-            return None
-        operands = []
-        for p, tile in zip(plan, stages, strict=True):
-            tensor = self.vals[p.load.tensor.name]
-            lay = tile.wgmma
-            if lay is None or tile.column_major or not isinstance(tensor, Tensor):
-                return None
-            rank = len(tensor.shape)
-            if rank > 5 or tensor.packed_bits or not tensor.contiguous_last:
-                return None
-            edge = tile.tma_boxes()
-            edge_map = self.tensor_map(tensor.buffer, edge.box + (1,) * (rank - 2),
-                                       lay.swizzle_bytes)
-            inside = tile.tma_view() if rank == 2 else None
-            inside_map = None
-            if inside is not None:
-                inside_map = self.tensor_map(tensor.buffer, inside.box, lay.swizzle_bytes,
-                                             inside.dims)
-            rows, cols = tile.shape
-            operands.append(_TmaOperand(edge_map, edge, inside_map, inside,
-                                        rows * cols * tile.dtype.itemsize))
-        return operands
-
-    def issue_tma_loads(
-        self, plan: list[_PipelinedLoad], operands: list[_TmaOperand], loop_var: Value,
-        k_value: L.Expr, live: L.Expr, slots: list[tuple[L.Buffer, L.Expr]],
-        barrier: L.Address,
-    ) -> None:
-        """Start the copies of a stage. The first thread tells the slot's barrier how many
-        bytes will arrive; the boxes are dealt round-robin to the first lane of every warp,
-        so no warp spends long issuing them (a box's bytes may land before the barrier is
-        told to expect them: its transaction count may go below zero meanwhile). An operand
-        whose stage lies inside its tensor takes its view's few boxes, else its own."""
-        warps = self.kernel.num_warps
-        total = sum(o.stage_bytes for o in operands)
-
-        def dealt(boxes: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-            return [boxes[w::warps] for w in range(warps)]
-
-        # (operand, box) pairs, dealt separately for the two cases.
-        edge_dealt = dealt([(i, b) for i, o in enumerate(operands)
-                            for b in range(len(o.edge.boxes))])
-        inside_dealt = dealt([(i, b) for i, o in enumerate(operands) if o.inside is not None
-                              for b in range(len(o.inside.boxes))])
-        for warp in range(warps):
-            saved = dict(self.vals)
-            self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
-            self.nest()
-            if warp == 0:
-                self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
-                                input_constraints=("r", "r"), memory=True))
-            for i, (p, o, (ring, offset)) in enumerate(zip(plan, operands, slots, strict=True)):
-                mine_edge = [b for j, b in edge_dealt[warp] if j == i]
-                mine_inside = [b for j, b in inside_dealt[warp] if j == i]
-                if not mine_edge and not mine_inside:
-                    continue
-                for dep in p.chain:
-                    self.op(dep)
-                tensor = self.vals[p.load.tensor.name]
-                assert isinstance(tensor, Tensor)
-                starts = self.window_geometry(tensor, p.load, None)[0]
-                rank = len(starts)
-
-                def boxes(tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
-                          ring: L.Buffer = ring, offset: L.Expr = offset,
-                          starts: list[L.Expr] = starts, rank: int = rank) -> L.Stmt:
-                    self.nest()
-                    for b in chosen:
-                        first_row, first_col, at = tile_plan.boxes[b]
-                        coords = _box_coords(tensor_map, tile_plan, starts, first_row, first_col)
-                        self.emit(L.Asm(
-                            TmaLoadAtom(len(coords)).ptx,
-                            inputs=(L.Address(ring, add(offset, c64(at))),
-                                    L.Address(tensor_map.buffer, c64(0)), *coords, barrier),
-                            input_constraints=("r", "l", *("r",) * len(coords), "r"),
-                            memory=True,
-                        ))
-                    return self.unnest()
-
-                edge_boxes = boxes(o.edge_map, o.edge, mine_edge)
-                if o.inside is None or o.inside_map is None:
-                    self.emit(edge_boxes)
-                    continue
-                # The view is exact where the stage lies inside the tensor along the tile
-                # dims it cuts into pieces (A's rows, B's columns), and where its carried
-                # starts fall on whole steps (A's rows on 32, B's columns on blocks).
-                test: L.Expr | None = None
-                sizes = p.load.window.sizes
-                for d, extent, step in o.inside.dims:
-                    start, size, limit = starts[rank - 2 + d], sizes[rank - 2 + d], tensor.shape[d]
-                    if extent:
-                        within = land(L.Binary(BIN.GE, start, c64(0)),
-                                      L.Binary(BIN.LE, add(start, c64(size)), limit))
-                        test = land(test, within)
-                    elif step > 1:
-                        whole = L.Binary(BIN.MOD, start, c64(step))
-                        test = land(test, L.Binary(BIN.EQ, whole, c64(0)))
-                inside_boxes = boxes(o.inside_map, o.inside, mine_inside)
-                assert test is not None
-                self.emit(L.If(test, inside_boxes, edge_boxes))
-            body = self.unnest()
-            self.vals = saved
-            if body != L.seq():
-                lane_zero = L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(32 * warp, i32))
-                self.emit(L.If(land(lane_zero, live), body))  # type: ignore[arg-type]
 
     def issue_async_load(
         self, p: _PipelinedLoad, loop_var: Value, k_value: L.Expr, live: L.Expr, dst: StagedTile
@@ -804,36 +657,6 @@ class ControlFlow(GroupedLoops, Prefetches, LoweringBase):
 class _PrefetchedLoad:
     load: LoadOp
     chain: list[Op]  # the scalar ops in the loop body its window starts depend on
-
-
-@dataclass(frozen=True)
-class _TmaOperand:
-    edge_map: L.TensorMap  # of the tensor itself: exact at any edge
-    edge: TmaPlan
-    inside_map: L.TensorMap | None  # of a view: fewer boxes, for stages inside the tensor
-    inside: TmaPlan | None
-    stage_bytes: int
-
-
-def _box_coords(tensor_map: L.TensorMap, tile_plan: TmaPlan, starts: list[L.Expr],
-                first_row: int, first_col: int) -> list[L.Expr]:
-    """A box's coordinates in ``tensor_map``, innermost first: a dimension that walks a
-    whole tensor dimension carries the window's start there plus the box's offset, in its
-    steps; the others start at 0. Plain maps walk every tensor dimension (the batch ones
-    with the window's index)."""
-    rank = len(starts)
-    firsts = [c64(0)] * (rank - 2) + [c64(first_row), c64(first_col)]
-    dims = tensor_map.dims or tuple((d, 0, 1) for d in reversed(range(rank)))
-    coords: list[L.Expr] = []
-    for d, extent, step in dims:
-        if extent:
-            coords.append(L.Const(0, i32))
-            continue
-        at = add(starts[d], firsts[d])
-        if step > 1:
-            at = L.Binary(BIN.FLOORDIV, at, c64(step))
-        coords.append(cast(at, i32))
-    return coords
 
 
 @dataclass(frozen=True)

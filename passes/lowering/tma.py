@@ -1,0 +1,226 @@
+"""TMA copies for ``pipeline(..., tma=true)`` loops on sm_90 and later.
+
+A stage of a ring in a wgmma layout is filled by ``cp.async.bulk.tensor`` boxes whose bytes
+land on the slot's ``mbarrier``: the first thread says how many bytes to expect, the boxes
+are dealt to the first lane of every warp, and every thread waits on the barrier's phase.
+Each operand has boxes of the tile itself (exact at any edge: parts outside the tensor arrive
+as zeros) and, for a 2-d tensor, the few boxes of a view of it (``StagedTile.tma_view``) for
+stages that lie inside it. The kernel takes a tensor map per tensor and view, after its
+symbols (``LoopKernel.tensor_maps``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tegula.ir import loop as L
+from tegula.ir.atoms import (
+    MBARRIER_ARRIVE_EXPECT_TX,
+    MBARRIER_INIT,
+    MBARRIER_INIT_FENCE,
+    MBARRIER_INVALIDATE,
+    MBARRIER_WAIT_PARITY,
+    TENSOR_MAP_PREFETCH,
+    TmaLoadAtom,
+)
+from tegula.ir.dtypes import i32, u32, u64
+from tegula.ir.tile import Value
+
+from .base import LoweringBase, SharedAlloc
+from .values import BIN, Scalar, StagedTile, Tensor, TmaPlan, add, c64, cast, land
+
+if TYPE_CHECKING:
+    from .control import _PipelinedLoad
+
+
+class TmaCopies(LoweringBase):
+    def first_thread(self) -> L.Expr:
+        return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(0, i32))
+
+    def slot_barriers(self, stages: int) -> L.Buffer:
+        """One mbarrier (a 64-bit shared word) per ring slot. Only the loop uses them, so
+        they may share bytes with scratch that code outside it uses, as rings do."""
+        name = self.unique("slot_full")
+        barriers = L.Buffer(name, u64, L.Scope.SHARED, stages, 0)
+        self.buffers.append(barriers)
+        self.shared_allocs.append(SharedAlloc(name, 8 * stages, 8, ring=True))
+        return barriers
+
+    def init_slot_barriers(self, barriers: L.Buffer) -> None:
+        """The first thread sets each barrier up for one arrival (its own, with the bytes
+        to expect) and fetches the tensor maps; a block barrier must follow."""
+        assert barriers.size is not None
+        self.emit(L.If(self.first_thread(), L.seq(
+            *(L.Asm(MBARRIER_INIT, inputs=(L.Address(barriers, c64(slot)), L.Const(1, u32)),
+                    input_constraints=("r", "r"), memory=True)
+              for slot in range(barriers.size)),
+            L.Asm(MBARRIER_INIT_FENCE, memory=True),
+            *(L.Asm(TENSOR_MAP_PREFETCH, inputs=(L.Address(m.buffer, c64(0)),),
+                    input_constraints=("l",), memory=True)
+              for m in self.tensor_maps),
+        )))
+
+    def wait_for_slot(self, barriers: L.Buffer, iteration: L.Expr) -> None:
+        """Every thread waits for iteration ``iteration``'s copies: fill number
+        ``iteration // stages`` of its slot completes phase ``(iteration // stages) % 2``."""
+        stages = c64(barriers.size)  # type: ignore[arg-type]
+        slot = L.Binary(BIN.MOD, iteration, stages)
+        parity = cast(L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, iteration, stages), c64(2)), u32)
+        self.emit(L.Asm(MBARRIER_WAIT_PARITY, inputs=(L.Address(barriers, slot), parity),
+                        input_constraints=("r", "r"), memory=True))
+
+    def invalidate_slot_barriers(self, barriers: L.Buffer) -> None:
+        """After the loop (every issued copy was waited for in it): the barriers' bytes may
+        be scratch again, which an mbarrier must be invalidated for first."""
+        assert barriers.size is not None
+        self.emit(L.If(self.first_thread(), L.seq(*(
+            L.Asm(MBARRIER_INVALIDATE, inputs=(L.Address(barriers, c64(slot)),),
+                  input_constraints=("r",), memory=True) for slot in range(barriers.size)
+        ))))
+        self.emit(L.Barrier())
+
+    def tma_boxes(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
+                  ) -> list[TmaOperand] | None:
+        """How the tensor-memory accelerator fills one stage of each ring, or None where it
+        cannot: before sm_90, or an operand that is not in a wgmma layout. Each operand has
+        boxes of the tile itself (:meth:`StagedTile.tma_boxes`), exact at any edge: parts
+        outside the tensor arrive as zeros, as cp.async's zero-byte copies did; a 2-d
+        operand also has the few boxes of a view (:meth:`StagedTile.tma_view`) for stages
+        that lie inside the tensor."""
+        if not self.target.has_tma:
+            return None
+        operands = []
+        for p, tile in zip(plan, stages, strict=True):
+            tensor = self.vals[p.load.tensor.name]
+            lay = tile.wgmma
+            if lay is None or tile.column_major or not isinstance(tensor, Tensor):
+                return None
+            rank = len(tensor.shape)
+            if rank > 5 or tensor.packed_bits or not tensor.contiguous_last:
+                return None
+            edge = tile.tma_boxes()
+            edge_map = self.tensor_map(tensor.buffer, edge.box + (1,) * (rank - 2),
+                                       lay.swizzle_bytes)
+            inside = tile.tma_view() if rank == 2 else None
+            inside_map = None
+            if inside is not None:
+                inside_map = self.tensor_map(tensor.buffer, inside.box, lay.swizzle_bytes,
+                                             inside.dims)
+            rows, cols = tile.shape
+            operands.append(TmaOperand(edge_map, edge, inside_map, inside,
+                                        rows * cols * tile.dtype.itemsize))
+        return operands
+
+    def issue_tma_loads(
+        self, plan: list[_PipelinedLoad], operands: list[TmaOperand], loop_var: Value,
+        k_value: L.Expr, live: L.Expr, slots: list[tuple[L.Buffer, L.Expr]],
+        barrier: L.Address,
+    ) -> None:
+        """Start the copies of a stage. The first thread tells the slot's barrier how many
+        bytes will arrive; the boxes are dealt round-robin to the first lane of every warp,
+        so no warp spends long issuing them (a box's bytes may land before the barrier is
+        told to expect them: its transaction count may go below zero meanwhile). An operand
+        whose stage lies inside its tensor takes its view's few boxes, else its own."""
+        warps = self.kernel.num_warps
+        total = sum(o.stage_bytes for o in operands)
+
+        def dealt(boxes: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+            return [boxes[w::warps] for w in range(warps)]
+
+        # (operand, box) pairs, dealt separately for the two cases.
+        edge_dealt = dealt([(i, b) for i, o in enumerate(operands)
+                            for b in range(len(o.edge.boxes))])
+        inside_dealt = dealt([(i, b) for i, o in enumerate(operands) if o.inside is not None
+                              for b in range(len(o.inside.boxes))])
+        for warp in range(warps):
+            saved = dict(self.vals)
+            self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
+            self.nest()
+            if warp == 0:
+                self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
+                                input_constraints=("r", "r"), memory=True))
+            for i, (p, o, (ring, offset)) in enumerate(zip(plan, operands, slots, strict=True)):
+                mine_edge = [b for j, b in edge_dealt[warp] if j == i]
+                mine_inside = [b for j, b in inside_dealt[warp] if j == i]
+                if not mine_edge and not mine_inside:
+                    continue
+                for dep in p.chain:
+                    self.op(dep)
+                tensor = self.vals[p.load.tensor.name]
+                assert isinstance(tensor, Tensor)
+                starts = self.window_geometry(tensor, p.load, None)[0]
+                rank = len(starts)
+
+                def boxes(tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
+                          ring: L.Buffer = ring, offset: L.Expr = offset,
+                          starts: list[L.Expr] = starts, rank: int = rank) -> L.Stmt:
+                    self.nest()
+                    for b in chosen:
+                        first_row, first_col, at = tile_plan.boxes[b]
+                        coords = _box_coords(tensor_map, tile_plan, starts, first_row, first_col)
+                        self.emit(L.Asm(
+                            TmaLoadAtom(len(coords)).ptx,
+                            inputs=(L.Address(ring, add(offset, c64(at))),
+                                    L.Address(tensor_map.buffer, c64(0)), *coords, barrier),
+                            input_constraints=("r", "l", *("r",) * len(coords), "r"),
+                            memory=True,
+                        ))
+                    return self.unnest()
+
+                edge_boxes = boxes(o.edge_map, o.edge, mine_edge)
+                if o.inside is None or o.inside_map is None:
+                    self.emit(edge_boxes)
+                    continue
+                # The view is exact where the stage lies inside the tensor along the tile
+                # dims it cuts into pieces (A's rows, B's columns), and where its carried
+                # starts fall on whole steps (A's rows on 32, B's columns on blocks).
+                test: L.Expr | None = None
+                sizes = p.load.window.sizes
+                for d, extent, step in o.inside.dims:
+                    start, size, limit = starts[rank - 2 + d], sizes[rank - 2 + d], tensor.shape[d]
+                    if extent:
+                        within = land(L.Binary(BIN.GE, start, c64(0)),
+                                      L.Binary(BIN.LE, add(start, c64(size)), limit))
+                        test = land(test, within)
+                    elif step > 1:
+                        whole = L.Binary(BIN.MOD, start, c64(step))
+                        test = land(test, L.Binary(BIN.EQ, whole, c64(0)))
+                inside_boxes = boxes(o.inside_map, o.inside, mine_inside)
+                assert test is not None
+                self.emit(L.If(test, inside_boxes, edge_boxes))
+            body = self.unnest()
+            self.vals = saved
+            if body != L.seq():
+                lane_zero = L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(32 * warp, i32))
+                self.emit(L.If(land(lane_zero, live), body))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TmaOperand:
+    edge_map: L.TensorMap  # of the tensor itself: exact at any edge
+    edge: TmaPlan
+    inside_map: L.TensorMap | None  # of a view: fewer boxes, for stages inside the tensor
+    inside: TmaPlan | None
+    stage_bytes: int
+
+
+def _box_coords(tensor_map: L.TensorMap, tile_plan: TmaPlan, starts: list[L.Expr],
+                first_row: int, first_col: int) -> list[L.Expr]:
+    """A box's coordinates in ``tensor_map``, innermost first: a dimension that walks a
+    whole tensor dimension carries the window's start there plus the box's offset, in its
+    steps; the others start at 0. Plain maps walk every tensor dimension (the batch ones
+    with the window's index)."""
+    rank = len(starts)
+    firsts = [c64(0)] * (rank - 2) + [c64(first_row), c64(first_col)]
+    dims = tensor_map.dims or tuple((d, 0, 1) for d in reversed(range(rank)))
+    coords: list[L.Expr] = []
+    for d, extent, step in dims:
+        if extent:
+            coords.append(L.Const(0, i32))
+            continue
+        at = add(starts[d], firsts[d])
+        if step > 1:
+            at = L.Binary(BIN.FLOORDIV, at, c64(step))
+        coords.append(cast(at, i32))
+    return coords
