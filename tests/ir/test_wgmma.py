@@ -66,53 +66,21 @@ def test_staged_layout_is_the_hardware_swizzle_of_its_canonical_offsets(
     assert seen == set(range(rows * cols))  # a permutation of the tile's bytes
 
 
-@pytest.mark.parametrize(
-    ("rows", "cols", "warps"),
-    [(128, 32, 8), (128, 64, 8), (256, 32, 8), (64, 64, 4), (128, 128, 4), (32, 256, 0),
-     (64, 128, 0), (16, 512, 0)],
-)
-def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
-    rows: int, cols: int, warps: int
-) -> None:
-    """What the tensor-memory accelerator writes for each box (row after row from the box's
-    shared address, each row ``swizzle_bytes`` wide, then the hardware swizzle on the
-    address) is the staged layout, element for element; the boxes cover the tile once.
-    ``warps`` > 0 stages an A operand (8-row groups in warpgroup order), 0 a B operand."""
-    lay = WgmmaSmemLayout(rows, cols, 2)
-    groups = None
-    if warps:
-        acc = wgmma_accumulator_layout((rows, 32), warps)
-        groups = WarpgroupRows(acc.wpc[0], acc.reps(0))
-    tile = StagedTile(None, Const(0, i64), None, (rows, cols), f16,  # type: ignore[arg-type]
-                      wgmma=lay, row_groups=groups)
-    edge = tile.tma_boxes()
-    box_rows, boxes = edge.box[1], edge.boxes
-    assert edge.box[0] == lay.block and box_rows <= 256 and (box_rows == 8 or groups is None)
-    written: dict[int, tuple[int, int]] = {}
-    for first_row, first_col, at in boxes:
-        assert at * 2 % 128 == 0  # TMA's shared destinations are 128-byte aligned
-        for r in range(box_rows):
-            for c in range(lay.block):
-                byte = at * 2 + r * lay.swizzle_bytes + 2 * c
-                element = _hardware_swizzle(byte, lay.swizzle_bytes) // 2
-                assert element not in written
-                written[element] = (first_row + r, first_col + c)
-    assert len(written) == rows * cols
-    for element, (row, col) in written.items():
-        assert _value(tile.offset([Const(row, i64), Const(col, i64)])) == element
-
-
+@pytest.mark.parametrize("plan", ["edge", "view"])
 @pytest.mark.parametrize(
     ("rows", "cols", "warps"),
     [(128, 32, 8), (128, 64, 8), (256, 32, 8), (256, 64, 8), (64, 64, 4), (128, 128, 4),
      (32, 256, 0), (64, 128, 0), (16, 512, 0)],
 )
-def test_tma_view_boxes_write_each_element_where_the_staged_layout_reads_it(
-    rows: int, cols: int, warps: int
+def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
+    rows: int, cols: int, warps: int, plan: str
 ) -> None:
-    """A view's box walks its dimensions innermost first, each element to the next shared
-    address (then the hardware swizzle), reading the tile element the view's steps reach
-    from the box's first row and column; together the boxes write the staged layout."""
+    """What the tensor-memory accelerator writes for each box is the staged layout, element
+    for element, and the boxes cover the tile once: a box walks its dimensions innermost
+    first, each element to the next shared address (then the hardware swizzle on the
+    address), reading the tile element its map's steps reach from the box's first row and
+    column. ``edge``: boxes of the tile itself; ``view``: one a block through a view.
+    ``warps`` > 0 stages an A operand (8-row groups in warpgroup order), 0 a B operand."""
     import itertools
 
     lay = WgmmaSmemLayout(rows, cols, 2)
@@ -122,17 +90,17 @@ def test_tma_view_boxes_write_each_element_where_the_staged_layout_reads_it(
         groups = WarpgroupRows(acc.wpc[0], acc.reps(0))
     tile = StagedTile(None, Const(0, i64), None, (rows, cols), f16,  # type: ignore[arg-type]
                       wgmma=lay, row_groups=groups)
-    view = tile.tma_view()
-    assert view is not None and len(view.boxes) <= max(1, rows // 64) * (cols // lay.block)
-    assert view.box[0] == lay.block and all(b <= 256 for b in view.box)
+    boxes = tile.tma_boxes() if plan == "edge" else tile.tma_view()
+    assert boxes is not None and boxes.box[0] == lay.block and max(boxes.box) <= 256
+    if plan == "view":
+        assert len(boxes.boxes) <= max(1, rows // 64) * (cols // lay.block)
     written: dict[int, tuple[int, int]] = {}
-    for first_row, first_col, at in view.boxes:
-        assert at * 2 % 1024 == 0
-        ranges = [range(b) for b in reversed(view.box)]  # outermost first, innermost fastest
+    for first_row, first_col, at in boxes.boxes:
+        assert at * 2 % 128 == 0  # TMA's shared destinations are 128-byte aligned
+        ranges = [range(b) for b in reversed(boxes.box)]  # outermost first
         for linear, outer_first in enumerate(itertools.product(*ranges)):
-            coords = tuple(reversed(outer_first))
             at_tile = [first_row, first_col]
-            for (dim, extent, step), c in zip(view.dims, coords, strict=True):
+            for (dim, extent, step), c in zip(boxes.dims, reversed(outer_first), strict=True):
                 assert extent == 0 or c < extent
                 at_tile[dim] += c * step
             element = _hardware_swizzle(at * 2 + linear * 2, lay.swizzle_bytes) // 2
