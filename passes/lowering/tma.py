@@ -150,50 +150,58 @@ class TmaCopies(LoweringBase):
                 tensor = self.vals[p.load.tensor.name]
                 assert isinstance(tensor, Tensor)
                 starts = self.window_geometry(tensor, p.load, None)[0]
-                rank = len(starts)
 
-                def boxes(tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
-                          ring: L.Buffer = ring, offset: L.Expr = offset,
-                          starts: list[L.Expr] = starts, rank: int = rank) -> L.Stmt:
-                    self.nest()
-                    for b in chosen:
-                        first_row, first_col, at = tile_plan.boxes[b]
-                        coords = _box_coords(tensor_map, tile_plan, starts, first_row, first_col)
-                        self.emit(L.Asm(
-                            TmaLoadAtom(len(coords)).ptx,
-                            inputs=(L.Address(ring, add(offset, c64(at))),
-                                    L.Address(tensor_map.buffer, c64(0)), *coords, barrier),
-                            input_constraints=("r", "l", *("r",) * len(coords), "r"),
-                            memory=True,
-                        ))
-                    return self.unnest()
-
-                edge_boxes = boxes(o.edge_map, o.edge, mine_edge)
+                edge = self.box_copies(o.edge_map, o.edge, mine_edge, starts, ring, offset,
+                                       barrier)
                 if o.inside is None or o.inside_map is None:
-                    self.emit(edge_boxes)
+                    self.emit(edge)
                     continue
-                # The view is exact where the stage lies inside the tensor along the tile
-                # dims it cuts into pieces (A's rows, B's columns), and where its carried
-                # starts fall on whole steps (A's rows on 32, B's columns on blocks).
-                test: L.Expr | None = None
-                sizes = p.load.window.sizes
-                for d, extent, step in o.inside.dims:
-                    start, size, limit = starts[rank - 2 + d], sizes[rank - 2 + d], tensor.shape[d]
-                    if extent:
-                        within = land(L.Binary(BIN.GE, start, c64(0)),
-                                      L.Binary(BIN.LE, add(start, c64(size)), limit))
-                        test = land(test, within)
-                    elif step > 1:
-                        whole = L.Binary(BIN.MOD, start, c64(step))
-                        test = land(test, L.Binary(BIN.EQ, whole, c64(0)))
-                inside_boxes = boxes(o.inside_map, o.inside, mine_inside)
-                assert test is not None
-                self.emit(L.If(test, inside_boxes, edge_boxes))
+                inside = self.box_copies(o.inside_map, o.inside, mine_inside, starts, ring,
+                                         offset, barrier)
+                self.emit(L.If(self.view_is_exact(o.inside, p.load.window.sizes, tensor, starts),
+                               inside, edge))
             body = self.unnest()
             self.vals = saved
             if body != L.seq():
                 lane_zero = L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(32 * warp, i32))
                 self.emit(L.If(land(lane_zero, live), body))  # type: ignore[arg-type]
+
+
+    def box_copies(self, tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
+                   starts: list[L.Expr], ring: L.Buffer, offset: L.Expr, barrier: L.Address
+                   ) -> L.Stmt:
+        """The copies of boxes ``chosen`` of ``tile_plan`` into the stage at ``offset``."""
+        self.nest()
+        for b in chosen:
+            first_row, first_col, at = tile_plan.boxes[b]
+            coords = _box_coords(tensor_map, starts, first_row, first_col)
+            self.emit(L.Asm(
+                TmaLoadAtom(len(coords)).ptx,
+                inputs=(L.Address(ring, add(offset, c64(at))),
+                        L.Address(tensor_map.buffer, c64(0)), *coords, barrier),
+                input_constraints=("r", "l", *("r",) * len(coords), "r"),
+                memory=True,
+            ))
+        return self.unnest()
+
+    @staticmethod
+    def view_is_exact(view: TmaPlan, sizes: tuple[int, ...], tensor: Tensor,
+                      starts: list[L.Expr]) -> L.Expr:
+        """Where a view's boxes read exactly the window: inside the tensor along the tile
+        dims the view cuts into pieces (A's rows, B's columns), and with the starts it
+        carries on whole steps (A's rows on 32, B's columns on blocks)."""
+        test: L.Expr | None = None
+        for tile_dim, extent, step in view.dims:
+            d = len(starts) - 2 + tile_dim
+            if extent:
+                within = land(L.Binary(BIN.GE, starts[d], c64(0)),
+                              L.Binary(BIN.LE, add(starts[d], c64(sizes[d])), tensor.shape[d]))
+                test = land(test, within)
+            elif step > 1:
+                whole = L.Binary(BIN.MOD, starts[d], c64(step))
+                test = land(test, L.Binary(BIN.EQ, whole, c64(0)))
+        assert test is not None
+        return test
 
 
 @dataclass(frozen=True)
@@ -205,8 +213,8 @@ class TmaOperand:
     stage_bytes: int
 
 
-def _box_coords(tensor_map: L.TensorMap, tile_plan: TmaPlan, starts: list[L.Expr],
-                first_row: int, first_col: int) -> list[L.Expr]:
+def _box_coords(tensor_map: L.TensorMap, starts: list[L.Expr], first_row: int,
+                first_col: int) -> list[L.Expr]:
     """A box's coordinates in ``tensor_map``, innermost first: a dimension that walks a
     whole tensor dimension carries the window's start there plus the box's offset, in its
     steps; the others start at 0. Plain maps walk every tensor dimension (the batch ones
