@@ -1,5 +1,6 @@
-"""The planted illegal address on CUDA: the worker reports a crash and is replaced. On a host
-with several GPUs, every GPU gets a worker and times candidates."""
+"""The planted illegal address on CUDA: the worker reports a crash and is replaced. Two
+workers on one GPU both time candidates; on a host with several GPUs, every GPU gets a worker
+and times candidates."""
 
 from __future__ import annotations
 
@@ -54,18 +55,18 @@ class _InlinePool(cf.Executor):
         return future
 
 
-@pytest.mark.gpu
-def test_every_gpu_of_the_host_times_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    cupy = pytest.importorskip("cupy")
-    if cupy.cuda.runtime.getDeviceCount() < 2:
-        pytest.skip("needs a host with two or more GPUs")
+def _measure_recording_workers(monkeypatch: pytest.MonkeyPatch,
+                               devices: list[int] | None) -> tuple[int, set[int], list]:
+    """Measure nine configs with one worker per entry of ``devices`` (None: every GPU of
+    the host); returns the number of workers, which of them (by identity) timed
+    candidates, and the results."""
     from tegula.compiler.tuning import measure
 
-    used: set[int | None] = set()
+    used: set[int] = set()
     submit = measure.DeviceWorker.submit
 
     def recording_submit(self: measure.DeviceWorker, *args, **kwargs):
-        used.add(self.index)
+        used.add(id(self))
         return submit(self, *args, **kwargs)
 
     monkeypatch.setattr(measure.DeviceWorker, "submit", recording_submit)
@@ -76,10 +77,27 @@ def test_every_gpu_of_the_host_times_candidates(monkeypatch: pytest.MonkeyPatch)
     target = str(resolve_target("cuda"))
     workload = Workload(ROWSUM, "<string>", "rowsum", target, {"M": 64, "N": 300})
     configs = [{"BM": bm, "BN": bn} for bm in (1, 2, 4) for bn in (32, 64, 128)]
-    with Measurer(workload, parallel=1, timeout_s=30.0) as measurer:  # devices: all of them
+    with Measurer(workload, parallel=1, devices=devices, timeout_s=30.0) as measurer:
         count = len(measurer.workers)
         results = measurer.measure(configs)
+    return count, used, results
+
+
+@pytest.mark.gpu
+def test_two_workers_on_one_gpu_both_time_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The several-worker path on any host: two worker processes on GPU 0."""
+    count, used, results = _measure_recording_workers(monkeypatch, [0, 0])
+    assert count == 2 and len(used) == 2, used
+    assert len(results) == 9 and all(r.status == "ok" for r in results), results
+
+
+@pytest.mark.gpu
+def test_every_gpu_of_the_host_times_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs a host with two or more GPUs")
+    count, used, results = _measure_recording_workers(monkeypatch, None)  # every GPU
     assert count == cupy.cuda.runtime.getDeviceCount()
     assert all(r.status == "ok" for r in results), results
-    assert len(used) >= 2, used  # more than one GPU timed candidates
+    assert len(used) >= 2, used  # more than one GPU's worker timed candidates
     assert {r.device for r in results} and all(r.device for r in results)
