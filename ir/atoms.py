@@ -226,6 +226,8 @@ MBARRIER_INIT_FENCE = "fence.mbarrier_init.release.cluster;"
 # Before a barrier's bytes are used for anything else.
 MBARRIER_INVALIDATE = "mbarrier.inval.shared::cta.b64 [%0];"
 MBARRIER_ARRIVE_EXPECT_TX = "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+# One arrival (a consumer's: it no longer reads the slot).
+MBARRIER_ARRIVE = "mbarrier.arrive.shared::cta.b64 _, [%0];"
 # Spin until the phase of parity %1 has completed (labels are local to the braces).
 MBARRIER_WAIT_PARITY = (
     "{ .reg .pred ready; waiting: mbarrier.try_wait.parity.shared::cta.b64 ready, [%0], %1; "

@@ -78,6 +78,9 @@ class LoweringBase:
         # A pipelined loop's refill of its rings, left for the first of its (planned) dots
         # that runs on wgmma to emit once its products are issued.
         self.deferred_issue: tuple[frozenset[int], Callable[[], None]] | None = None
+        # What a pipelined loop does once the products of its (one, planned) wgmma dot that
+        # read a ring slot are known complete: dot_wgmma calls it after its wait.
+        self.products_done: tuple[frozenset[int], Callable[[], None]] | None = None
         # The wgmma dot (by id) whose products may still run when its iteration ends.
         self.wgmma_left_running: int | None = None
         # Inside a pipelined loop's body: the iteration's parity (which half of a doubled

@@ -226,6 +226,12 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             boxes = self.tma_boxes(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
                                           zip(plan, rings, strict=True)])
         barriers = self.slot_barriers(stages) if boxes is not None else None
+        # With TMA, a loop whose one product reads both operands from the rings needs no
+        # block barrier: each warp releases a slot on an empty barrier once its products
+        # that read it are complete, and the lanes that refill a slot wait for that.
+        dots = {id(p.dot) for p in plan}
+        released = barriers is not None and self.sole_ring_product(op, plan)
+        empty = self.slot_barriers(stages, "empty") if released else None
 
         def issue(iteration: L.Expr) -> None:
             k_value = add(start, mul(iteration, step))
@@ -234,7 +240,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             if boxes is not None and barriers is not None:
                 self.issue_tma_loads(plan, boxes, loop_var, k_value, live,
                                      [(buf, mul(stage, c64(numel))) for buf, numel in rings],
-                                     L.Address(barriers, stage))
+                                     L.Address(barriers, stage),
+                                     None if empty is None else (empty, iteration))
                 return
             for p, (buf, numel) in zip(plan, rings, strict=True):
                 self.issue_async_load(p, loop_var, k_value, live, staged(p, buf, stage, numel))
@@ -245,7 +252,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         planned = {id(p.load) for p in plan}
         in_registers = [p for p in self.prefetch_plan(op) if id(p.load) not in planned]
         if barriers is not None:
-            self.init_slot_barriers(barriers)
+            self.init_slot_barriers(barriers, empty)
         if self.scratch_bytes or barriers is not None:
             # The rings may share bytes with the scratch area code before the loop read;
             # the barriers must be initialised before any thread waits on them.
@@ -264,9 +271,18 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.emit(L.Asm(cp_async_wait(ahead - 1), memory=True))
             if async_readers:
                 self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
-        # (With TMA the barrier no longer publishes the slot, which its mbarrier did, but
-        # still tells the issuing thread that the slot it refills next is no longer read.)
-        self.emit(L.Barrier())
+        if empty is not None:
+            # The products of the previous iteration (left running) or of this one are
+            # complete after the dot's wait: their slot is released there.
+            done = add(it, c64(-1)) if overlapped is not None else it
+            first = L.Binary(BIN.GE, it, c64(1)) if overlapped is not None else None
+            self.products_done = (frozenset(dots),
+                                  lambda: self.release_slot(empty, done, first))
+        else:
+            # (With TMA the barrier no longer publishes the slot, which its mbarrier did,
+            # but still tells the issuing threads that the slot they refill next is no
+            # longer read.)
+            self.emit(L.Barrier())
         if async_readers:
             # The refill waits until the first wgmma of this iteration is issued, so the
             # copies' address arithmetic overlaps the tensor cores' work.
@@ -297,6 +313,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         self.ring_shift(ring)
         body = self.unnest()
         self.in_pipeline -= 1
+        self.products_done = None
         self.wgmma_left_running = None
         self.pipeline_parity = None
         # Not unrolled, unlike serial_for's ring: here the ring holds side loads (scales)
@@ -309,7 +326,14 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.emit(L.Asm(cp_async_wait(0), memory=True))
         self.emit(L.Barrier())
         if barriers is not None:
-            self.invalidate_slot_barriers(barriers)
+            self.invalidate_slot_barriers(barriers, empty)
+
+    def sole_ring_product(self, op: ForOp, plan: list[_PipelinedLoad]) -> bool:
+        """Whether the loop's only tensor-core dot reads both its operands from the rings
+        (so nothing in the body stages operands through scratch)."""
+        dots = [o for o in op.body.ops if isinstance(o, DotOp) and self.mma_atom(o) is not None]
+        return len(dots) == 1 and sorted((id(p.dot), p.role) for p in plan) == [
+            (id(dots[0]), "a"), (id(dots[0]), "b")]
 
     def overlapped_wgmma(self, op: ForOp, plan: list[_PipelinedLoad]) -> int | None:
         """The id of the loop's one wgmma ``dot`` that may stay in flight across iterations:

@@ -357,6 +357,8 @@ class Dots(LoweringBase):
             refill()
         # Left running, the products finish before the next iteration's refill (its wait).
         self.emit(L.Asm(wgmma_wait(int(self.wgmma_left_running == id(op))), memory=True))
+        if self.products_done is not None and id(op) in self.products_done[0]:
+            self.products_done[1]()
         self.vals[r.name] = RegTile(r.tile.dtype, lay, buffer=out)
 
     def dot_mma(

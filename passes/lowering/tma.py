@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tegula.ir import loop as L
 from tegula.ir.atoms import (
+    MBARRIER_ARRIVE,
     MBARRIER_ARRIVE_EXPECT_TX,
     MBARRIER_INIT,
     MBARRIER_INIT_FENCE,
@@ -38,45 +39,63 @@ class TmaCopies(LoweringBase):
     def first_thread(self) -> L.Expr:
         return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(0, i32))
 
-    def slot_barriers(self, stages: int) -> L.Buffer:
-        """One mbarrier (a 64-bit shared word) per ring slot. Only the loop uses them, so
-        they may share bytes with scratch that code outside it uses, as rings do."""
-        name = self.unique("slot_full")
+    def slot_barriers(self, stages: int, role: str = "full") -> L.Buffer:
+        """One mbarrier (a 64-bit shared word) per ring slot: ``full`` ones complete when a
+        slot's copies have landed, ``empty`` ones when every warp has stopped reading it.
+        Only the loop uses them, so they may share bytes with scratch that code outside it
+        uses, as rings do."""
+        name = self.unique(f"slot_{role}")
         barriers = L.Buffer(name, u64, L.Scope.SHARED, stages, 0)
         self.buffers.append(barriers)
         self.shared_allocs.append(SharedAlloc(name, 8 * stages, 8, ring=True))
         return barriers
 
-    def init_slot_barriers(self, barriers: L.Buffer) -> None:
-        """The first thread sets each barrier up for one arrival (its own, with the bytes
-        to expect) and fetches the tensor maps; a block barrier must follow."""
-        assert barriers.size is not None
+    def init_slot_barriers(self, full: L.Buffer, empty: L.Buffer | None) -> None:
+        """The first thread sets each full barrier up for one arrival (its own, with the
+        bytes to expect), each empty one for one a warp, and fetches the tensor maps; a
+        block barrier must follow."""
+        assert full.size is not None
+        counts = [(full, 1)] + ([(empty, self.kernel.num_warps)] if empty is not None else [])
         self.emit(L.If(self.first_thread(), L.seq(
-            *(L.Asm(MBARRIER_INIT, inputs=(L.Address(barriers, c64(slot)), L.Const(1, u32)),
+            *(L.Asm(MBARRIER_INIT, inputs=(L.Address(b, c64(slot)), L.Const(count, u32)),
                     input_constraints=("r", "r"), memory=True)
-              for slot in range(barriers.size)),
+              for b, count in counts for slot in range(full.size)),
             L.Asm(MBARRIER_INIT_FENCE, memory=True),
             *(L.Asm(TENSOR_MAP_PREFETCH, inputs=(L.Address(m.buffer, c64(0)),),
                     input_constraints=("l",), memory=True)
               for m in self.tensor_maps),
         )))
 
-    def wait_for_slot(self, barriers: L.Buffer, iteration: L.Expr) -> None:
-        """Every thread waits for iteration ``iteration``'s copies: fill number
-        ``iteration // stages`` of its slot completes phase ``(iteration // stages) % 2``."""
+    def wait_for_slot(self, barriers: L.Buffer, iteration: L.Expr, behind: int = 0) -> None:
+        """Wait for the phase of ``iteration``'s slot that use number ``iteration // stages
+        - behind`` of it completes (phase ``n`` has parity ``n % 2``): for a full barrier
+        the fill of ``iteration``'s copies; for an empty one (``behind`` 1) the release of
+        the slot by the iteration a refill for ``iteration`` replaces."""
         stages = c64(barriers.size)  # type: ignore[arg-type]
         slot = L.Binary(BIN.MOD, iteration, stages)
-        parity = cast(L.Binary(BIN.MOD, L.Binary(BIN.FLOORDIV, iteration, stages), c64(2)), u32)
+        use = L.Binary(BIN.SUB, L.Binary(BIN.FLOORDIV, iteration, stages), c64(behind))
+        parity = cast(L.Binary(BIN.MOD, use, c64(2)), u32)
         self.emit(L.Asm(MBARRIER_WAIT_PARITY, inputs=(L.Address(barriers, slot), parity),
                         input_constraints=("r", "r"), memory=True))
 
-    def invalidate_slot_barriers(self, barriers: L.Buffer) -> None:
+    def release_slot(self, empty: L.Buffer, iteration: L.Expr, first: L.Expr | None) -> None:
+        """The first lane of each warp says the warp no longer reads ``iteration``'s slot
+        (its products that read it are complete); not before ``first``, where given."""
+        stages = c64(empty.size)  # type: ignore[arg-type]
+        lane_zero = L.Binary(BIN.EQ, L.Binary(BIN.MOD, L.ThreadIdx(), L.Const(32, i32)),
+                             L.Const(0, i32))
+        arrive = L.Asm(MBARRIER_ARRIVE,
+                       inputs=(L.Address(empty, L.Binary(BIN.MOD, iteration, stages)),),
+                       input_constraints=("r",), memory=True)
+        self.emit(L.If(land(lane_zero, first), arrive))  # type: ignore[arg-type]
+
+    def invalidate_slot_barriers(self, *barriers: L.Buffer | None) -> None:
         """After the loop (every issued copy was waited for in it): the barriers' bytes may
         be scratch again, which an mbarrier must be invalidated for first."""
-        assert barriers.size is not None
         self.emit(L.If(self.first_thread(), L.seq(*(
-            L.Asm(MBARRIER_INVALIDATE, inputs=(L.Address(barriers, c64(slot)),),
-                  input_constraints=("r",), memory=True) for slot in range(barriers.size)
+            L.Asm(MBARRIER_INVALIDATE, inputs=(L.Address(b, c64(slot)),),
+                  input_constraints=("r",), memory=True)
+            for b in barriers if b is not None for slot in range(b.size or 0)
         ))))
         self.emit(L.Barrier())
 
@@ -115,13 +134,15 @@ class TmaCopies(LoweringBase):
     def issue_tma_loads(
         self, plan: list[_PipelinedLoad], operands: list[TmaOperand], loop_var: Value,
         k_value: L.Expr, live: L.Expr, slots: list[tuple[L.Buffer, L.Expr]],
-        barrier: L.Address,
+        barrier: L.Address, release: tuple[L.Buffer, L.Expr] | None = None,
     ) -> None:
         """Start the copies of a stage. The first thread tells the slot's barrier how many
         bytes will arrive; the boxes are dealt round-robin to the first lane of every warp,
         so no warp spends long issuing them (a box's bytes may land before the barrier is
         told to expect them: its transaction count may go below zero meanwhile). An operand
-        whose stage lies inside its tensor takes its view's few boxes, else its own."""
+        whose stage lies inside its tensor takes its view's few boxes, else its own. With
+        ``release`` (the empty barriers and the iteration), each issuing lane first waits
+        until every warp has released the slot it refills (no wait for a first fill)."""
         warps = self.kernel.num_warps
         total = sum(o.stage_bytes for o in operands)
 
@@ -134,9 +155,17 @@ class TmaCopies(LoweringBase):
         inside_dealt = dealt([(i, b) for i, o in enumerate(operands) if o.inside is not None
                               for b in range(len(o.inside.boxes))])
         for warp in range(warps):
+            if warp and not edge_dealt[warp] and not inside_dealt[warp]:
+                continue  # nothing to issue
             saved = dict(self.vals)
             self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
             self.nest()
+            if release is not None:
+                empty, iteration = release
+                refill = L.Binary(BIN.GE, iteration, c64(empty.size))  # type: ignore[arg-type]
+                self.nest()
+                self.wait_for_slot(empty, iteration, behind=1)
+                self.emit(L.If(refill, self.unnest()))
             if warp == 0:
                 self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
                                 input_constraints=("r", "r"), memory=True))

@@ -133,8 +133,13 @@ def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
     assert f"\"r\"({(128 * 32 + 32 * 256) * 2}u)" in loop  # the bytes a stage brings
     # Each warp's first lane issues its share of the twenty boxes.
     assert all(f"thread_idx == {32 * w} &&" in loop for w in range(8))
-    # Five stages and their five 8-byte barriers (to a multiple of 16 bytes).
-    assert f"{5 * (128 * 32 + 32 * 256) * 2 + 48} bytes of shared memory" in source
+    # No block barrier in the loop: a warp releases a slot on its empty barrier once the
+    # products that read it are complete, and the lanes that refill a slot wait for that.
+    body = loop.split("wgmma.wait_group.sync.aligned 0;")[0]
+    assert "__syncthreads" not in body
+    assert "mbarrier.arrive.shared::cta.b64" in body and "slot_empty" in body
+    # Five stages and their ten 8-byte barriers (full and empty, each to 16 bytes).
+    assert f"{5 * (128 * 32 + 32 * 256) * 2 + 2 * 48} bytes of shared memory" in source
     # sm_90 without "a" has no wgmma layouts, so its rings stay on cp.async.
     portable = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90", kernels=["gemm_tma"],
                           cache=False).results["gemm_tma"]
