@@ -202,3 +202,28 @@ def test_unroll_factors_are_positive_and_only_on_serial_loops():
         verify_loop_kernel(kernel(dataclasses.replace(loop, unroll=0)))
     with pytest.raises(LoopIRError, match="vectorize loop 'j' has unroll factor 4"):
         verify_loop_kernel(kernel(dataclasses.replace(loop, kind=LoopKind.VECTORIZE)))
+
+
+def test_tensor_maps_are_params_whose_address_alone_is_taken():
+    """A TMA tensor map: a 128-byte by-value parameter of a tensor's; the body may take its
+    address (the operand of a bulk copy) and nothing else."""
+    from tegula.ir.dtypes import u8
+    from tegula.ir.loop import Address, Asm, TensorMap
+
+    tensor_map = TensorMap(Buffer("x_map", u8, Scope.PARAM, 128), X, (32, 8), 64)
+    use = Asm("prefetch.tensormap [%0];", inputs=(Address(tensor_map.buffer, Const(0)),),
+              input_constraints=("l",), memory=True)
+    k = dataclasses.replace(kernel(use), tensor_maps=(tensor_map,))
+    verify_loop_kernel(k)
+    text = print_loop_kernel(k)
+    assert "tensor map x_map of x: box 8 x 32, swizzle 64 B" in text
+    read = Store(X, Const(0), Cast(f32, Load(tensor_map.buffer, Const(0))))
+    with pytest.raises(LoopIRError, match="load from tensor map 'x_map'"):
+        verify_loop_kernel(dataclasses.replace(k, body=read))
+    stray = TensorMap(Buffer("y_map", u8, Scope.PARAM, 128), Buffer("y", f32, Scope.GLOBAL),
+                      (32, 8), 64)
+    with pytest.raises(LoopIRError, match="describes 'y', not a tensor parameter"):
+        verify_loop_kernel(dataclasses.replace(k, tensor_maps=(stray,)))
+    odd = dataclasses.replace(tensor_map, box=(3, 8))
+    with pytest.raises(LoopIRError, match="whole 16 bytes"):
+        verify_loop_kernel(dataclasses.replace(k, tensor_maps=(odd,)))
