@@ -463,6 +463,16 @@ class TensorMap:
     # (runtime.tensor_map.TensorMapSpec); empty for the tensor's own dimensions.
     dims: tuple[tuple[int, int, int], ...] = ()
 
+    def view(self, rank: int) -> tuple[tuple[int, int, int], ...]:
+        """The map's dimensions over a ``rank``-d tensor: ``dims``, or the tensor's own."""
+        return self.dims or tensor_dims(rank)
+
+
+def tensor_dims(rank: int) -> tuple[tuple[int, int, int], ...]:
+    """A ``rank``-d tensor's own dimensions as a map's, innermost first: each walked whole,
+    one element at a time."""
+    return tuple((d, 0, 1) for d in reversed(range(rank)))
+
 
 @dataclass(frozen=True)
 class LoopParam:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from tegula.ir import dtypes
+from tegula.ir.loop import tensor_dims
 
 from .errors import LaunchError, SpecError
 
@@ -82,7 +83,7 @@ class TensorMapSpec:
 
     def view(self, rank: int) -> tuple[tuple[int, int, int], ...]:
         """The map's dimensions over a ``rank``-d tensor (its own when there is no view)."""
-        return self.dims or tuple((d, 0, 1) for d in reversed(range(rank)))
+        return self.dims or tensor_dims(rank)
 
 
 def data_type(dt: dtypes.DType) -> int:

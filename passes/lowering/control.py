@@ -221,11 +221,11 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
             return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)))
 
-        boxes = None
+        tma = None
         if op.pipeline_tma:
-            boxes = self.tma_boxes(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
-                                          zip(plan, rings, strict=True)])
-        barriers = self.slot_barriers(stages) if boxes is not None else None
+            tma = self.tma_operands(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
+                                           zip(plan, rings, strict=True)])
+        barriers = self.slot_barriers(stages) if tma is not None else None
         # With TMA, a loop whose one product reads both operands from the rings needs no
         # block barrier: each warp releases a slot on an empty barrier once its products
         # that read it are complete, and the lanes that refill a slot wait for that.
@@ -237,8 +237,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             k_value = add(start, mul(iteration, step))
             live = L.Binary(BIN.LT, k_value, stop)
             stage = L.Binary(BIN.MOD, iteration, c64(stages))
-            if boxes is not None and barriers is not None:
-                self.issue_tma_loads(plan, boxes, loop_var, k_value, live,
+            if tma is not None and barriers is not None:
+                self.issue_tma_loads(plan, tma, loop_var, k_value, live,
                                      [(buf, mul(stage, c64(numel))) for buf, numel in rings],
                                      L.Address(barriers, stage),
                                      None if empty is None else (empty, iteration))

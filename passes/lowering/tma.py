@@ -36,8 +36,11 @@ if TYPE_CHECKING:
 
 
 class TmaCopies(LoweringBase):
-    def first_thread(self) -> L.Expr:
-        return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(0, i32))
+    @staticmethod
+    def is_thread(index: int) -> L.Expr:
+        """Whether this is thread ``index`` of the block (the first lane of warp
+        ``index // 32`` where ``index`` is a multiple of 32)."""
+        return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(index, i32))
 
     def slot_barriers(self, stages: int, role: str = "full") -> L.Buffer:
         """One mbarrier (a 64-bit shared word) per ring slot: ``full`` ones complete when a
@@ -56,7 +59,7 @@ class TmaCopies(LoweringBase):
         block barrier must follow."""
         assert full.size is not None
         counts = [(full, 1)] + ([(empty, self.kernel.num_warps)] if empty is not None else [])
-        self.emit(L.If(self.first_thread(), L.seq(
+        self.emit(L.If(self.is_thread(0), L.seq(
             *(L.Asm(MBARRIER_INIT, inputs=(L.Address(b, c64(slot)), L.Const(count, u32)),
                     input_constraints=("r", "r"), memory=True)
               for b, count in counts for slot in range(full.size)),
@@ -92,15 +95,15 @@ class TmaCopies(LoweringBase):
     def invalidate_slot_barriers(self, *barriers: L.Buffer | None) -> None:
         """After the loop (every issued copy was waited for in it): the barriers' bytes may
         be scratch again, which an mbarrier must be invalidated for first."""
-        self.emit(L.If(self.first_thread(), L.seq(*(
+        self.emit(L.If(self.is_thread(0), L.seq(*(
             L.Asm(MBARRIER_INVALIDATE, inputs=(L.Address(b, c64(slot)),),
                   input_constraints=("r",), memory=True)
             for b in barriers if b is not None for slot in range(b.size or 0)
         ))))
         self.emit(L.Barrier())
 
-    def tma_boxes(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
-                  ) -> list[TmaOperand] | None:
+    def tma_operands(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
+                     ) -> list[TmaOperand] | None:
         """How the tensor-memory accelerator fills one stage of each ring, or None where it
         cannot: before sm_90, or an operand that is not in a wgmma layout. Each operand has
         boxes of the tile itself (:meth:`StagedTile.tma_boxes`), exact at any edge: parts
@@ -192,9 +195,7 @@ class TmaCopies(LoweringBase):
             body = self.unnest()
             self.vals = saved
             if body != L.seq():
-                lane_zero = L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(32 * warp, i32))
-                self.emit(L.If(land(lane_zero, live), body))  # type: ignore[arg-type]
-
+                self.emit(L.If(land(self.is_thread(32 * warp), live), body))  # type: ignore[arg-type]
 
     def box_copies(self, tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
                    starts: list[L.Expr], ring: L.Buffer, offset: L.Expr, barrier: L.Address
@@ -250,9 +251,8 @@ def _box_coords(tensor_map: L.TensorMap, starts: list[L.Expr], first_row: int,
     with the window's index)."""
     rank = len(starts)
     firsts = [c64(0)] * (rank - 2) + [c64(first_row), c64(first_col)]
-    dims = tensor_map.dims or tuple((d, 0, 1) for d in reversed(range(rank)))
     coords: list[L.Expr] = []
-    for d, extent, step in dims:
+    for d, extent, step in tensor_map.view(rank):
         if extent:
             coords.append(L.Const(0, i32))
             continue
