@@ -70,19 +70,21 @@ class TunedConfigs:
             return None  # a dtype param set to no type of its own: the front end says so
         dtypes = resolved_dtypes(dict(header.dtypes), values)
         chosen: dict[tuple[tuple[str, int], ...], tuple[float, float, dict[str, Any]]] = {}
-        latest_device: dict[tuple[tuple[str, int], ...], tuple[float, str]] = {}
+        # Per shape, the device and timing protocol of the latest record: times taken on two
+        # GPUs, or with warm and cold caches, do not rank together.
+        latest: dict[tuple[tuple[str, int], ...], tuple[float, str, str]] = {}
         records = [
             r
             for r in database.for_kernel(header.kernel_hash)
             if r.ok and r.target == target and r.dtypes == dtypes
         ]
-        for r in records:  # the most recent device measured for a shape decides
-            key = tuple(sorted(r.shapes.items()))
-            if key not in latest_device or r.timestamp > latest_device[key][0]:
-                latest_device[key] = (r.timestamp, r.device)
         for r in records:
             key = tuple(sorted(r.shapes.items()))
-            if r.device != latest_device[key][1]:
+            if key not in latest or r.timestamp > latest[key][0]:
+                latest[key] = (r.timestamp, r.device, r.timing)
+        for r in records:
+            key = tuple(sorted(r.shapes.items()))
+            if (r.device, r.timing) != latest[key][1:]:
                 continue
             time_s = r.time_s if r.time_s is not None else math.inf
             if key not in chosen or (time_s, r.timestamp) < chosen[key][:2]:

@@ -15,8 +15,11 @@ Rows, all c = a @ b with a: [M, K], b: [K, N], c: [M, N], row-major:
 
 FLOPs: 2·M·N·K per call (a multiply-add counts two), whatever an implementation executes.
 The cuBLAS column (`cupy.matmul`, which calls cublasGemmEx) is also each row's ceiling.
-tegula's kernels are compiled once per tile choice: their defaults, except MEMORY_BOUND_TILES
-on memory-bound rows; each row records its choice in `tegula_params`.
+tegula's kernels are compiled once per tile choice: the config `tegula tune --cold-l2` found
+for the row's shape where the suite's tuning database (TUNING_DB, records of the GPU they were
+measured on) has one, else their defaults, except MEMORY_BOUND_TILES on memory-bound rows.
+Each row records its choice in `tegula_params` and where it came from in
+`tegula_params_from`; the mma.sync and TMA columns keep the untuned choice.
 
 Method: the harness's device-event timer (warm-up, median of many samples; calls under 50 us
 replayed from a verified CUDA graph). Inputs are fresh standard-normal data; each output is
@@ -37,6 +40,7 @@ import functools
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from .. import devices
@@ -76,6 +80,12 @@ TEGULA_KERNELS: Mapping[Precision, str] = {"fp16": "gemm_f16", "bf16": "gemm_bf1
 # shape: narrower blocks put twice as many blocks across N, and deeper K steps halve the
 # K-loop trips. Compute-bound rows use the kernels' defaults (examples/gemm.tg).
 MEMORY_BOUND_TILES: Mapping[str, int] = {"BM": 64, "BN": 64, "BK": 64, "WARPS": 4}
+
+# What `tegula tune examples/gemm.tg --kernel gemm_f16 --cold-l2 --db benchmarks/tuned/gemm.jsonl
+# --shape M=.. --shape N=.. --shape K=..` recorded for the suite's shapes (benchmarks/README.md):
+# tegula's column runs the best config measured for its row's exact shape, as tg.compile
+# picks it from a tuning database.
+TUNING_DB = Path(__file__).resolve().parents[1] / "tuned" / "gemm.jsonl"
 
 SQUARE_SIZES: Mapping[bool, tuple[tuple[str, int], ...]] = {  # by `quick`: (label, size)
     False: (("medium", 4096), ("large", 8192)),
@@ -159,8 +169,27 @@ def flop_rate(flops: int, seconds: float, metric: str) -> float:
 
 
 def tegula_tile_params(shape: GemmShape) -> dict[str, int]:
-    """The compile-time tile parameters tegula's GEMM gets for `shape` ({} = its defaults)."""
+    """The compile-time tile parameters tegula's GEMM gets for `shape` without tuning ({} =
+    its defaults)."""
     return dict(MEMORY_BOUND_TILES) if shape.memory_bound else {}
+
+
+def tuned_tile_params(precision: Precision, shape: GemmShape, database: Path = TUNING_DB,
+                      target: str = "cuda") -> dict[str, int] | None:
+    """The config the tuning database holds as fastest for tegula's GEMM at exactly `shape`
+    on `target` (the GPU here), or None (no database, no record of this shape)."""
+    if not database.exists():
+        return None
+    import tegula as tg
+
+    name = TEGULA_KERNELS[precision]
+    kernel = tg.compile(EXAMPLES / "gemm.tg", target=target, kernels=[name],
+                        tuning_db=database)[name]
+    tuned = getattr(kernel, "tuned", None)
+    if tuned is None:
+        return None
+    found = tuned.config_for({"M": shape.m, "N": shape.n, "K": shape.k})
+    return None if found is None else dict(found)
 
 
 # ------------------------------------------------------------------------- buffer sets
@@ -446,10 +475,11 @@ def _cupy_takes_bf16() -> bool:
         return False
 
 
-def gpu_impls(precision: Precision, params: Mapping[str, int]) -> tuple[dict[str, Impl],
-                                                                        list[str]]:
-    """tegula and each peer available here, and a note for each peer that is not."""
-    impls = {TEGULA: tegula_impl(precision, params)}
+def gpu_impls(precision: Precision, params: Mapping[str, int],
+              tuned: Mapping[str, int] | None = None) -> tuple[dict[str, Impl], list[str]]:
+    """tegula (with the ``tuned`` config where given, else ``params``, which its other paths
+    take) and each peer available here, and a note for each peer that is not."""
+    impls = {TEGULA: tegula_impl(precision, params if tuned is None else tuned)}
     notes = []
     portable = portable_target()
     if portable is not None:
@@ -537,6 +567,9 @@ def release_memory() -> None:
 
 def measure_gpu_case(case: GemmCase, timer: Timer, l2_bytes: int) -> Row:
     params = tegula_tile_params(case.shape)
+    tuned = tuned_tile_params(case.precision, case.shape)
+    params_from = (f"tegula tune records ({TUNING_DB.parent.name}/{TUNING_DB.name})"
+                   if tuned is not None else "untuned")
     plan = plan_buffer_sets(case.shape, ITEMSIZE[case.precision], l2_bytes)
     notes = []
     if plan.capped:
@@ -550,10 +583,11 @@ def measure_gpu_case(case: GemmCase, timer: Timer, l2_bytes: int) -> Row:
         reference = gpu_reference(buffer_sets[0])
     except Exception as error:
         return unmeasured_row(case, TFLOPS, failure_reason(error))
-    impls, missing = gpu_impls(case.precision, params)
+    impls, missing = gpu_impls(case.precision, params, tuned)
     return measure_gemm(case, buffer_sets, reference, impls, timer, metric=TFLOPS,
                         ceiling_peer=CUBLAS, extra_notes=[*notes, *missing],
-                        extra={"tegula_params": params})
+                        extra={"tegula_params": tuned if tuned is not None else params,
+                               "tegula_params_from": params_from})
 
 
 def run(settings: Settings, quick: bool) -> list[Row]:

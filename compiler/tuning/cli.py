@@ -2,7 +2,7 @@
 
     tegula tune FILE.tg --kernel K --shape M=4096 --shape N=4096 --trials 64
                 [--const WT=i2] [--target T] [--db FILE] [--parallel N] [--seed S]
-                [--strategy gbdt|random]
+                [--strategy gbdt|random] [--cold-l2]
     tegula tune --report [--db FILE]
 """
 
@@ -42,6 +42,9 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                       help="model-guided search (gbdt) or blind random search")
     tune.add_argument("--timeout", type=float, default=10.0,
                       help="seconds a candidate may run before it counts as hung")
+    tune.add_argument("--cold-l2", action="store_true",
+                      help="time each call on inputs not left in the GPU's L2 by the calls "
+                           "before it (weights streamed once per call, as in decode)")
     tune.add_argument("--report", action="store_true", help="list the database's best records")
     tune.set_defaults(fn=run_tune)
     return tune
@@ -74,7 +77,8 @@ def run_tune(args: argparse.Namespace) -> int:
     load_kernel(args.file, kernel)  # a missing kernel is reported before any process starts
     result = tune(args.file, kernel, _shapes(args.shape), args.trials, args.target, args.db,
                   args.parallel, args.seed, True, args.strategy, timeout_s=args.timeout,
-                  executor=args.executor, constants=const_assignments(args.const))
+                  executor=args.executor, constants=const_assignments(args.const),
+                  cold_l2=args.cold_l2)
     table = Table(title=f"tegula tune {kernel} on {result.target} ({result.device})")
     for col in ("config", "status", "time (ms)", "note"):
         table.add_column(col, justify="right" if col.startswith("time") else "left")

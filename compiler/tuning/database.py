@@ -214,7 +214,8 @@ class TuningDatabase:
         dtypes: Mapping[str, str] | None = None,
     ) -> TuningRecord | None:
         """The fastest ok record for these shapes and target (any device of that target
-        when several have records: the most recent device's records win)."""
+        when several have records: the most recent record's device and timing protocol
+        decide, as times from two GPUs, or warm and cold caches, do not rank together)."""
         candidates = [
             r for r in self.records()
             if r.ok and r.kernel_hash == kernel_hash and r.target == target
@@ -222,6 +223,6 @@ class TuningDatabase:
         ]
         if not candidates:
             return None
-        latest_device = max(candidates, key=lambda r: r.timestamp).device
-        same = [r for r in candidates if r.device == latest_device]
+        latest = max(candidates, key=lambda r: r.timestamp)
+        same = [r for r in candidates if (r.device, r.timing) == (latest.device, latest.timing)]
         return min(same, key=lambda r: (r.time_s or math.inf, r.timestamp))

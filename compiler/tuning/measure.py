@@ -49,17 +49,24 @@ class Workload:
     # launch and clock jitter, which let configs that build to the same loops differ by
     # 5-9% in a space's ground truth.
     min_sample_s: float = 1e-3
+    # Whether each call reads inputs the cache has not kept: the workers rotate through
+    # copies of the inputs until a round reads more than twice the GPU's L2, as a decode
+    # step streams weights no earlier call left cached (a GEMM whose operands fit in L2 times
+    # up to twice as fast warm, and ranks tile shapes by the wrong limit).
+    cold_l2: bool = False
 
     @property
     def timing(self) -> str:
-        return timing_protocol(self.min_sample_s)
+        return timing_protocol(self.min_sample_s, self.cold_l2)
 
 
-def timing_protocol(min_sample_s: float = Workload.min_sample_s) -> str:
+def timing_protocol(min_sample_s: float = Workload.min_sample_s, cold_l2: bool = False) -> str:
     """How the workers time a candidate, as tuning records store it: a stored time holds only
     beside times taken the same way (a median of single launches runs a few percent apart
-    from one of 1 ms samples, which is the size of the differences a search ranks)."""
-    return f"median of samples of >= {min_sample_s:g} s"
+    from one of 1 ms samples, which is the size of the differences a search ranks; warm and
+    cold caches further apart still)."""
+    protocol = f"median of samples of >= {min_sample_s:g} s"
+    return f"{protocol}, inputs rotated past twice the L2" if cold_l2 else protocol
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class DeviceWorker:
         send(parent, {
             "op": "session", "kernel": w.kernel, "filename": w.filename, "shapes": w.shapes,
             "seed": w.seed, "warmup": w.warmup, "repeats": w.repeats,
-            "min_sample_s": w.min_sample_s,
+            "min_sample_s": w.min_sample_s, "cold_l2": w.cold_l2,
             "spec_json": (ref or fallback).spec_json,
         }, (ref.binary or b"") if ref is not None else b"")
         self.checked = bool(self._await(_START_TIMEOUT_S)["checked"])

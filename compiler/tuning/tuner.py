@@ -145,6 +145,7 @@ def tune(
     executor: str = "process",
     repeats: int = 5,
     constants: Mapping[str, Any] | None = None,
+    cold_l2: bool = False,
 ) -> TuningResult:
     """Tune ``kernel`` of a DSL file (or text) at ``shapes`` with ``trials`` measurements.
 
@@ -154,6 +155,8 @@ def tune(
 
     ``model``: ``gbdt`` (the learned ranker) or ``random`` (blind search). Every
     measurement is appended to ``db`` (default: the cache folder's ``tuning.jsonl``);
+    ``cold_l2`` times each call on inputs no earlier call left in the GPU's L2
+    (:class:`~.measure.Workload`), as records then say in their ``timing``;
     configs already measured there for this workload are not measured again. ``transfer``
     warm-starts the model with the database's records of other workloads on this target.
     """
@@ -167,7 +170,8 @@ def tune(
     space = SearchSpace.from_kernel(src.kernel, shapes, tgt, pinned)
     database = db if isinstance(db, TuningDatabase) else TuningDatabase(db)
     rng = np.random.default_rng(seed)
-    workload = Workload(src.text, src.filename, kernel, str(tgt), shapes, seed, repeats=repeats)
+    workload = Workload(src.text, src.filename, kernel, str(tgt), shapes, seed, repeats=repeats,
+                        cold_l2=cold_l2)
     reference = space.complete(space.default())
     with Measurer(workload, parallel=parallel, devices=devices, timeout_s=timeout_s,
                   executor=executor, reference_config=reference) as measurer:

@@ -8,7 +8,8 @@ reference outputs (the companion's NumPy ``reference``, else the outputs of a re
 build run once). Each candidate then gets copies of the inputs with its outputs poisoned,
 is run once and checked (on the device it ran on), and is timed: warm-up calls, then the
 median of the repeats, each sample as many calls back to back as last ``min_sample_s``
-(CUDA events on the GPU, ``perf_counter`` on the CPU).
+(CUDA events on the GPU, ``perf_counter`` on the CPU); with ``cold_l2`` the calls take
+turns over copies of the inputs that together exceed twice the L2.
 
 A CUDA error from a call (an illegal address, a launch failure) leaves the context
 unusable, so the worker reports ``crash`` and exits; the tuner starts a fresh one. A
@@ -33,6 +34,8 @@ Message = dict[str, Any]
 
 # A bound on the calls in one timed sample (a kernel that takes nanoseconds).
 _MAX_CALLS_PER_SAMPLE = 1000
+# A bound on the copies of the inputs a cold-L2 timing rotates through (tiny inputs).
+_MAX_TIMING_SETS = 64
 
 
 def send(conn: Connection, message: Message, blob: bytes = b"") -> None:
@@ -102,6 +105,7 @@ class _Session:
         self.warmup = int(message.get("warmup", 1))
         self.repeats = int(message.get("repeats", 5))
         self.min_sample_s = float(message.get("min_sample_s", 0.0))
+        self.cold_l2 = bool(message.get("cold_l2", False)) and target.is_cuda
         spec = KernelSpec.from_json(message["spec_json"])
         shapes = {k: int(v) for k, v in message["shapes"].items()}
         rng = np.random.default_rng(int(message["seed"]))
@@ -118,6 +122,7 @@ class _Session:
             self.inputs = random_inputs(spec, shapes, rng)
         self.outputs = [p.name for p in spec.params if p.writes]
         self._args: dict[str, Any] | None = None  # the inputs, moved to the device once
+        self._input_copies: list[dict[str, Any]] | None = None  # more, for cold-L2 timing
         self.reference: dict[str, Any] | None = None  # where the candidates run
         if reference_fn is not None:
             self.reference = {k: self._on_device(np.asarray(v))
@@ -186,8 +191,9 @@ class _Session:
             mismatch = self._check(outputs)
             if mismatch:
                 return {"status": "wrong_result", "message": mismatch}
-            args = self._fresh_args()
-            seconds = self._time(lambda: kernel(**args))
+            rounds = self._timing_sets()
+            turn = iter(range(1 << 62))
+            seconds = self._time(lambda: kernel(**rounds[next(turn) % len(rounds)]))
         except Exception as exc:
             if _is_cuda_error(exc):
                 return {"status": "crash", "message": f"{type(exc).__name__}: {exc}",
@@ -206,6 +212,28 @@ class _Session:
             if not ok:
                 return f"{name} differs from the reference (max abs error {max_abs:.3g})"
         return ""
+
+    def _timing_sets(self) -> list[dict[str, Any]]:
+        """The argument sets timed calls take in turn: one, or with ``cold_l2`` enough
+        copies of the inputs that a round through them reads more than twice the L2 (within
+        a quarter of the free device memory; made once per workload, as the inputs are).
+        Every set shares the outputs, refilled as :meth:`_fresh_args` does."""
+        args = self._fresh_args()
+        if not self.cold_l2:
+            return [args]
+        if self._input_copies is None:
+            import cupy
+
+            arrays = {name: value for name, value in args.items()
+                      if name not in self.outputs and hasattr(value, "nbytes")}
+            per_set = max(1, sum(int(value.nbytes) for value in arrays.values()))
+            l2 = int(cupy.cuda.Device().attributes["L2CacheSize"])
+            free, _ = cupy.cuda.runtime.memGetInfo()
+            sets = max(1, min(math.ceil(2 * l2 / per_set), _MAX_TIMING_SETS,
+                              free // 4 // per_set))
+            self._input_copies = [{name: value.copy() for name, value in arrays.items()}
+                                  for _ in range(sets - 1)]
+        return [args] + [{**args, **copies} for copies in self._input_copies]
 
     def _synchronize(self) -> None:
         if self.target.is_cuda:

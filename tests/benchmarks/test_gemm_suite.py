@@ -141,6 +141,31 @@ def test_memory_bound_tiles_are_among_the_kernels_candidates(kernel: str) -> Non
     assert gemm.tegula_tile_params(gemm.GemmShape(2048, 4096, 4096)) == {}
 
 
+def test_tuned_configs_come_from_the_database_for_exact_shapes(tmp_path: Any) -> None:
+    """A record of gemm_f16 at one shape sets that row's tiles; other shapes, bf16 (another
+    kernel) and a missing database give None."""
+    from tegula.compiler.headers import kernel_text_hash
+    from tegula.compiler.parser import parse
+    from tegula.compiler.tuning.database import TuningDatabase, TuningRecord
+
+    kernel = next(k for k in parse((EXAMPLES / "gemm.tg").read_text()).kernels
+                  if k.name == "gemm_f16")
+    config = {"BM": 128, "BN": 128, "BK": 64, "GROUP_M": 4, "STAGES": 4, "WARPS": 8}
+    database = tmp_path / "gemm.jsonl"
+    TuningDatabase(database).append([TuningRecord(
+        kernel="gemm_f16", kernel_hash=kernel_text_hash(kernel),
+        shapes={"M": 2048, "N": 4096, "K": 4096}, dtypes={"a": "f16", "b": "f16", "c": "f16"},
+        target="cuda:sm_90a", device="a GPU", config=config, status="ok", time_s=1e-4)])
+
+    def tuned(precision: Any, shape: gemm.GemmShape, path: Any = database) -> Any:
+        return gemm.tuned_tile_params(precision, shape, path, target="cuda:sm_90a")
+
+    assert tuned("fp16", gemm.GemmShape(2048, 4096, 4096)) == config
+    assert tuned("fp16", gemm.GemmShape(2048, 4096, 14336)) is None
+    assert tuned("bf16", gemm.GemmShape(2048, 4096, 4096)) is None
+    assert tuned("fp16", gemm.GemmShape(2048, 4096, 4096), tmp_path / "none.jsonl") is None
+
+
 # ------------------------------------------------------------------------ one row
 
 def _case(m: int = 8, n: int = 12, k: int = 16) -> gemm.GemmCase:
@@ -294,6 +319,7 @@ def host_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gemm, "triton_kernels", lambda: None)
     monkeypatch.setattr(gemm, "_tegula_gemm", no_kernel)
     monkeypatch.setattr(gemm, "portable_target", lambda: None)
+    monkeypatch.setattr(gemm, "tuned_tile_params", lambda precision, shape: None)
 
 
 def test_gpu_row_survives_a_failing_kernel_and_missing_peers(host_gpu: None) -> None:

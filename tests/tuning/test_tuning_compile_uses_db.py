@@ -61,3 +61,17 @@ def test_a_pinned_param_ignores_the_database(tmp_path: Path) -> None:
     TuningDatabase(db_path).append([_record({"BN": 128}, 1e-3, 1000)])
     module = tg.compile(SOURCE, target="cpu", tuning_db=db_path, BN=32)
     assert not isinstance(module["scale"], SpecializedKernel)
+
+
+def test_the_latest_timing_protocol_decides_a_shape(tmp_path: Path) -> None:
+    """Warm-cache times do not rank beside cold ones: a shape's latest protocol decides."""
+    from dataclasses import replace
+
+    db_path = tmp_path / "tuning.jsonl"
+    warm = replace(_record({"BN": 32}, 1e-4, 1000), timing="warm", timestamp=1.0)
+    cold = [replace(_record({"BN": bn}, t, 1000), timing="cold", timestamp=2.0)
+            for bn, t in ((64, 3e-3), (128, 2e-3))]
+    TuningDatabase(db_path).append([warm, *cold])
+    kernel = tg.compile(SOURCE, target="cpu", tuning_db=db_path)["scale"]
+    assert isinstance(kernel, SpecializedKernel)
+    assert kernel.constants_for(N=1000) == {"BN": 128}

@@ -101,3 +101,43 @@ def test_every_gpu_of_the_host_times_candidates(monkeypatch: pytest.MonkeyPatch)
     assert all(r.status == "ok" for r in results), results
     assert len(used) >= 2, used  # more than one GPU's worker timed candidates
     assert {r.device for r in results} and all(r.device for r in results)
+
+
+@pytest.mark.gpu
+def test_cold_l2_timing_rotates_input_copies_past_the_l2() -> None:
+    """With ``cold_l2`` the worker times calls over enough copies of the inputs that a round
+    reads more than twice the L2, and a cold call is no faster than a warm one."""
+    from tegula.compiler.tuning.worker import _Session
+
+    cupy = pytest.importorskip("cupy")
+    target = resolve_target("cuda")
+    shapes = {"M": 64, "N": 300}
+    times = {}
+    for cold in (False, True):
+        workload = Workload(ROWSUM, "<string>", "rowsum", str(target), shapes, cold_l2=cold)
+        tile = build_tile_kernel(parse(ROWSUM), "rowsum", {"BM": 1, "BN": 64})
+        loop, _ = lower_kernel(tile, target)
+        binary, _ = build_binary(generate_code(loop, target), "rowsum", target)
+        spec_json = kernel_spec(tile, loop, target).to_json()
+        session = _Session(target, {
+            "kernel": "rowsum", "filename": "<string>", "shapes": shapes, "seed": 0,
+            "warmup": 1, "repeats": 3, "min_sample_s": 1e-4, "cold_l2": workload.cold_l2,
+            "spec_json": spec_json}, binary)
+        sets = session._timing_sets()
+        inputs = [name for name in sets[0] if name not in session.outputs
+                  and hasattr(sets[0][name], "nbytes")]
+        per_set = sum(sets[0][name].nbytes for name in inputs)
+        if cold:
+            l2 = cupy.cuda.Device().attributes["L2CacheSize"]
+            assert len(sets) * per_set > 2 * l2, (len(sets), per_set, l2)
+            pointers = {sets[i][name].data.ptr for i in range(len(sets)) for name in inputs}
+            assert len(pointers) == len(sets) * len(inputs)  # every set its own copies
+            assert all(sets[i][o] is sets[0][o] for i in range(len(sets))
+                       for o in session.outputs)
+        else:
+            assert len(sets) == 1
+        result = session.measure({"spec_json": spec_json}, binary)
+        assert result["status"] == "ok", result
+        times[cold] = result["time_s"]
+    assert "rotated" in Workload("", "", "", "", {}, cold_l2=True).timing
+    assert times[True] > 0 and times[False] > 0

@@ -64,3 +64,17 @@ def test_a_sample_has_a_bounded_number_of_calls() -> None:
 def test_blind_search_batches_fill_the_build_pool(model: str, workers: int, builds: int,
                                                   expected: int) -> None:
     assert _default_batch(model, workers, builds) == expected
+
+
+def test_cold_l2_is_part_of_the_timing_protocol_and_cpu_sessions_keep_one_set() -> None:
+    from tegula.compiler.tuning.measure import Workload, timing_protocol
+
+    warm, cold = (Workload("", "", "k", "cuda:sm_90a", {}, cold_l2=c).timing
+                  for c in (False, True))
+    assert warm == timing_protocol() and cold == timing_protocol(cold_l2=True) != warm
+    session = _timer(0.0)
+    session.cold_l2 = False  # a CPU session: what a cuda-only option becomes there
+    session.outputs = []
+    session._args = {"x": object()}
+    session._input_copies = None
+    assert session._timing_sets() == [session._args]
