@@ -34,8 +34,9 @@ Message = dict[str, Any]
 
 # A bound on the calls in one timed sample (a kernel that takes nanoseconds).
 _MAX_CALLS_PER_SAMPLE = 1000
-# A bound on the copies of the inputs a cold-L2 timing rotates through (tiny inputs).
-_MAX_TIMING_SETS = 64
+# A bound on the copies of the inputs a cold-L2 timing rotates through (tiny inputs: 4096
+# copies of 64 KiB are 256 MiB, past any L2 so far).
+_MAX_TIMING_SETS = 4096
 
 
 def send(conn: Connection, message: Message, blob: bytes = b"") -> None:

@@ -111,7 +111,7 @@ def test_cold_l2_timing_rotates_input_copies_past_the_l2() -> None:
 
     cupy = pytest.importorskip("cupy")
     target = resolve_target("cuda")
-    shapes = {"M": 64, "N": 300}
+    shapes = {"M": 2048, "N": 1000}  # 8 MB of input: a few copies exceed twice the L2
     times = {}
     for cold in (False, True):
         workload = Workload(ROWSUM, "<string>", "rowsum", str(target), shapes, cold_l2=cold)
