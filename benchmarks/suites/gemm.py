@@ -567,11 +567,18 @@ def release_memory() -> None:
 
 def measure_gpu_case(case: GemmCase, timer: Timer, l2_bytes: int) -> Row:
     params = tegula_tile_params(case.shape)
-    tuned = tuned_tile_params(case.precision, case.shape)
+    notes = []
+    try:
+        tuned = tuned_tile_params(case.precision, case.shape)
+    except Exception as error:  # the row runs untuned and says why
+        tuned = None
+        notes.append(f"tuning database not used: {failure_reason(error)}")
     params_from = (f"tegula tune records ({TUNING_DB.parent.name}/{TUNING_DB.name})"
                    if tuned is not None else "untuned")
     plan = plan_buffer_sets(case.shape, ITEMSIZE[case.precision], l2_bytes)
-    notes = []
+    if tuned is not None:
+        config = " ".join(f"{k}={v}" for k, v in sorted(tuned.items()))
+        notes.append(f"tegula runs the config {params_from} hold as fastest here: {config}")
     if plan.capped:
         notes.append(f"{plan.sets} buffer sets, not the {plan.wanted} that exceed twice the L2: "
                      f"kept under {GPU_MEMORY_BUDGET_BYTES / 1e9:.0f} GB of device memory")
