@@ -3,7 +3,10 @@
 CuPy is imported only when a CUDA kernel is first loaded, so the CPU path never needs it.
 A module is loaded once per device, the first time the kernel runs there; launches go to
 the current stream of the library that owns the arrays (CuPy's, or PyTorch's for torch
-tensors), so a kernel is ordered with the work around it.
+tensors), so a kernel is ordered with the work around it. Where every argument has a C type
+of its own (:func:`launch_argument_codes`), a launch packs them once and calls the driver's
+``cuLaunchKernel`` itself (:class:`~.cuda_driver.PackedArguments`); otherwise, and where the
+driver finds no current context on this thread, CuPy's ``Function`` launches it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from typing import Any
 import numpy as np
 from tegula.ir.dtypes import DType
 
+from .cuda_driver import (
+    CUDA_ERROR_INVALID_CONTEXT,
+    POINTER_CODE,
+    SYMBOL_CODE,
+    TENSOR_MAP_CODE,
+    PackedArguments,
+    error_text,
+    scalar_code,
+)
 from .errors import DeviceUnavailableError, LaunchError
+from .spec import KernelSpec
 
 # Above this, a kernel must opt in to dynamic shared memory (cudaFuncSetAttribute).
 DEFAULT_DYNAMIC_SMEM_LIMIT = 48 * 1024
@@ -76,6 +89,35 @@ def _scalar_converter(dt: DType) -> Callable[[Any], Any]:
     return dt.to_numpy().type
 
 
+def launch_argument_codes(spec: KernelSpec) -> tuple[str, ...] | None:
+    """The struct code of each launch argument in the order :class:`~.kernel.Kernel` passes
+    them: each parameter (a tensor's data pointer, a scalar at its C type), the size symbols
+    (``long long``), then the tensor maps (by value); None where a scalar has no C type of
+    its own."""
+    codes = []
+    for p in spec.params:
+        code = POINTER_CODE if p.is_tensor else scalar_code(p.element_type)
+        if code is None:
+            return None
+        codes.append(code)
+    return (*codes, *[SYMBOL_CODE] * len(spec.symbols),
+            *[TENSOR_MAP_CODE] * len(spec.tensor_maps))
+
+
+def _current_stream_pointer() -> int:
+    """The handle of CuPy's current stream on the current device."""
+    global _stream_pointer
+    if _stream_pointer is None:
+        from cupy.cuda import stream
+
+        found = getattr(stream, "get_current_stream_ptr", None)
+        _stream_pointer = found or (lambda: stream.get_current_stream().ptr)
+    return _stream_pointer()
+
+
+_stream_pointer: Callable[[], int] | None = None
+
+
 def _load_module(image: bytes | str) -> Any:
     import cupy
 
@@ -104,6 +146,7 @@ class CudaLauncher:
         block_threads: int,
         smem_bytes: int,
         module_loader: Callable[[bytes | str], Any] = _load_module,
+        argument_codes: tuple[str, ...] | None = None,
     ) -> None:
         if not image:
             raise LaunchError(f"empty CUDA image for kernel {name!r}")
@@ -115,6 +158,10 @@ class CudaLauncher:
         self._functions: dict[int, Any] = {}  # device index -> loaded function
         self._modules: dict[int, Any] = {}  # kept alive while their functions are
         self._real = module_loader is _load_module
+        # The driver-call launch, for a real module whose arguments all have C types.
+        self._packed = (PackedArguments(argument_codes)
+                        if self._real and argument_codes is not None else None)
+        self._map_count = sum(code == TENSOR_MAP_CODE for code in argument_codes or ())
 
     def scalar_converter(self, dt: DType) -> Callable[[Any], Any]:
         return _scalar_converter(dt)
@@ -176,10 +223,37 @@ class CudaLauncher:
             function = self._load(index)
         stream = _torch_stream(index) if library == "torch" else None
         if not self._real or index == _current_device():
-            function(grid, self.block, args, shared_mem=self.smem_bytes, stream=stream)
+            if self._packed is None or not self._launch_packed(function, grid, args, stream):
+                function(grid, self.block, args, shared_mem=self.smem_bytes, stream=stream)
         else:
             with _on_device(index, True):
                 function(grid, self.block, args, shared_mem=self.smem_bytes, stream=stream)
+
+    def _launch_packed(self, function: Any, grid: tuple[int, int, int], args: list[Any],
+                       stream: _StreamPointer | None) -> bool:
+        """Launch through the driver with packed arguments; False where this thread has no
+        current context (CuPy's launch sets one up)."""
+        assert self._packed is not None
+        if self._map_count:
+            args = [*args[:-self._map_count], *(m.tobytes() for m in args[-self._map_count:])]
+        handle = stream.ptr if stream is not None else _current_stream_pointer()
+        status = self._packed.launch(function.ptr, grid, self.block, self.smem_bytes, handle,
+                                     args)
+        if status == CUDA_ERROR_INVALID_CONTEXT:
+            return False
+        if status:
+            _raise_driver_error(self.name, status)
+        return True
+
+
+def _raise_driver_error(name: str, status: int) -> None:
+    """Raise what CuPy's launch raises for ``status`` (callers tell a poisoned context,
+    such as an earlier kernel's illegal address, by CuPy's error class), naming the kernel."""
+    try:
+        from cupy.cuda.driver import CUDADriverError
+    except ImportError:
+        raise LaunchError(f"kernel {name!r}: launch failed: {error_text(status)}") from None
+    raise CUDADriverError(status)
 
 
 _DEVICE_INDEX = {f"cuda:{i}": i for i in range(16)}

@@ -481,8 +481,9 @@ def load_cuda_kernel(spec: KernelSpec, image: bytes | str, *, source: str | None
                      ) -> Kernel:
     """A :class:`Kernel` from a cubin (bytes) or PTX (str); the GPU module loads lazily, on
     the first call, on the device of the arrays."""
-    from .cuda_launch import CudaLauncher
+    from .cuda_launch import CudaLauncher, launch_argument_codes
 
     launcher = CudaLauncher(image, spec.name, block_threads=spec.block_threads,
-                            smem_bytes=spec.smem_bytes)
+                            smem_bytes=spec.smem_bytes,
+                            argument_codes=launch_argument_codes(spec))
     return Kernel(spec, launcher, source=source)

@@ -22,6 +22,7 @@ import numpy as np
 from tegula.ir import dtypes
 from tegula.ir.loop import tensor_dims
 
+from .cuda_driver import driver_function
 from .errors import LaunchError, SpecError
 
 MAP_BYTES = 128
@@ -97,26 +98,17 @@ def data_type(dt: dtypes.DType) -> int:
 
 
 class _Driver:
-    """``cuTensorMapEncodeTiled`` from the CUDA driver library, loaded on first use."""
-
-    def __init__(self) -> None:
-        self._encode: Any = None
+    """``cuTensorMapEncodeTiled`` from the CUDA driver library, looked up on first use."""
 
     def encode(self) -> Any:
-        if self._encode is None:
-            try:
-                library = ctypes.CDLL("libcuda.so.1")
-                function = library.cuTensorMapEncodeTiled
-            except (OSError, AttributeError) as exc:
-                raise LaunchError(f"cannot encode TMA tensor maps: {exc}") from None
-            u32p, u64p = ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint64)
-            function.argtypes = [
+        u32p, u64p = ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint64)
+        try:
+            return driver_function("cuTensorMapEncodeTiled", (
                 ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p, u64p, u64p,
                 u32p, u32p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-            ]
-            function.restype = ctypes.c_int
-            self._encode = function
-        return self._encode
+            ))
+        except LaunchError as exc:
+            raise LaunchError(f"cannot encode TMA tensor maps: {exc}") from None
 
 
 _DRIVER = _Driver()
