@@ -31,6 +31,7 @@ from tegula.ir.loop import (
     Let,
     LoopKernel,
     LoopKind,
+    Return,
     Scope,
     Seq,
     Stmt,
@@ -276,8 +277,13 @@ class _CudaKernelWriter:
                 self.emit(f"{self.element(buf, index)} = {self.expr(value)};")
             case AtomicAdd(buffer=buf, index=index, value=value):
                 self.atomic_add(buf, index, value)
-            case Barrier():
+            case Barrier(threads=None):
                 self.emit("__syncthreads();")
+            case Barrier(threads=threads):
+                # Barrier 0 is __syncthreads()'s; 1 is the one the remaining warps share.
+                self.emit(f'asm volatile("bar.sync 1, {threads};" ::: "memory");')
+            case Return():
+                self.emit("return;")
             case Copy():
                 self.copy(s)
             case Asm():

@@ -40,6 +40,7 @@ from tegula.ir.loop import (
     LoopKernel,
     LoopKind,
     Prefetch,
+    Return,
     Scope,
     Seq,
     Stmt,
@@ -347,6 +348,8 @@ class _KernelLowering:
                 self.prefetch(buf, index)
             case Barrier():
                 pass  # one thread per block
+            case Return():
+                raise LoopIRError("a CPU kernel has one thread per block and no producer warp")
             case Copy():
                 self.copy(s)
             case For():

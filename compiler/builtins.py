@@ -266,12 +266,14 @@ _TABLE: tuple[Builtin, ...] = (
         "pipeline",
         "loop",
         (Arg("start"), Arg("stop"), Arg("step", False), Arg("stages", False, True),
-         Arg("tma", False, True)),
+         Arg("tma", False, True), Arg("warp_specialize", False, True)),
         "Only as `for k in pipeline(start, stop, step, stages=S)`: a `range` whose loads the "
         "compiler issues S - 1 iterations ahead on CUDA (tensor-core operands through shared "
         "memory, other unmasked loads through registers); a plain `range` on the CPU. With "
-        "`tma=true`, sm_90+ copies wgmma operands by TMA instead of `cp.async`.",
-        "as `range`; `stages` a constant int ≥ 1; `tma` a constant bool",
+        "`tma=true`, sm_90+ copies wgmma operands by TMA instead of `cp.async`; with "
+        "`warp_specialize=true` too, one extra producer warp issues every copy while the "
+        "kernel's warps only compute.",
+        "as `range`; `stages` a constant int ≥ 1; `tma`, `warp_specialize` constant bools",
     ),
 )
 

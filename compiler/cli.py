@@ -60,13 +60,16 @@ def _sizes(pairs: list[str]) -> dict[str, int]:
     return int_assignments(pairs, "--size")
 
 
-def const_assignments(pairs: list[str]) -> dict[str, int | float | str]:
-    """``["BN=64", "WT=i2"]`` as ``{"BN": 64, "WT": "i2"}``: a number where the text is one,
-    else the text (a dtype's name; the front end checks each against its param)."""
+def const_assignments(pairs: list[str]) -> dict[str, bool | int | float | str]:
+    """``["BN=64", "WT=i2", "WS=true"]`` as ``{"BN": 64, "WT": "i2", "WS": True}``: a number
+    or a DSL boolean where the text is one, else the text (a dtype's name; the front end
+    checks each against its param)."""
     return assignments(pairs, "--const", lambda _name, text: _number(text))
 
 
-def _number(text: str) -> int | float | str:
+def _number(text: str) -> bool | int | float | str:
+    if text in ("true", "false"):
+        return text == "true"
     for kind in (int, float):
         try:
             return kind(text)

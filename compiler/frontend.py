@@ -853,6 +853,15 @@ class _KernelBuilder:
             return self.materialize(x, ir.TileType(_const_dtype(x.value), ()), node, hint)
         return x
 
+    def const_flag(self, args: Mapping[str, Any], name: str) -> bool:
+        """A constant boolean keyword argument, False where it is not given."""
+        if name not in args:
+            return False
+        value = self.const_value(args[name], name)
+        if not isinstance(value, bool | int) or value not in (0, 1):
+            raise self.fail(args[name], f"{name} must be true or false; got {value!r}")
+        return bool(value)
+
     def lower_for(self, s: ast.For) -> None:
         builtin = bi.BUILTINS.get(s.iterator)
         if builtin is None or builtin.rule != "loop":
@@ -866,12 +875,7 @@ class _KernelBuilder:
         stages = 1
         if "stages" in args:
             stages = self.const_int(args["stages"], "stages")
-        tma = False
-        if "tma" in args:
-            tma = self.const_value(args["tma"], "tma")
-            if not isinstance(tma, bool | int) or tma not in (0, 1):
-                raise self.fail(args["tma"], f"tma must be true or false; got {tma!r}")
-            tma = bool(tma)
+        tma, warp_specialize = (self.const_flag(args, name) for name in ("tma", "warp_specialize"))
         bounds = [self.lower_expr(args["start"]), self.lower_expr(args["stop"])]
         bounds.append(self.lower_expr(args["step"]) if "step" in args else Const(1))
         nodes = [args["start"], args["stop"], args.get("step", args["start"])]
@@ -924,6 +928,7 @@ class _KernelBuilder:
             body=ir.Block((iv, *args_values), tuple(ops)),
             pipeline_stages=stages,
             pipeline_tma=tma,
+            pipeline_warp_specialize=warp_specialize,
         )
         self.env.update(zip(carried, results, strict=True))
         self.hide_new_names(before, assigned | {s.var}, "for", s.span.line)

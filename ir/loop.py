@@ -401,7 +401,17 @@ class If(Stmt):
 
 @dataclass(frozen=True)
 class Barrier(Stmt):
-    """Block-wide barrier (``__syncthreads()``); nothing on a one-thread block."""
+    """A barrier: block-wide (``__syncthreads()``), or with ``threads`` a named barrier of
+    the block's first ``threads`` threads (``bar.sync 1, threads``), which a kernel whose
+    producer warp has left uses among the warps that remain; nothing on a one-thread
+    block."""
+
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Return(Stmt):
+    """The thread leaves the kernel (a producer warp whose copies are all issued)."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from .loop import (
     LoopKernel,
     LoopKind,
     Prefetch,
+    Return,
     Scope,
     Select,
     Seq,
@@ -214,8 +215,10 @@ def _stmt(s: Stmt, depth: int, out: list[str]) -> None:
             out.append(f"{pad}{buf.name}[{format_expr(index)}] = {format_expr(value)}")
         case AtomicAdd(buffer=buf, index=index, value=value):
             out.append(f"{pad}atomic {buf.name}[{format_expr(index)}] += {format_expr(value)}")
-        case Barrier():
-            out.append(f"{pad}barrier()")
+        case Barrier(threads=threads):
+            out.append(f"{pad}barrier()" if threads is None else f"{pad}barrier({threads} threads)")
+        case Return():
+            out.append(f"{pad}return")
         case Prefetch(buffer=buf, index=index):
             out.append(f"{pad}prefetch {buf.name}[{format_expr(index)}]")
         case Copy():

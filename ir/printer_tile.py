@@ -105,6 +105,8 @@ def print_tile_op(op: ir.Op, depth: int = 0) -> list[str]:
             head += f" stages {op.pipeline_stages}"
         if op.pipeline_tma:
             head += " tma"
+        if op.pipeline_warp_specialize:
+            head += " warp_specialize"
         return [_with_loc(head + " {", op.loc), *_block(op.body, depth + 1), pad + "}"]
     if isinstance(op, ir.IfOp):
         head = f"{pad}{_result_prefix(op)}if {op.cond}"

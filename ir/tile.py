@@ -454,7 +454,8 @@ class ForOp(Op):
     ``body.args`` are the induction variable then one value per loop-carried value; the
     body ends with a YieldOp of the next values; ``results`` are the final values.
     ``pipeline_stages`` > 1 asks the pipeliner to overlap loads with compute;
-    ``pipeline_tma`` asks it to fill tensor-core operand rings by TMA where the target has it.
+    ``pipeline_tma`` asks it to fill tensor-core operand rings by TMA where the target has it;
+    ``pipeline_warp_specialize`` asks for those copies from a producer warp of their own.
     """
 
     start: Value
@@ -464,6 +465,7 @@ class ForOp(Op):
     body: Block
     pipeline_stages: int = 1
     pipeline_tma: bool = False
+    pipeline_warp_specialize: bool = False
     operand_fields: tuple[str, ...] = _operands("start", "stop", "step", "inits")
 
     def blocks(self) -> tuple[Block, ...]:

@@ -50,6 +50,7 @@ from .loop import (
     LoopKernel,
     LoopKind,
     Prefetch,
+    Return,
     Scope,
     Select,
     Seq,
@@ -245,8 +246,11 @@ class _Verifier:
             case Seq(body=body):
                 for child in body:
                     self.stmt(child)
-            case Comment() | Barrier():
+            case Comment() | Return():
                 pass
+            case Barrier(threads=threads):
+                if threads is not None and (threads <= 0 or threads % 32):
+                    raise self.fail(f"a named barrier of {threads} threads (whole warps only)")
             case Let(var=var, value=value):
                 self.expect(self.expr(value), var.dtype, f"value of let {var.name!r}")
                 self.check_storable(var.dtype, f"let {var.name!r}")

@@ -172,13 +172,14 @@ class _Lowering(ControlFlow, Dots, SharedMemory, GlobalMemory, Reductions, Lower
             params=tuple(params),
             symbols=tuple(symbol_vars[s.name] for s in k.symbols),
             grid=grid,
-            block_threads=self.threads,
+            block_threads=self.threads + self.producer_threads,
             buffers=buffers,
             smem_bytes=cursor,
             body=body,
             smem_align=self.smem_align,
             tensor_maps=tuple(self.tensor_maps),
             source_name=k.source_file,
+            notes=tuple(self.notes),
         )
 
     def block(self, block: Block) -> None:

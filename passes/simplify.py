@@ -52,6 +52,7 @@ from tegula.ir.loop import (
     Load,
     LoopKernel,
     Prefetch,
+    Return,
     Select,
     Seq,
     ShuffleXor,
@@ -1109,7 +1110,7 @@ class _KernelSimplifier:
         match s:
             case Seq(body=body):
                 return [out for child in body for out in self.stmts(child, scope)]
-            case Comment() | Barrier():
+            case Comment() | Barrier() | Return():
                 return [s]
             case Let(var=var, value=value):
                 value = simplify(value)

@@ -19,7 +19,7 @@ tegula's kernels are compiled once per tile choice: the config `tegula tune --co
 for the row's shape where the suite's tuning database (TUNING_DB, records of the GPU they were
 measured on) has one, else their defaults, except MEMORY_BOUND_TILES on memory-bound rows.
 Each row records its choice in `tegula_params` and where it came from in
-`tegula_params_from`; the mma.sync and TMA columns keep the untuned choice.
+`tegula_params_from`; the mma.sync, TMA and TMA+WS columns keep the untuned choice.
 
 Method: the harness's device-event timer (warm-up, median of many samples; calls under 50 us
 replayed from a verified CUDA graph). Inputs are fresh standard-normal data; each output is
@@ -102,6 +102,8 @@ TEGULA_MMA_SYNC = "tegula mma.sync"
 # The same GEMM with its operand slabs copied by TMA (examples/gemm.tg's gemm_tma), where the
 # GPU has it: measured beside the cp.async pipeline the default kernels use.
 TEGULA_TMA = "tegula TMA"
+# ... and with a producer warp issuing those copies (gemm_tma with WS = true).
+TEGULA_TMA_WS = "tegula TMA+WS"
 TMA_KERNEL = "gemm_tma"
 TMA_ELEMENT = {"fp16": "f16", "bf16": "bf16"}
 LLM_GEOMEAN_CASE = "fp16/llm/geomean"
@@ -390,7 +392,8 @@ def _capture(precision: Precision) -> Capture:
 
 
 @functools.cache
-def _tegula_gemm(kernel: str, params: tuple[tuple[str, int | str], ...], target: str) -> Any:
+def _tegula_gemm(kernel: str, params: tuple[tuple[str, int | bool | str], ...], target: str
+                 ) -> Any:
     import tegula as tg
 
     return tg.compile(EXAMPLES / "gemm.tg", target=target, kernels=[kernel],
@@ -407,10 +410,10 @@ def portable_target() -> str | None:
     return portable if portable != best else None
 
 
-def tegula_impl(precision: Precision, params: Mapping[str, int], target: str = "cuda",
+def tegula_impl(precision: Precision, params: Mapping[str, int | bool], target: str = "cuda",
                 kernel: str | None = None) -> Impl:
     """tegula's GEMM for ``precision`` (or ``kernel``, which takes the element type as ``T``)."""
-    pinned_params: dict[str, int | str] = dict(params)
+    pinned_params: dict[str, int | bool | str] = dict(params)
     if kernel is None:
         kernel = TEGULA_KERNELS[precision]
     else:
@@ -486,6 +489,8 @@ def gpu_impls(precision: Precision, params: Mapping[str, int],
         impls[TEGULA_MMA_SYNC] = tegula_impl(precision, params, portable)
         if int(portable.removeprefix("cuda:sm_")) >= 90:
             impls[TEGULA_TMA] = tegula_impl(precision, params, kernel=TMA_KERNEL)
+            impls[TEGULA_TMA_WS] = tegula_impl(precision, {**params, "WS": True},
+                                               kernel=TMA_KERNEL)
     torch = torch_cuda()
     if precision == "fp16":
         impls[CUBLAS] = _cupy_matmul(lambda array: array)

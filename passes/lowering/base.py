@@ -91,11 +91,21 @@ class LoweringBase:
         self.current_op: Op | None = None  # the op being lowered (lower.py's dispatch sets it)
         self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE
         self.tid = L.Var("tid", i64)
+        # A warp-specialized pipeline adds a producer warp after the kernel's own warps
+        # (``producer_threads``); once it has left, block barriers are named ones of the
+        # kernel's own threads (``barrier_threads``).
+        self.producer_threads = 0
+        self.barrier_threads: int | None = None
+        self.notes: list[str] = []  # what the kernel's dump should say about its lowering
 
     # ------------------------------------------------------------------ emission helpers
 
     def emit(self, *stmts: L.Stmt) -> None:
         self.frames[-1].stmts.extend(stmts)
+
+    def barrier(self) -> None:
+        """A barrier of every thread still in the kernel."""
+        self.emit(L.Barrier(self.barrier_threads))
 
     def unique(self, base: str) -> str:
         base = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base) or "v"

@@ -19,14 +19,22 @@ from tegula.ir.atoms import (
     wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import i64, u32
+from tegula.ir.dtypes import i32, i64, u32
 from tegula.ir.tile import (
+    ArangeOp,
     Block,
+    BlockIndexOp,
+    BroadcastOp,
+    CastOp,
     DotOp,
+    ElementwiseOp,
+    ExpandDimsOp,
     ForOp,
+    FullOp,
     IfOp,
     LoadOp,
     Op,
+    ThreadIndexOp,
     Value,
     YieldOp,
     walk_ops,
@@ -52,6 +60,12 @@ from .values import (
     value_index,
 )
 from .values import scalar_chain as _scalar_chain
+
+# What the code before a warp-specialized loop may do (the producer warp runs it too, at a
+# thread index no layout covers): compute scalars and register tiles, nothing that reads or
+# writes memory.
+_REGISTER_ONLY_OPS = (FullOp, ArangeOp, BlockIndexOp, ThreadIndexOp, ElementwiseOp, CastOp,
+                      BroadcastOp, ExpandDimsOp)
 
 
 class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
@@ -105,9 +119,12 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.store_carried(c, init)
         guard = self.pipeline_guard(plan)
         self.nest()
-        self.pipelined_loop(op, plan, carried)
+        specialized = self.pipelined_loop(op, plan, carried)
         fast = self.unnest()
         self.nest()
+        if specialized:  # the producer warp has nothing to copy for the serial loop
+            self.emit(L.If(L.Binary(BIN.GE, L.ThreadIdx(), L.Const(self.threads, i32)),
+                           L.Return()))
         self.serial_for(op, carried)
         slow = self.unnest()
         self.emit(L.If(guard, fast, slow))
@@ -177,7 +194,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         assert cond is not None
         return cond
 
-    def pipelined_loop(self, op: ForOp, plan: list[_PipelinedLoad], carried: list[Lowered]) -> None:
+    def pipelined_loop(self, op: ForOp, plan: list[_PipelinedLoad], carried: list[Lowered]
+                       ) -> bool:
         """The loop with its operand loads ``stages - 1`` iterations ahead, through a ring of
         shared-memory buffers filled by ``cp.async`` (or, asked for, by TMA: ``TmaCopies``):
 
@@ -189,6 +207,12 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
 
         The barrier after the wait both publishes iteration ``i``'s data and tells every
         thread that iteration ``i - 1``'s buffer is no longer read, so it may be refilled.
+
+        Warp-specialized (asked for, and :meth:`warp_specialization_blocker` finds nothing
+        against it), a producer warp past the kernel's own issues every copy
+        (:meth:`TmaCopies.producer_warp`) and leaves; the kernel's warps only wait for each
+        slot's data, compute and release the slot, and barriers after the split are named
+        ones of their threads. Returns whether the loop was split so.
         """
         stages = op.pipeline_stages
         loop_var = op.body.args[0]
@@ -251,13 +275,26 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         # pipelined loop (serial_for).
         planned = {id(p.load) for p in plan}
         in_registers = [p for p in self.prefetch_plan(op) if id(p.load) not in planned]
+        specialized = False
+        if op.pipeline_warp_specialize and self.gpu:
+            blocker = self.warp_specialization_blocker(op, tma, released, in_registers)
+            if blocker is not None:
+                where = f" at line {op.loc.line}" if op.loc is not None else ""
+                self.notes.append(f"warp_specialize not applied to the loop{where}: {blocker}")
+            specialized = blocker is None
         if barriers is not None:
             self.init_slot_barriers(barriers, empty)
         if self.scratch_bytes or barriers is not None:
             # The rings may share bytes with the scratch area code before the loop read;
             # the barriers must be initialised before any thread waits on them.
-            self.emit(L.Barrier())
-        for s in range(ahead):
+            self.barrier()
+        if specialized:
+            assert tma is not None and barriers is not None and empty is not None
+            self.producer_warp(plan, tma, loop_var, (start, stop, step), rings, barriers,
+                               empty)
+            self.producer_threads = self.target.warp_size
+            self.barrier_threads = self.threads
+        for s in range(0 if specialized else ahead):
             issue(c64(s))
         ring = self.ring_prologue(in_registers, loop_var, start, step, stages)
         var = L.Var(self.unique(loop_var.name), i64)
@@ -282,8 +319,10 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             # (With TMA the barrier no longer publishes the slot, which its mbarrier did,
             # but still tells the issuing threads that the slot they refill next is no
             # longer read.)
-            self.emit(L.Barrier())
-        if async_readers:
+            self.barrier()
+        if specialized:
+            pass  # the producer warp refills the slots
+        elif async_readers:
             # The refill waits until the first wgmma of this iteration is issued, so the
             # copies' address arithmetic overlaps the tensor cores' work.
             planned_dots = frozenset(id(p.dot) for p in plan)
@@ -324,9 +363,35 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.emit(L.Asm(wgmma_wait(0), memory=True))
         if barriers is None:
             self.emit(L.Asm(cp_async_wait(0), memory=True))
-        self.emit(L.Barrier())
+        self.barrier()
         if barriers is not None:
             self.invalidate_slot_barriers(barriers, empty)
+        return specialized
+
+    def warp_specialization_blocker(self, op: ForOp, tma: object, released: bool,
+                                    in_registers: list[_PrefetchedLoad]) -> str | None:
+        """Why the loop cannot be warp-specialized, or None. The producer warp runs the
+        kernel's code up to the loop too (the windows' starts come from it), so that code
+        may only compute values in registers; the loop's copies must all be TMA's, and its
+        one product must read both rings (its warps then release slots on empty barriers,
+        which is what the producer waits for)."""
+        if tma is None:
+            return "its operands are not copied by TMA here (sm_90 and wgmma operands only)"
+        if not released:
+            return "it has other tensor-core products than one that reads both rings"
+        if in_registers:
+            return "it has loads that are not tensor-core operands"
+        top = self.kernel.body.ops
+        position = next((i for i, o in enumerate(top) if o is op), None)
+        if position is None:
+            return "it is nested in another loop or a branch"
+        unsafe = [o for o in top[:position] if not isinstance(o, _REGISTER_ONLY_OPS)]
+        if unsafe:
+            return (f"the producer warp would run {type(unsafe[0]).__name__} before it, "
+                    "which touches memory")
+        if self.threads + self.target.warp_size > self.target.max_block_threads:
+            return f"{self.threads} threads leave no room for a producer warp"
+        return None
 
     def sole_ring_product(self, op: ForOp, plan: list[_PipelinedLoad]) -> bool:
         """Whether the loop's only tensor-core dot reads both its operands from the rings

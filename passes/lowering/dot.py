@@ -79,10 +79,10 @@ class Dots(LoweringBase):
             return
         if self.gpu:
             smem_a = self.scratch(dt, m * k + k * n)
-            self.emit(L.Barrier())
+            self.barrier()
             self.write_tile_to(a, smem_a, lambda c: add(mul(c[0], c64(k)), c[1]))
             self.write_tile_to(b, smem_a, lambda c: add(c64(m * k), add(mul(c[0], c64(n)), c[1])))
-            self.emit(L.Barrier())
+            self.barrier()
 
             def a_at(row: L.Expr, kk: L.Expr) -> L.Expr:
                 return cast(L.Load(smem_a, add(mul(row, c64(k)), kk)), dt)
@@ -263,7 +263,7 @@ class Dots(LoweringBase):
         )
         staged_b = self.staged_operand(op, "b", smem, add(base, c64(a_area)), n_major=b_n_major)
         if not double:
-            self.emit(L.Barrier())
+            self.barrier()
         if isinstance(a, RegTile):
             self.write_tile_vectorized(a, smem, staged_a.offset)
         if isinstance(b, RegTile):
@@ -273,7 +273,7 @@ class Dots(LoweringBase):
         if staged_a.wgmma is not None:
             self.smem_align = max(self.smem_align, WGMMA_SMEM_ALIGN)
             self.emit(L.Asm(PROXY_FENCE_ASYNC_SHARED, memory=True))
-        self.emit(L.Barrier())
+        self.barrier()
         return (
             a if isinstance(a, StagedTile) else staged_a,
             b if isinstance(b, StagedTile) else staged_b,

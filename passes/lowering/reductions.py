@@ -122,7 +122,7 @@ class Reductions(LoweringBase):
                 ),
                 c64(nw),
             )
-            self.emit(L.Barrier())
+            self.barrier()
 
             def slot(pos: Pos) -> L.Expr:
                 coords = self.coords(res_lay, pos) if res_lay.shape else []
@@ -134,7 +134,7 @@ class Reductions(LoweringBase):
                     L.Store(smem, add(slot(pos), warp_p), L.Load(out, value_index(res_lay, pos)))
                 ),
             )
-            self.emit(L.Barrier())
+            self.barrier()
 
             def gather(pos: Pos) -> None:
                 ridx = value_index(res_lay, pos)

@@ -88,7 +88,7 @@ class SharedMemory(LoweringBase):
 
         write_run = _shared_run(t.layout, smem.dtype) if t.dtype is smem.dtype else 1
         read_run = _shared_run(lay, smem.dtype) if r.tile.dtype is smem.dtype else 1
-        self.emit(L.Barrier())
+        self.barrier()
         if write_run > 1:
             src = self.materialize(f"{op.source.name}_staged", t)
             self.for_runs(t.layout, write_run, lambda first: self.emit(L.Copy(
@@ -96,7 +96,7 @@ class SharedMemory(LoweringBase):
                 value_index(t.layout, first), write_run, aligned=True)))
         else:
             self.write_tile_to(t, smem, at)
-        self.emit(L.Barrier())
+        self.barrier()
         if read_run > 1:
             buf = self.local(r.name, r.tile.dtype, lay.num_values)
             self.for_runs(lay, read_run, lambda first: self.emit(L.Copy(
@@ -124,9 +124,9 @@ class SharedMemory(LoweringBase):
         buf = L.Buffer(name, r.tile.dtype, L.Scope.SHARED, cosize, 0)
         self.buffers.append(buf)
         self.shared_allocs.append(SharedAlloc(name, cosize * r.tile.dtype.itemsize))
-        self.emit(L.Barrier())
+        self.barrier()
         self.write_tile_to(t, buf, lambda c: shared_offset(layout, c))
-        self.emit(L.Barrier())
+        self.barrier()
         self.vals[r.name] = SharedTile(buf, layout, r.tile.shape)
 
     def from_shared(self, op: FromSharedOp) -> None:

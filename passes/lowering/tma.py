@@ -25,11 +25,11 @@ from tegula.ir.atoms import (
     TENSOR_MAP_PREFETCH,
     TmaLoadAtom,
 )
-from tegula.ir.dtypes import i32, u32, u64
+from tegula.ir.dtypes import i32, i64, u32, u64
 from tegula.ir.tile import Value
 
 from .base import LoweringBase, SharedAlloc
-from .values import BIN, Scalar, StagedTile, Tensor, TmaPlan, add, c64, cast, land
+from .values import BIN, Scalar, StagedTile, Tensor, TmaPlan, add, c64, cast, land, mul
 
 if TYPE_CHECKING:
     from .control import _PipelinedLoad
@@ -100,7 +100,7 @@ class TmaCopies(LoweringBase):
                   input_constraints=("r",), memory=True)
             for b in barriers if b is not None for slot in range(b.size or 0)
         ))))
-        self.emit(L.Barrier())
+        self.barrier()
 
     def tma_operands(self, plan: list[_PipelinedLoad], stages: list[StagedTile]
                      ) -> list[TmaOperand] | None:
@@ -172,30 +172,73 @@ class TmaCopies(LoweringBase):
             if warp == 0:
                 self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
                                 input_constraints=("r", "r"), memory=True))
-            for i, (p, o, (ring, offset)) in enumerate(zip(plan, operands, slots, strict=True)):
-                mine_edge = [b for j, b in edge_dealt[warp] if j == i]
-                mine_inside = [b for j, b in inside_dealt[warp] if j == i]
-                if not mine_edge and not mine_inside:
-                    continue
-                for dep in p.chain:
-                    self.op(dep)
-                tensor = self.vals[p.load.tensor.name]
-                assert isinstance(tensor, Tensor)
-                starts = self.window_geometry(tensor, p.load, None)[0]
-
-                edge = self.box_copies(o.edge_map, o.edge, mine_edge, starts, ring, offset,
-                                       barrier)
-                if o.inside is None or o.inside_map is None:
-                    self.emit(edge)
-                    continue
-                inside = self.box_copies(o.inside_map, o.inside, mine_inside, starts, ring,
-                                         offset, barrier)
-                self.emit(L.If(self.view_is_exact(o.inside, p.load.window.sizes, tensor, starts),
-                               inside, edge))
+            for i, (p, o, slot) in enumerate(zip(plan, operands, slots, strict=True)):
+                self.operand_copies(p, o, [b for j, b in edge_dealt[warp] if j == i],
+                                    [b for j, b in inside_dealt[warp] if j == i], slot, barrier)
             body = self.unnest()
             self.vals = saved
             if body != L.seq():
                 self.emit(L.If(land(self.is_thread(32 * warp), live), body))  # type: ignore[arg-type]
+
+    def operand_copies(self, p: _PipelinedLoad, o: TmaOperand, edge_boxes: list[int],
+                       inside_boxes: list[int], slot: tuple[L.Buffer, L.Expr],
+                       barrier: L.Address) -> None:
+        """Boxes ``edge_boxes`` of the operand's own map, or where its stage lies inside the
+        tensor, boxes ``inside_boxes`` of its view, into ring ``slot`` (buffer, offset),
+        counted on ``barrier``. The loop variable must have its value in ``self.vals``."""
+        if not edge_boxes and not inside_boxes:
+            return
+        ring, offset = slot
+        for dep in p.chain:
+            self.op(dep)
+        tensor = self.vals[p.load.tensor.name]
+        assert isinstance(tensor, Tensor)
+        starts = self.window_geometry(tensor, p.load, None)[0]
+        edge = self.box_copies(o.edge_map, o.edge, edge_boxes, starts, ring, offset, barrier)
+        if o.inside is None or o.inside_map is None:
+            self.emit(edge)
+            return
+        inside = self.box_copies(o.inside_map, o.inside, inside_boxes, starts, ring, offset,
+                                 barrier)
+        self.emit(L.If(self.view_is_exact(o.inside, p.load.window.sizes, tensor, starts),
+                       inside, edge))
+
+    def producer_warp(self, plan: list[_PipelinedLoad], operands: list[TmaOperand],
+                      loop_var: Value, bounds: tuple[L.Expr, L.Expr, L.Expr],
+                      rings: list[tuple[L.Buffer, int]], full: L.Buffer, empty: L.Buffer) -> None:
+        """A warp-specialized loop's producer: one warp past the kernel's own, whose first
+        lane fills every stage in order. For iteration ``i`` it waits until the consumers
+        have released the slot iteration ``i - S`` used (from ``i = S`` on), tells the
+        slot's full barrier how many bytes will land, and issues all the boxes; then the
+        whole warp leaves the kernel. The consumers only wait on full barriers and release
+        slots on empty ones, so copies run as far ahead as the ring allows, not one fixed
+        distance."""
+        start, stop, step = bounds
+        stages = full.size
+        assert stages is not None
+        first = self.threads  # the producer warp's first thread
+        total = sum(o.stage_bytes for o in operands)
+        var = L.Var(self.unique(f"{loop_var.name}_copied"), i64)
+        saved = dict(self.vals)
+        self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
+        self.nest()
+        iteration = self.let("copied", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
+        stage = self.let("copied_stage", L.Binary(BIN.MOD, iteration, c64(stages)))
+        self.nest()
+        self.wait_for_slot(empty, iteration, behind=1)
+        self.emit(L.If(L.Binary(BIN.GE, iteration, c64(stages)), self.unnest()))
+        barrier = L.Address(full, stage)
+        self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
+                        input_constraints=("r", "r"), memory=True))
+        for p, o, (ring, numel) in zip(plan, operands, rings, strict=True):
+            inside = list(range(len(o.inside.boxes))) if o.inside is not None else []
+            self.operand_copies(p, o, list(range(len(o.edge.boxes))), inside,
+                                (ring, mul(stage, c64(numel))), barrier)
+        body = self.unnest()
+        self.vals = saved
+        lane = L.If(self.is_thread(first), L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
+        self.emit(L.If(L.Binary(BIN.GE, L.ThreadIdx(), L.Const(first, i32)),
+                       L.seq(lane, L.Return())))
 
     def box_copies(self, tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
                    starts: list[L.Expr], ring: L.Buffer, offset: L.Expr, barrier: L.Address

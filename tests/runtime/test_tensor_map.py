@@ -145,18 +145,23 @@ def test_a_map_the_driver_refuses_is_an_error(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("warp_specialize", [False, True])
 @pytest.mark.parametrize(
     ("m", "n", "k"),
-    [(256, 512, 256), (200, 136, 72), (8, 8, 8), (130, 264, 520), (96, 200, 70)],
+    [(256, 512, 256), (200, 136, 72), (8, 8, 8), (130, 264, 520), (96, 200, 70),
+     (384, 256, 2080)],
 )
-def test_hopper_gemm_through_tma(m: int, n: int, k: int) -> None:
-    """Ragged M, N, K (zero-filled boxes past the edges), a single 8 x 8 x 8 product, and
-    rows of A 140 bytes apart, which TMA cannot read (the plain path, with a zero map)."""
+def test_hopper_gemm_through_tma(m: int, n: int, k: int, warp_specialize: bool) -> None:
+    """Ragged M, N, K (zero-filled boxes past the edges), a single 8 x 8 x 8 product, rows
+    of A 140 bytes apart, which TMA cannot read (the plain path, with a zero map), and 65
+    slabs of K (every ring slot's barriers through many phases); with the copies issued by
+    the kernel's warps or by a producer warp of their own."""
     import cupy
 
     if int(cupy.cuda.Device().compute_capability) < 90:
         pytest.skip("TMA needs sm_90")
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"])
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
+                        WS=warp_specialize)
     kernel = module["gemm_tma"]
     assert kernel.spec.tensor_maps
     rng = np.random.default_rng(m * n + k)
