@@ -43,7 +43,7 @@ from tegula.ir.tile import (
 from .base import LoweringBase, SharedAlloc
 from .grouped import GroupedLoops
 from .prefetch import Prefetches
-from .tma import TmaCopies
+from .tma import TmaCopies, TmaOperand
 from .values import (
     BIN,
     Lowered,
@@ -368,8 +368,9 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.invalidate_slot_barriers(barriers, empty)
         return specialized
 
-    def warp_specialization_blocker(self, op: ForOp, tma: object, released: bool,
-                                    in_registers: list[_PrefetchedLoad]) -> str | None:
+    def warp_specialization_blocker(self, op: ForOp, tma: list[TmaOperand] | None,
+                                    released: bool, in_registers: list[_PrefetchedLoad]
+                                    ) -> str | None:
         """Why the loop cannot be warp-specialized, or None. The producer warp runs the
         kernel's code up to the loop too (the windows' starts come from it), so that code
         may only compute values in registers; the loop's copies must all be TMA's, and its
