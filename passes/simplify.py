@@ -1243,6 +1243,8 @@ class _KernelSimplifier:
             return body if _hoistable(body, scope) else [If(_bool_const(True), _seq(body))]
         assert then_ranges is not None and else_ranges is not None
         then_scope = _Scope(then_ranges, set(scope.names), dict(scope.multiples))
+        for name, divisor in _divisibility(cond).items():  # e.g. a guard's `K % 8 == 0`
+            then_scope.multiples[name] = math.lcm(then_scope.multiples.get(name, 1), divisor)
         then_body = self.stmts(branch.then_body, then_scope)
         else_scope = _Scope(else_ranges, set(scope.names), dict(scope.multiples))
         else_body = [] if branch.else_body is None else self.stmts(branch.else_body, else_scope)
@@ -1252,6 +1254,22 @@ class _KernelSimplifier:
             negated = scope.simplify(Unary(UnaryOp.NOT, cond))
             return [If(negated, _seq(else_body))]
         return [If(cond, _seq(then_body), _seq(else_body) if else_body else None)]
+
+
+def _divisibility(cond: Expr) -> dict[str, int]:
+    """What ``cond`` being true says a name is a multiple of: one entry per conjunct of the
+    form ``name % c == 0`` (for c > 0)."""
+    match cond:
+        case Binary(op=BinaryOp.AND, lhs=lhs, rhs=rhs):
+            found = _divisibility(lhs)
+            for name, c in _divisibility(rhs).items():
+                found[name] = math.lcm(found.get(name, 1), c)
+            return found
+        case Binary(op=BinaryOp.EQ, lhs=Binary(op=BinaryOp.MOD, lhs=x, rhs=Const(value=c)),
+                    rhs=Const(value=0)) if isinstance(c, int) and c > 0:
+            name = _named_atom_key(x)
+            return {name: c} if name is not None else {}
+    return {}
 
 
 def _hoistable(body: list[Stmt], scope: _Scope) -> bool:

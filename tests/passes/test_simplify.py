@@ -729,3 +729,38 @@ def test_simplified_expressions_keep_their_values_given_multiples(
         for name, m in MULTIPLES.items():
             env[name] -= env[name] % m  # the multiple at or below, still in range
         assert evaluate(simplified, env) == evaluate(expr.e, env), format_expr(simplified)
+
+
+def test_a_branch_knows_the_divisibility_its_condition_tests() -> None:
+    """Inside ``if N % 16 == 0 && ...``, a test that follows from it folds (a row of N
+    elements starting where a multiple of 8 would); outside, and in the else branch, it
+    stays. The kernel computes the same either way."""
+    kernel, _, out = _demo_kernel()
+    big_n = Var("N", i64)
+    row = Var("row", i64)
+
+    def store_if_aligned() -> Stmt:
+        aligned = Binary(BinaryOp.EQ, (E(row) % 8).e, Const(0, i64))
+        return Seq((Let(row, (E(big_n) * bid).e),
+                    If(aligned, Store(out, tid.e, Const(1.0, f32)),
+                       Store(out, tid.e, Const(2.0, f32)))))
+
+    divisible = Binary(BinaryOp.EQ, (E(big_n) % 16).e, Const(0, i64))
+    body = Seq((
+        If(Binary(BinaryOp.AND, divisible, (tid < 64).e), store_if_aligned(),
+           store_if_aligned()),
+        store_if_aligned(),
+    ))
+    original = LoopKernel(**{**kernel.__dict__, "body": body})
+    simplified = simplify_kernel(original)
+    verify_loop_kernel(simplified)
+    branch = next(s for s in walk_stmts(simplified.body) if isinstance(s, If))
+    tests = [s for s in walk_stmts(simplified.body) if isinstance(s, If)]
+    assert not any(isinstance(s, If) for s in walk_stmts(branch.then_body))  # folded
+    assert len(tests) == 3  # the branch, and the test in its else and after it
+    rng = np.random.default_rng()
+    a_values = rng.standard_normal(1024).astype(np.float32)
+    for size in (int(rng.integers(1, 64)) * 16, int(rng.integers(1, 64)) * 16 + 8,
+                 int(rng.integers(1, 1000)) * 2 + 1):
+        np.testing.assert_array_equal(_run(simplified, size, a_values),
+                                      _run(original, size, a_values))
