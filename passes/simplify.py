@@ -243,9 +243,32 @@ class _ExprSimplifier:
         """What the product of ``mono``'s atoms is known to be a multiple of."""
         m = 1
         for atom in mono:
-            if isinstance(atom, Var):
-                m *= self.multiples.get(atom.name, 1)
+            m *= self.atom_multiple(atom)
         return m
+
+    def atom_multiple(self, atom: Expr) -> int:
+        """What one atom is known to be a multiple of: a name's recorded multiple (also
+        through a widening cast), and for a floor division by a constant ``c`` of a sum
+        whose non-constant terms are all multiples of ``c``, what its exact quotient is:
+        ``(Q + r) // c == Q / c + r // c`` (so ``(K * 4 + 7) // 8`` is a multiple of 8
+        where ``K`` is one of 16)."""
+        match atom:
+            case Var(name=name):
+                return self.multiples.get(name, 1)
+            case Cast() if (name := _named_atom_key(atom)) is not None:  # widening: same value
+                return self.multiples.get(name, 1)
+            case Binary(op=BinaryOp.FLOORDIV, lhs=lhs, rhs=Const(value=c)) if (
+                    isinstance(c, int) and c > 0 and _is_polynomial(lhs.dtype)):
+                g, rest = 0, 0
+                for mono, coef in self._as_poly(lhs).items():
+                    if mono == _CONST:
+                        rest = coef
+                    else:
+                        g = math.gcd(g, coef * self.atoms_multiple(mono))
+                if g == 0 or g % c:
+                    return 1
+                return math.gcd(g // c, rest // c) or 1
+        return 1
 
     # ------------------------------------------------------------------ entry
 
