@@ -57,7 +57,8 @@ class Workload:
 
     @property
     def timing(self) -> str:
-        return timing_protocol(self.min_sample_s, self.cold_l2)
+        """How the workers time this workload (a CPU has no L2 of a GPU to rotate past)."""
+        return timing_protocol(self.min_sample_s, self.cold_l2 and self.target.startswith("cuda"))
 
 
 def timing_protocol(min_sample_s: float = Workload.min_sample_s, cold_l2: bool = False) -> str:

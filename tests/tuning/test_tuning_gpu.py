@@ -139,5 +139,5 @@ def test_cold_l2_timing_rotates_input_copies_past_the_l2() -> None:
         result = session.measure({"spec_json": spec_json}, binary)
         assert result["status"] == "ok", result
         times[cold] = result["time_s"]
-    assert "rotated" in Workload("", "", "", "", {}, cold_l2=True).timing
+    assert "rotated" in Workload("", "", "", str(target), {}, cold_l2=True).timing
     assert times[True] > 0 and times[False] > 0

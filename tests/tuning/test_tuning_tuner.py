@@ -103,6 +103,35 @@ def test_cli_tunes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "rowsum" in listed and "M=64" in listed
 
 
+def test_cli_cold_l2_reaches_the_workers_and_the_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--cold-l2`` is passed to ``tune``, and records say how they were timed: on the CPU
+    as without it (the workers keep one set of inputs: there is no L2 of a GPU to pass)."""
+    from tegula.compiler.tuning import tuner
+    from tegula.compiler.tuning.measure import timing_protocol
+
+    seen = {}
+    real_tune = tuner.tune
+
+    def recording_tune(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return real_tune(*args, **kwargs)
+
+    monkeypatch.setattr(tuner, "tune", recording_tune)
+    parser = argparse.ArgumentParser(prog="tegula")
+    add_tune_parser(parser.add_subparsers())
+    kernel = tmp_path / "rowsum.tg"
+    kernel.write_text(ROWSUM)
+    db = tmp_path / "db.jsonl"
+    args = parser.parse_args(["tune", str(kernel), "--shape", "M=64", "--shape", "N=300",
+                              "--trials", "2", "--target", "cpu", "--db", str(db),
+                              "--parallel", "2", "--strategy", "random", "--cold-l2"])
+    assert args.fn(args) == 0
+    assert seen["cold_l2"] is True
+    records = TuningDatabase(db).records()
+    assert records and {r.timing for r in records if r.ok} == {timing_protocol()}
+
+
 @pytest.mark.skipif(not ray_available(), reason="Ray is not installed (optional)")
 def test_ray_executor_builds(tmp_path: Path) -> None:
     result = tune(ROWSUM, "rowsum", {"M": 16, "N": 100}, trials=2, target="cpu",
