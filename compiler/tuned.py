@@ -11,7 +11,6 @@ debug level). The database is read once per compile, not per call.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ class TunedConfigs:
     ) -> TunedConfigs | None:
         """The kernel's tuned configs at ``pinned``'s dtype params (else their defaults), or
         None when the database has none for it."""
-        from .tuning.database import TuningDatabase
+        from .tuning.database import TuningDatabase, fastest_per_shapes
 
         database = TuningDatabase(db_path)
         if not Path(database.path).exists():
@@ -69,26 +68,10 @@ class TunedConfigs:
         except ConstEvalError:
             return None  # a dtype param set to no type of its own: the front end says so
         dtypes = resolved_dtypes(dict(header.dtypes), values)
-        chosen: dict[tuple[tuple[str, int], ...], tuple[float, float, dict[str, Any]]] = {}
-        # Per shape, the device and timing protocol of the latest record: times taken on two
-        # GPUs, or with warm and cold caches, do not rank together.
-        latest: dict[tuple[tuple[str, int], ...], tuple[float, str, str]] = {}
-        records = [
-            r
-            for r in database.for_kernel(header.kernel_hash)
-            if r.ok and r.target == target and r.dtypes == dtypes
-        ]
-        for r in records:
-            key = tuple(sorted(r.shapes.items()))
-            if key not in latest or r.timestamp > latest[key][0]:
-                latest[key] = (r.timestamp, r.device, r.timing)
-        for r in records:
-            key = tuple(sorted(r.shapes.items()))
-            if (r.device, r.timing) != latest[key][1:]:
-                continue
-            time_s = r.time_s if r.time_s is not None else math.inf
-            if key not in chosen or (time_s, r.timestamp) < chosen[key][:2]:
-                chosen[key] = (time_s, r.timestamp, dict(r.config))
-        if not chosen:
+        fastest = fastest_per_shapes(
+            r for r in database.for_kernel(header.kernel_hash)
+            if r.target == target and r.dtypes == dtypes
+        )
+        if not fastest:
             return None
-        return cls(header.name, target, {k: v[2] for k, v in chosen.items()})
+        return cls(header.name, target, {k: dict(r.config) for k, r in fastest.items()})

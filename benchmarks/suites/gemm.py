@@ -182,16 +182,20 @@ def tuned_tile_params(precision: Precision, shape: GemmShape, database: Path = T
     on `target` (the GPU here), or None (no database, no record of this shape)."""
     if not database.exists():
         return None
+    tuned = _tuned_configs(TEGULA_KERNELS[precision], database, target)
+    found = None if tuned is None else tuned.config_for(
+        {"M": shape.m, "N": shape.n, "K": shape.k})
+    return None if found is None else dict(found)
+
+
+@functools.cache
+def _tuned_configs(kernel: str, database: Path, target: str) -> Any:
+    """The kernel's tuned configs as `tg.compile` reads them (once a run: every row asks)."""
     import tegula as tg
 
-    name = TEGULA_KERNELS[precision]
-    kernel = tg.compile(EXAMPLES / "gemm.tg", target=target, kernels=[name],
-                        tuning_db=database)[name]
-    tuned = getattr(kernel, "tuned", None)
-    if tuned is None:
-        return None
-    found = tuned.config_for({"M": shape.m, "N": shape.n, "K": shape.k})
-    return None if found is None else dict(found)
+    compiled = tg.compile(EXAMPLES / "gemm.tg", target=target, kernels=[kernel],
+                          tuning_db=database)[kernel]
+    return getattr(compiled, "tuned", None)
 
 
 # ------------------------------------------------------------------------- buffer sets

@@ -218,11 +218,32 @@ class TuningDatabase:
         decide, as times from two GPUs, or warm and cold caches, do not rank together)."""
         candidates = [
             r for r in self.records()
-            if r.ok and r.kernel_hash == kernel_hash and r.target == target
+            if r.kernel_hash == kernel_hash and r.target == target
             and r.shapes == dict(shapes) and (dtypes is None or r.dtypes == dict(dtypes))
         ]
-        if not candidates:
-            return None
-        latest = max(candidates, key=lambda r: r.timestamp)
-        same = [r for r in candidates if (r.device, r.timing) == (latest.device, latest.timing)]
-        return min(same, key=lambda r: (r.time_s or math.inf, r.timestamp))
+        return fastest_per_shapes(candidates).get(shape_key(shapes))
+
+
+ShapeKey = tuple[tuple[str, int], ...]
+
+
+def shape_key(shapes: Mapping[str, int]) -> ShapeKey:
+    """Shapes as a hashable key, independent of their order."""
+    return tuple(sorted(shapes.items()))
+
+
+def fastest_per_shapes(records: Iterable[TuningRecord]) -> dict[ShapeKey, TuningRecord]:
+    """The fastest ok record of each shape tuple among ``records`` (one kernel and target).
+    Where a shape has records of several devices or timing protocols, those of its most
+    recent record decide: times from two GPUs, or from warm and cold caches, do not rank
+    together. Ties go to the earlier record."""
+    by_shape: dict[ShapeKey, list[TuningRecord]] = {}
+    for r in records:
+        if r.ok:
+            by_shape.setdefault(shape_key(r.shapes), []).append(r)
+    fastest = {}
+    for key, rows in by_shape.items():
+        latest = max(rows, key=lambda r: r.timestamp)
+        alike = [r for r in rows if (r.device, r.timing) == (latest.device, latest.timing)]
+        fastest[key] = min(alike, key=lambda r: (r.time_s or math.inf, r.timestamp))
+    return fastest

@@ -19,7 +19,7 @@ from tegula.ir.atoms import (
     wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
-from tegula.ir.dtypes import i32, i64, u32
+from tegula.ir.dtypes import i64, u32
 from tegula.ir.tile import (
     ArangeOp,
     Block,
@@ -123,8 +123,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         fast = self.unnest()
         self.nest()
         if specialized:  # the producer warp has nothing to copy for the serial loop
-            self.emit(L.If(L.Binary(BIN.GE, L.ThreadIdx(), L.Const(self.threads, i32)),
-                           L.Return()))
+            self.emit(L.If(self.is_producer(), L.Return()))
         self.serial_for(op, carried)
         slow = self.unnest()
         self.emit(L.If(guard, fast, slow))

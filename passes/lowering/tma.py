@@ -42,6 +42,10 @@ class TmaCopies(LoweringBase):
         ``index // 32`` where ``index`` is a multiple of 32)."""
         return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(index, i32))
 
+    def is_producer(self) -> L.Expr:
+        """Whether this thread is of the producer warp, past the kernel's own warps."""
+        return L.Binary(BIN.GE, L.ThreadIdx(), L.Const(self.threads, i32))
+
     def slot_barriers(self, stages: int, role: str = "full") -> L.Buffer:
         """One mbarrier (a 64-bit shared word) per ring slot: ``full`` ones complete when a
         slot's copies have landed, ``empty`` ones when every warp has stopped reading it.
@@ -79,6 +83,19 @@ class TmaCopies(LoweringBase):
         use = L.Binary(BIN.SUB, L.Binary(BIN.FLOORDIV, iteration, stages), c64(behind))
         parity = cast(L.Binary(BIN.MOD, use, c64(2)), u32)
         self.emit(L.Asm(MBARRIER_WAIT_PARITY, inputs=(L.Address(barriers, slot), parity),
+                        input_constraints=("r", "r"), memory=True))
+
+    def wait_for_release(self, empty: L.Buffer, iteration: L.Expr) -> None:
+        """Before refilling ``iteration``'s slot: wait until every warp has released it from
+        the iteration the refill replaces (the first ``stages`` fills wait for nothing)."""
+        self.nest()
+        self.wait_for_slot(empty, iteration, behind=1)
+        refill = L.Binary(BIN.GE, iteration, c64(empty.size))  # type: ignore[arg-type]
+        self.emit(L.If(refill, self.unnest()))
+
+    def expect_bytes(self, barrier: L.Address, nbytes: int) -> None:
+        """Arrive on a slot's full barrier, telling it how many bytes the stage brings."""
+        self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(nbytes, u32)),
                         input_constraints=("r", "r"), memory=True))
 
     def release_slot(self, empty: L.Buffer, iteration: L.Expr, first: L.Expr | None) -> None:
@@ -164,14 +181,9 @@ class TmaCopies(LoweringBase):
             self.vals[loop_var.name] = Scalar(cast(k_value, loop_var.tile.dtype))
             self.nest()
             if release is not None:
-                empty, iteration = release
-                refill = L.Binary(BIN.GE, iteration, c64(empty.size))  # type: ignore[arg-type]
-                self.nest()
-                self.wait_for_slot(empty, iteration, behind=1)
-                self.emit(L.If(refill, self.unnest()))
+                self.wait_for_release(*release)
             if warp == 0:
-                self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
-                                input_constraints=("r", "r"), memory=True))
+                self.expect_bytes(barrier, total)
             for i, (p, o, slot) in enumerate(zip(plan, operands, slots, strict=True)):
                 self.operand_copies(p, o, [b for j, b in edge_dealt[warp] if j == i],
                                     [b for j, b in inside_dealt[warp] if j == i], slot, barrier)
@@ -224,12 +236,9 @@ class TmaCopies(LoweringBase):
         self.nest()
         iteration = self.let("copied", L.Binary(BIN.FLOORDIV, L.Binary(BIN.SUB, var, start), step))
         stage = self.let("copied_stage", L.Binary(BIN.MOD, iteration, c64(stages)))
-        self.nest()
-        self.wait_for_slot(empty, iteration, behind=1)
-        self.emit(L.If(L.Binary(BIN.GE, iteration, c64(stages)), self.unnest()))
+        self.wait_for_release(empty, iteration)
         barrier = L.Address(full, stage)
-        self.emit(L.Asm(MBARRIER_ARRIVE_EXPECT_TX, inputs=(barrier, L.Const(total, u32)),
-                        input_constraints=("r", "r"), memory=True))
+        self.expect_bytes(barrier, total)
         for p, o, (ring, numel) in zip(plan, operands, rings, strict=True):
             inside = list(range(len(o.inside.boxes))) if o.inside is not None else []
             self.operand_copies(p, o, list(range(len(o.edge.boxes))), inside,
@@ -237,8 +246,7 @@ class TmaCopies(LoweringBase):
         body = self.unnest()
         self.vals = saved
         lane = L.If(self.is_thread(first), L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
-        self.emit(L.If(L.Binary(BIN.GE, L.ThreadIdx(), L.Const(first, i32)),
-                       L.seq(lane, L.Return())))
+        self.emit(L.If(self.is_producer(), L.seq(lane, L.Return())))
 
     def box_copies(self, tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
                    starts: list[L.Expr], ring: L.Buffer, offset: L.Expr, barrier: L.Address

@@ -85,11 +85,17 @@ def test_bad_shapes_are_reported_by_name() -> None:
         tune(ROWSUM, "nope", {"M": 10, "N": 10}, trials=1, target="cpu", progress=False)
 
 
-def test_cli_tunes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _cli(tmp_path: Path) -> tuple[argparse.ArgumentParser, Path]:
+    """``tegula tune``'s parser, and the rowsum kernel in a file it can read."""
     parser = argparse.ArgumentParser(prog="tegula")
     add_tune_parser(parser.add_subparsers())
     kernel = tmp_path / "rowsum.tg"
     kernel.write_text(ROWSUM)
+    return parser, kernel
+
+
+def test_cli_tunes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser, kernel = _cli(tmp_path)
     db = tmp_path / "db.jsonl"
     args = parser.parse_args(["tune", str(kernel), "--shape", "M=64", "--shape", "N=300",
                               "--trials", "4", "--target", "cpu", "--db", str(db),
@@ -118,10 +124,7 @@ def test_cli_cold_l2_reaches_the_workers_and_the_records(
         return real_tune(*args, **kwargs)
 
     monkeypatch.setattr(tuner, "tune", recording_tune)
-    parser = argparse.ArgumentParser(prog="tegula")
-    add_tune_parser(parser.add_subparsers())
-    kernel = tmp_path / "rowsum.tg"
-    kernel.write_text(ROWSUM)
+    parser, kernel = _cli(tmp_path)
     db = tmp_path / "db.jsonl"
     args = parser.parse_args(["tune", str(kernel), "--shape", "M=64", "--shape", "N=300",
                               "--trials", "2", "--target", "cpu", "--db", str(db),
@@ -138,10 +141,7 @@ def test_ray_executor_builds(tmp_path: Path) -> None:
                   db=tmp_path / "db.jsonl", progress=False, model="random", executor="ray")
     assert [r.status for r in result.records] == ["ok", "ok"]
     # The command line reaches the same executor.
-    parser = argparse.ArgumentParser(prog="tegula")
-    add_tune_parser(parser.add_subparsers())
-    kernel = tmp_path / "rowsum.tg"
-    kernel.write_text(ROWSUM)
+    parser, kernel = _cli(tmp_path)
     args = parser.parse_args(["tune", str(kernel), "--shape", "M=16", "--shape", "N=100",
                               "--trials", "2", "--target", "cpu", "--db", str(tmp_path / "c.jsonl"),
                               "--strategy", "random", "--executor", "ray"])
