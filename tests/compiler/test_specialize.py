@@ -294,3 +294,20 @@ def test_dump_takes_constants_and_refuses_a_bad_pair(
     assert "i3[K, N]" in text and "bf16[M, K]" in text
     assert cli.main([*args, "--const", "WT"]) == 2
     assert "--const expects NAME=VALUE, got 'WT'" in capsys.readouterr().err
+
+
+def test_const_takes_the_dsl_booleans(tmp_path: Path) -> None:
+    """``--const WS=true`` sets a bool param (the warp-specialized gemm_tma: a block of one
+    warp more), and ``false`` leaves it as it was."""
+    gemm = SOFTMAX.with_name("gemm.tg")
+    assert cli.const_assignments(["WS=true", "WS2=false", "BM=64"]) == {
+        "WS": True, "WS2": False, "BM": 64}
+    threads = {}
+    for value in ("true", "false"):
+        out = tmp_path / value
+        args = ["dump", str(gemm), "--kernel", "gemm_tma", "--target", "cuda:sm_90a",
+                "--stage", "codegen", "--const", f"WS={value}", "--out", str(out)]
+        assert cli.main(args) == 0
+        (code,) = (out / "gemm_tma" / "cuda").glob("*codegen*")
+        threads[value] = re.search(r"(\d+) threads,", code.read_text()).group(1)
+    assert threads == {"true": "288", "false": "256"}

@@ -227,3 +227,17 @@ def test_tensor_maps_are_params_whose_address_alone_is_taken():
     odd = dataclasses.replace(tensor_map, box=(3, 8))
     with pytest.raises(LoopIRError, match="whole 16 bytes"):
         verify_loop_kernel(dataclasses.replace(k, tensor_maps=(odd,)))
+
+
+def test_named_barriers_take_whole_warps_and_returns_print():
+    """A barrier of the kernel's first N threads (what remains once a producer warp has
+    left) prints with its count and must count whole warps; a return prints as such."""
+    from tegula.ir.loop import Barrier, Return, Seq
+
+    k = kernel(Seq((Barrier(), Barrier(256), Return())))
+    verify_loop_kernel(k)
+    text = print_loop_kernel(k)
+    assert "barrier()" in text and "barrier(256 threads)" in text and "return" in text
+    for odd in (40, 0):
+        with pytest.raises(LoopIRError, match=f"named barrier of {odd} threads"):
+            verify_loop_kernel(kernel(Barrier(odd)))

@@ -106,13 +106,13 @@ def test_every_gpu_of_the_host_times_candidates(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.gpu
 def test_cold_l2_timing_rotates_input_copies_past_the_l2() -> None:
     """With ``cold_l2`` the worker times calls over enough copies of the inputs that a round
-    reads more than twice the L2, and a cold call is no faster than a warm one."""
+    reads more than twice the L2 (each set its own inputs, the outputs shared), and the
+    candidate still checks and times; without it there is one set."""
     from tegula.compiler.tuning.worker import _Session
 
     cupy = pytest.importorskip("cupy")
     target = resolve_target("cuda")
     shapes = {"M": 2048, "N": 1000}  # 8 MB of input: a few copies exceed twice the L2
-    times = {}
     for cold in (False, True):
         workload = Workload(ROWSUM, "<string>", "rowsum", str(target), shapes, cold_l2=cold)
         tile = build_tile_kernel(parse(ROWSUM), "rowsum", {"BM": 1, "BN": 64})
@@ -137,7 +137,5 @@ def test_cold_l2_timing_rotates_input_copies_past_the_l2() -> None:
         else:
             assert len(sets) == 1
         result = session.measure({"spec_json": spec_json}, binary)
-        assert result["status"] == "ok", result
-        times[cold] = result["time_s"]
+        assert result["status"] == "ok" and result["time_s"] > 0, result
     assert "rotated" in Workload("", "", "", str(target), {}, cold_l2=True).timing
-    assert times[True] > 0 and times[False] > 0
