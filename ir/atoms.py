@@ -235,6 +235,47 @@ MBARRIER_WAIT_PARITY = (
 )
 
 
+# ----------------------------------------------------------------------------- register split
+
+# A warp-specialized block moves registers between its warpgroups (sm_90a): the producer,
+# which only issues copies, gives most of its registers back to the block's pool and the
+# consumers, which hold the accumulators, take them. Every warp of a warpgroup executes the
+# same instruction; counts are multiples of 8 in [24, 256]. ptxas builds such a kernel with
+# its launch bound's full register count, which is what the pool starts from.
+SETMAXNREG_DEC = "setmaxnreg.dec.sync.aligned.u32 {count};"
+SETMAXNREG_INC = "setmaxnreg.inc.sync.aligned.u32 {count};"
+WARPGROUP_THREADS = 128
+PRODUCER_REGISTERS = 40  # enough for a loop of TMA issues (CUTLASS keeps the same)
+_REGISTERS_PER_SCHEDULER = 16384  # an SM's 64K registers, a quarter per warp scheduler
+_SCHEDULERS = 4
+_MAX_THREAD_REGISTERS = 255
+
+
+def launch_registers(threads: int, warp_size: int = 32) -> int:
+    """The most registers a thread of a ``threads``-thread block may have (one block an SM):
+    each warp scheduler holds a quarter of the register file and a quarter of the warps,
+    and registers are given out eight per thread at a time."""
+    warps = -(-threads // warp_size)
+    per_scheduler = -(-warps // _SCHEDULERS)
+    fit = _REGISTERS_PER_SCHEDULER // (warp_size * per_scheduler)
+    return min(fit, _MAX_THREAD_REGISTERS) // 8 * 8
+
+
+def register_split(consumer_threads: int) -> tuple[int, int] | None:
+    """``(producer, consumer)`` registers a thread for ``consumer_threads`` (whole
+    warpgroups) beside one producer warpgroup, or None where the consumers would gain
+    nothing over the launch count (a small block already gets every register it may use).
+    What the producer frees is shared out evenly: 128 x (launch - 40) registers."""
+    if consumer_threads % WARPGROUP_THREADS:
+        return None
+    launch = launch_registers(consumer_threads + WARPGROUP_THREADS)
+    gained = (launch - PRODUCER_REGISTERS) * WARPGROUP_THREADS // consumer_threads // 8 * 8
+    consumer = min(launch + gained, 256)
+    if consumer < launch + 16 or launch <= PRODUCER_REGISTERS:
+        return None
+    return PRODUCER_REGISTERS, consumer
+
+
 # ----------------------------------------------------------------------------- wgmma (sm_90a)
 
 

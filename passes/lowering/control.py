@@ -13,9 +13,11 @@ from tegula.ir import loop as L
 from tegula.ir.atoms import (
     CP_ASYNC_COMMIT,
     PROXY_FENCE_ASYNC_SHARED,
+    WARPGROUP_THREADS,
     WGMMA_SMEM_ALIGN,
     CpAsyncAtom,
     cp_async_wait,
+    register_split,
     wgmma_wait,
 )
 from tegula.ir.distributed import BlockedLayout
@@ -122,8 +124,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         specialized = self.pipelined_loop(op, plan, carried)
         fast = self.unnest()
         self.nest()
-        if specialized:  # the producer warp has nothing to copy for the serial loop
-            self.emit(L.If(self.is_producer(), L.Return()))
+        if specialized:  # the producer has nothing to copy for the serial loop
+            self.split_off_producer(None, self.producer_registers())
         self.serial_for(op, carried)
         slow = self.unnest()
         self.emit(L.If(guard, fast, slow))
@@ -209,7 +211,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
 
         Warp-specialized (asked for, and :meth:`warp_specialization_blocker` finds nothing
         against it), a producer warp past the kernel's own issues every copy
-        (:meth:`TmaCopies.producer_warp`) and leaves; the kernel's warps only wait for each
+        (:meth:`TmaCopies.producer_warps`; a warpgroup that hands its registers to the consumers
+        where that gains them some) and leaves; the kernel's warps only wait for each
         slot's data, compute and release the slot, and barriers after the split are named
         ones of their threads. Returns whether the loop was split so.
         """
@@ -289,9 +292,11 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.barrier()
         if specialized:
             assert tma is not None and barriers is not None and empty is not None
-            self.producer_warp(plan, tma, loop_var, (start, stop, step), rings, barriers,
-                               empty)
-            self.producer_threads = self.target.warp_size
+            registers = self.producer_registers()
+            self.producer_warps(plan, tma, loop_var, (start, stop, step), rings, barriers,
+                                empty, registers)
+            self.producer_threads = (WARPGROUP_THREADS if registers is not None
+                                     else self.target.warp_size)
             self.barrier_threads = self.threads
         for s in range(0 if specialized else ahead):
             issue(c64(s))
@@ -392,6 +397,15 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         if self.threads + self.target.warp_size > self.target.max_block_threads:
             return f"{self.threads} threads leave no room for a producer warp"
         return None
+
+    def producer_registers(self) -> tuple[int, int] | None:
+        """The register split of a producer warpgroup (sm_90a, consumers in whole
+        warpgroups, room in the block), or None for a lone producer warp."""
+        if not self.target.has_wgmma:
+            return None
+        if self.threads + WARPGROUP_THREADS > self.target.max_block_threads:
+            return None
+        return register_split(self.threads)
 
     def sole_ring_product(self, op: ForOp, plan: list[_PipelinedLoad]) -> bool:
         """Whether the loop's only tensor-core dot reads both its operands from the rings

@@ -22,6 +22,8 @@ from tegula.ir.atoms import (
     MBARRIER_INIT_FENCE,
     MBARRIER_INVALIDATE,
     MBARRIER_WAIT_PARITY,
+    SETMAXNREG_DEC,
+    SETMAXNREG_INC,
     TENSOR_MAP_PREFETCH,
     TmaLoadAtom,
 )
@@ -43,7 +45,7 @@ class TmaCopies(LoweringBase):
         return L.Binary(BIN.EQ, L.ThreadIdx(), L.Const(index, i32))
 
     def is_producer(self) -> L.Expr:
-        """Whether this thread is of the producer warp, past the kernel's own warps."""
+        """Whether this thread is of the producer, past the kernel's own warps."""
         return L.Binary(BIN.GE, L.ThreadIdx(), L.Const(self.threads, i32))
 
     def slot_barriers(self, stages: int, role: str = "full") -> L.Buffer:
@@ -215,16 +217,19 @@ class TmaCopies(LoweringBase):
         self.emit(L.If(self.view_is_exact(o.inside, p.load.window.sizes, tensor, starts),
                        inside, edge))
 
-    def producer_warp(self, plan: list[_PipelinedLoad], operands: list[TmaOperand],
-                      loop_var: Value, bounds: tuple[L.Expr, L.Expr, L.Expr],
-                      rings: list[tuple[L.Buffer, int]], full: L.Buffer, empty: L.Buffer) -> None:
-        """A warp-specialized loop's producer: one warp past the kernel's own, whose first
-        lane fills every stage in order. For iteration ``i`` it waits until the consumers
-        have released the slot iteration ``i - S`` used (from ``i = S`` on), tells the
-        slot's full barrier how many bytes will land, and issues all the boxes; then the
-        whole warp leaves the kernel. The consumers only wait on full barriers and release
-        slots on empty ones, so copies run as far ahead as the ring allows, not one fixed
-        distance."""
+    def producer_warps(self, plan: list[_PipelinedLoad], operands: list[TmaOperand],
+                       loop_var: Value, bounds: tuple[L.Expr, L.Expr, L.Expr],
+                       rings: list[tuple[L.Buffer, int]], full: L.Buffer, empty: L.Buffer,
+                       registers: tuple[int, int] | None) -> None:
+        """A warp-specialized loop's producer: the warps past the kernel's own (one, or a
+        warpgroup where ``registers`` moves registers to the consumers), whose first lane
+        fills every stage in order. For iteration ``i`` it waits until the consumers have
+        released the slot iteration ``i - S`` used (from ``i = S`` on), tells the slot's
+        full barrier how many bytes will land, and issues all the boxes; then the producer
+        leaves the kernel. The consumers only wait on full barriers and release slots on
+        empty ones, so copies run as far ahead as the ring allows, not one fixed distance.
+        With ``registers = (p, c)`` the producer warpgroup first shrinks to ``p`` registers
+        a thread and the consumers grow to ``c`` (``ir/atoms.register_split``)."""
         start, stop, step = bounds
         stages = full.size
         assert stages is not None
@@ -246,7 +251,20 @@ class TmaCopies(LoweringBase):
         body = self.unnest()
         self.vals = saved
         lane = L.If(self.is_thread(first), L.For(var, start, stop, step, body, L.LoopKind.SERIAL))
-        self.emit(L.If(self.is_producer(), L.seq(lane, L.Return())))
+        self.split_off_producer(lane, registers)
+
+    def split_off_producer(self, work: L.Stmt | None, registers: tuple[int, int] | None
+                           ) -> None:
+        """The producer's branch: it gives registers back (``registers = (p, c)``: down to
+        ``p`` a thread), does ``work`` and leaves; then the consumers take theirs (up to
+        ``c``). Every path to the code after a warp-specialized loop goes through one, so
+        that code always runs with the consumers' count."""
+        producer = [L.Asm(SETMAXNREG_DEC.format(count=registers[0]), memory=True)
+                    ] if registers is not None else []
+        self.emit(L.If(self.is_producer(), L.seq(
+            *producer, *([work] if work is not None else []), L.Return())))
+        if registers is not None:
+            self.emit(L.Asm(SETMAXNREG_INC.format(count=registers[1]), memory=True))
 
     def box_copies(self, tensor_map: L.TensorMap, tile_plan: TmaPlan, chosen: list[int],
                    starts: list[L.Expr], ring: L.Buffer, offset: L.Expr, barrier: L.Address

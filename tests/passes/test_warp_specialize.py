@@ -1,7 +1,9 @@
 """Warp-specialized pipelines (``pipeline(..., tma=true, warp_specialize=true)``): a producer
-warp past the kernel's own issues every TMA copy and leaves; the kernel's warps wait, compute
-and release slots, and share named barriers after the split. Checked on the Loop IR and the
-generated CUDA C (the GPU runs it in tests/runtime/test_tensor_map.py)."""
+past the kernel's own warps issues every TMA copy and leaves; the kernel's warps wait, compute
+and release slots, and share named barriers after the split. On sm_90a, where the consumers
+gain registers by it, the producer is a warpgroup that hands registers over (``setmaxnreg``).
+Checked on the Loop IR and the generated CUDA C (the GPU runs it in
+tests/runtime/test_tensor_map.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +15,28 @@ from tegula.compiler.frontend import build_tile_kernel
 from tegula.compiler.parser import parse
 from tegula.compiler.targets import resolve_target
 from tegula.ir import loop as L
-from tegula.ir.atoms import MBARRIER_ARRIVE, MBARRIER_WAIT_PARITY
+from tegula.ir.atoms import (
+    MBARRIER_ARRIVE,
+    MBARRIER_WAIT_PARITY,
+    WARPGROUP_THREADS,
+    launch_registers,
+    register_split,
+)
+from tegula.runtime.nvrtc import compile_cuda
 
 import tegula as tg
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WARPS = 8
+# sm_90a gives the 8 consumer warps a producer warpgroup and its registers.
+SPLIT = register_split(32 * WARPS)
+PRODUCER_THREADS = WARPGROUP_THREADS if SPLIT is not None else 32
 
 
-def _gemm(target: str, ws: bool) -> L.LoopKernel:
+def _gemm(target: str, ws: bool, **params: object) -> L.LoopKernel:
     program = parse((EXAMPLES / "gemm.tg").read_text(), "gemm.tg")
     tgt = resolve_target(target)
-    tile = build_tile_kernel(program, "gemm_tma", {"WS": ws}, {}, tgt.constants())
+    tile = build_tile_kernel(program, "gemm_tma", {"WS": ws, **params}, {}, tgt.constants())
     return lower_kernel(tile, tgt)[0]
 
 
@@ -46,7 +58,7 @@ def _asm(stmts: list[L.Stmt], text: str) -> list[L.Asm]:
 
 def test_the_producer_warp_issues_every_copy_and_the_warps_only_compute() -> None:
     kernel = _gemm("cuda:sm_90a", ws=True)
-    assert kernel.block_threads == 32 * WARPS + 32
+    assert kernel.block_threads == 32 * WARPS + PRODUCER_THREADS
     producer, before, after = _split(kernel.body)
     assert producer.cond.rhs == L.Const(32 * WARPS, producer.cond.rhs.dtype)
     inside = list(L.walk_stmts(producer))
@@ -76,14 +88,60 @@ def test_the_cuda_c_builds_and_says_who_does_what() -> None:
                         cache=False, WS=True)
     result = module.results["gemm_tma"]
     source = result.source
-    assert result.spec.block_threads == 32 * WARPS + 32
-    assert f"__launch_bounds__({32 * WARPS + 32})" in source
+    assert result.spec.block_threads == 32 * WARPS + PRODUCER_THREADS
+    assert f"__launch_bounds__({32 * WARPS + PRODUCER_THREADS})" in source
     assert f'asm volatile("bar.sync 1, {32 * WARPS};" ::: "memory");' in source
     producer = source.split(f"if (thread_idx >= {32 * WARPS}) {{")[1].split("return;")[0]
     assert f"if (thread_idx == {32 * WARPS}) {{" in producer
     assert "mbarrier.arrive.expect_tx" in producer and "cp.async.bulk.tensor" in producer
     binary, _ = build_binary(source, "gemm_tma", resolve_target("cuda:sm_90a"))
     assert binary
+
+
+def test_the_register_split_fits_the_pool_the_block_launches_with() -> None:
+    """What the producer warpgroup gives back covers what the consumers take (else their
+    ``setmaxnreg.inc`` would wait forever), and the consumers gain registers."""
+    for consumers in (256, 384):
+        split = register_split(consumers)
+        assert split is not None
+        producer, consumer = split
+        launch = launch_registers(consumers + WARPGROUP_THREADS)
+        assert producer % 8 == 0 and consumer % 8 == 0 and 24 <= producer < launch < consumer
+        assert (consumer - launch) * consumers <= (launch - producer) * WARPGROUP_THREADS
+    # Four warps already get every register a thread may have: no warpgroup for them.
+    assert register_split(128) is None and register_split(96) is None
+
+
+def test_the_producer_warpgroup_hands_its_registers_to_the_consumers_on_every_path() -> None:
+    assert SPLIT is not None
+    producer_count, consumer_count = SPLIT
+    kernel = _gemm("cuda:sm_90a", ws=True)
+    producer, _, _ = _split(kernel.body)
+    assert producer.cond.rhs == L.Const(32 * WARPS, producer.cond.rhs.dtype)
+    first = producer.then_body.body[0]
+    assert isinstance(first, L.Asm) and first.template == (
+        f"setmaxnreg.dec.sync.aligned.u32 {producer_count};")
+    # The pipelined loop and the fallback loop (the producer leaves at its start) both
+    # grow the consumers before the shared epilogue.
+    grows = [s for s in L.walk_stmts(kernel.body) if isinstance(s, L.Asm)
+             and s.template == f"setmaxnreg.inc.sync.aligned.u32 {consumer_count};"]
+    shrinks = [s for s in L.walk_stmts(kernel.body) if isinstance(s, L.Asm)
+               and s.template.startswith("setmaxnreg.dec")]
+    assert len(grows) == len(shrinks) == 2
+    # ptxas builds it with the launch bound's registers and, given the consumers' count, spills
+    # nothing (with one producer warp and no split, the 128 x 256 tile spilled).
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
+                        cache=False, WS=True)
+    usage = compile_cuda(module.results["gemm_tma"].source, "gemm_tma", "sm_90a").resources
+    assert usage is not None and not usage.spills
+    assert usage.registers == launch_registers(32 * WARPS + WARPGROUP_THREADS)
+
+
+def test_four_warps_keep_a_lone_producer_warp() -> None:
+    kernel = _gemm("cuda:sm_90a", ws=True, WARPS=4, BM=64)
+    assert kernel.block_threads == 4 * 32 + 32
+    assert not any(isinstance(s, L.Asm) and "setmaxnreg" in s.template
+                   for s in L.walk_stmts(kernel.body))
 
 
 @pytest.mark.parametrize("target", ["cuda:sm_80", "cuda:sm_90"])
