@@ -58,12 +58,6 @@ KERNELS = {
         "reference": lambda a, b, **_: {"c": _product(a, b)},
         "tolerance": {"rtol": 1e-2, "atol": 1e-1},
     },
-    "gemm_tma": {
-        "sizes": {"M": 200, "N": 136, "K": 72},
-        "inputs": _inputs(np.float16),
-        "reference": lambda a, b, **_: {"c": _product(a, b)},
-        "tolerance": {"rtol": 2e-3, "atol": 2e-2},
-    },
     "gemm_bias_gelu": {
         "sizes": {"M": 130, "N": 256, "K": 64},
         "inputs": _bias_inputs,

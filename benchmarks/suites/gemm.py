@@ -19,7 +19,7 @@ tegula's kernels are compiled once per tile choice: the config `tegula tune --co
 for the row's shape where the suite's tuning database (TUNING_DB, records of the GPU they were
 measured on) has one, else their defaults, except MEMORY_BOUND_TILES on memory-bound rows.
 Each row records its choice in `tegula_params` and where it came from in
-`tegula_params_from`; the mma.sync, TMA and TMA+WS columns keep the untuned choice.
+`tegula_params_from`; the mma.sync and cp.async columns keep the untuned choice.
 
 Method: the harness's device-event timer (warm-up, median of many samples; calls under 50 us
 replayed from a verified CUDA graph). Inputs are fresh standard-normal data; each output is
@@ -99,13 +99,10 @@ LLM_KN: Mapping[bool, tuple[tuple[int, int], ...]] = {
 CUBLAS_F16 = "cuBLAS f16"
 # tegula's portable path (mma.sync, what sm_80 GPUs get) where the GPU has a faster one.
 TEGULA_MMA_SYNC = "tegula mma.sync"
-# The same GEMM with its operand slabs copied by TMA (examples/gemm.tg's gemm_tma), where the
-# GPU has it: measured beside the cp.async pipeline the default kernels use.
-TEGULA_TMA = "tegula TMA"
-# ... and with a producer warp issuing those copies (gemm_tma with WS = true).
-TEGULA_TMA_WS = "tegula TMA+WS"
-TMA_KERNEL = "gemm_tma"
-TMA_ELEMENT = {"fp16": "f16", "bf16": "bf16"}
+# Where the kernels copy operands by TMA from a producer warpgroup (sm_90a: their TMA and WS
+# params default to true there), the same kernels with both false, every thread issuing
+# cp.async copies, measured beside them.
+TEGULA_CP_ASYNC = "tegula cp.async"
 LLM_GEOMEAN_CASE = "fp16/llm/geomean"
 LLM_GEOMEAN_NAME = "fp16 LLM shapes geomean"
 
@@ -414,15 +411,11 @@ def portable_target() -> str | None:
     return portable if portable != best else None
 
 
-def tegula_impl(precision: Precision, params: Mapping[str, int | bool], target: str = "cuda",
-                kernel: str | None = None) -> Impl:
-    """tegula's GEMM for ``precision`` (or ``kernel``, which takes the element type as ``T``)."""
-    pinned_params: dict[str, int | bool | str] = dict(params)
-    if kernel is None:
-        kernel = TEGULA_KERNELS[precision]
-    else:
-        pinned_params["T"] = TMA_ELEMENT[precision]
-    pinned = tuple(sorted(pinned_params.items()))
+def tegula_impl(precision: Precision, params: Mapping[str, int | bool],
+                target: str = "cuda") -> Impl:
+    """tegula's GEMM for ``precision`` with ``params`` on ``target``."""
+    kernel = TEGULA_KERNELS[precision]
+    pinned = tuple(sorted(params.items()))
 
     def bind(b: Buffers) -> Call:
         compiled = _tegula_gemm(kernel, pinned, target)
@@ -492,9 +485,8 @@ def gpu_impls(precision: Precision, params: Mapping[str, int],
     if portable is not None:
         impls[TEGULA_MMA_SYNC] = tegula_impl(precision, params, portable)
         if int(portable.removeprefix("cuda:sm_")) >= 90:
-            impls[TEGULA_TMA] = tegula_impl(precision, params, kernel=TMA_KERNEL)
-            impls[TEGULA_TMA_WS] = tegula_impl(precision, {**params, "WS": True},
-                                               kernel=TMA_KERNEL)
+            impls[TEGULA_CP_ASYNC] = tegula_impl(precision,
+                                                 {**params, "TMA": False, "WS": False})
     torch = torch_cuda()
     if precision == "fp16":
         impls[CUBLAS] = _cupy_matmul(lambda array: array)

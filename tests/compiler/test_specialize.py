@@ -297,17 +297,17 @@ def test_dump_takes_constants_and_refuses_a_bad_pair(
 
 
 def test_const_takes_the_dsl_booleans(tmp_path: Path) -> None:
-    """``--const WS=true`` sets a bool param (the warp-specialized gemm_tma: a block of one
-    warp more), and ``false`` leaves it as it was."""
+    """``--const WS=false`` sets a bool param (gemm_f16 without its producer warpgroup: a
+    block of four warps fewer), and ``true`` leaves it as it was on sm_90a."""
     gemm = SOFTMAX.with_name("gemm.tg")
     assert cli.const_assignments(["WS=true", "WS2=false", "BM=64"]) == {
         "WS": True, "WS2": False, "BM": 64}
     threads = {}
     for value in ("true", "false"):
         out = tmp_path / value
-        args = ["dump", str(gemm), "--kernel", "gemm_tma", "--target", "cuda:sm_90a",
+        args = ["dump", str(gemm), "--kernel", "gemm_f16", "--target", "cuda:sm_90a",
                 "--stage", "codegen", "--const", f"WS={value}", "--out", str(out)]
         assert cli.main(args) == 0
-        (code,) = (out / "gemm_tma" / "cuda").glob("*codegen*")
+        (code,) = (out / "gemm_f16" / "cuda").glob("*codegen*")
         threads[value] = re.search(r"(\d+) threads,", code.read_text()).group(1)
-    assert threads == {"true": "288", "false": "256"}
+    assert threads == {"true": "384", "false": "256"}

@@ -113,9 +113,9 @@ def test_tma_boxes_write_each_element_where_the_staged_layout_reads_it(
 
 
 def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
-                        cache=False)
-    result = module.results["gemm_tma"]
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"],
+                        cache=False, WS=False)
+    result = module.results["gemm_f16"]
     source, spec = result.source, result.spec
     # A's 8-row groups go in warpgroup order (a box each), B's 64-column blocks a box each.
     maps = {(m.param, m.box, m.swizzle_bytes, m.dims) for m in spec.tensor_maps}
@@ -141,8 +141,8 @@ def test_gemm_fills_its_rings_by_tma_on_hopper() -> None:
     # Five stages and their ten 8-byte barriers (full and empty, each to 16 bytes).
     assert f"{5 * (128 * 32 + 32 * 256) * 2 + 2 * 48} bytes of shared memory" in source
     # sm_90 without "a" has no wgmma layouts, so its rings stay on cp.async.
-    portable = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90", kernels=["gemm_tma"],
-                          cache=False).results["gemm_tma"]
+    portable = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90", kernels=["gemm_f16"],
+                          cache=False, TMA=True).results["gemm_f16"]
     assert "cp.async.bulk" not in portable.source and not portable.spec.tensor_maps
 
 
@@ -204,7 +204,7 @@ def test_which_products_fit_a_warpgroup() -> None:
     assert not wgmma_tile_fits(128, 128, 24, 2, 4)  # k not a multiple of 16
 
 
-def _source(target: str, **params: int) -> str:
+def _source(target: str, **params: int | bool) -> str:
     module = tg.compile(
         EXAMPLES / "gemm.tg", target=target, kernels=["gemm_f16"], cache=False, **params
     )
@@ -212,14 +212,14 @@ def _source(target: str, **params: int) -> str:
 
 
 def test_gemm_runs_on_wgmma_on_sm90a_and_on_mma_sync_elsewhere() -> None:
-    hopper = _source("cuda:sm_90a")
+    hopper = _source("cuda:sm_90a", TMA=False, WS=False)
     assert "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16" in hopper
     assert "fence.proxy.async.shared::cta;" in hopper
     assert "__align__(1024)" in hopper
     # Five stages of 128 x 32 and 32 x 256 operands; the scratch area the unaligned fallback
     # loop stages its operands in shares their bytes.
     assert f"{5 * (128 * 32 + 32 * 256) * 2} bytes of shared memory" in hopper
-    assert "cp.async.bulk" not in hopper and "cp.async.cg" in hopper  # tma=true asks for TMA
+    assert "cp.async.bulk" not in hopper and "cp.async.cg" in hopper  # TMA=true asks for TMA
     # The lone product stays in flight across iterations; the loop's exit waits for it.
     assert "wgmma.wait_group.sync.aligned 1;" in hopper
     assert "wgmma.wait_group.sync.aligned 0;" in hopper

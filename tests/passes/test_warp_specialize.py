@@ -36,7 +36,8 @@ PRODUCER_THREADS = WARPGROUP_THREADS if SPLIT is not None else 32
 def _gemm(target: str, ws: bool, **params: object) -> L.LoopKernel:
     program = parse((EXAMPLES / "gemm.tg").read_text(), "gemm.tg")
     tgt = resolve_target(target)
-    tile = build_tile_kernel(program, "gemm_tma", {"WS": ws, **params}, {}, tgt.constants())
+    tile = build_tile_kernel(program, "gemm_f16", {"TMA": True, "WS": ws, **params}, {},
+                             tgt.constants())
     return lower_kernel(tile, tgt)[0]
 
 
@@ -84,9 +85,9 @@ def test_the_producer_warp_issues_every_copy_and_the_warps_only_compute() -> Non
 
 
 def test_the_cuda_c_builds_and_says_who_does_what() -> None:
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"],
                         cache=False, WS=True)
-    result = module.results["gemm_tma"]
+    result = module.results["gemm_f16"]
     source = result.source
     assert result.spec.block_threads == 32 * WARPS + PRODUCER_THREADS
     assert f"__launch_bounds__({32 * WARPS + PRODUCER_THREADS})" in source
@@ -94,7 +95,7 @@ def test_the_cuda_c_builds_and_says_who_does_what() -> None:
     producer = source.split(f"if (thread_idx >= {32 * WARPS}) {{")[1].split("return;")[0]
     assert f"if (thread_idx == {32 * WARPS}) {{" in producer
     assert "mbarrier.arrive.expect_tx" in producer and "cp.async.bulk.tensor" in producer
-    binary, _ = build_binary(source, "gemm_tma", resolve_target("cuda:sm_90a"))
+    binary, _ = build_binary(source, "gemm_f16", resolve_target("cuda:sm_90a"))
     assert binary
 
 
@@ -130,9 +131,9 @@ def test_the_producer_warpgroup_hands_its_registers_to_the_consumers_on_every_pa
     assert len(grows) == len(shrinks) == 2
     # ptxas builds it with the launch bound's registers and, given the consumers' count, spills
     # nothing (with one producer warp and no split, the 128 x 256 tile spilled).
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"],
                         cache=False, WS=True)
-    usage = compile_cuda(module.results["gemm_tma"].source, "gemm_tma", "sm_90a").resources
+    usage = compile_cuda(module.results["gemm_f16"].source, "gemm_f16", "sm_90a").resources
     assert usage is not None and not usage.spills
     assert usage.registers == launch_registers(32 * WARPS + WARPGROUP_THREADS)
 

@@ -155,14 +155,14 @@ def test_hopper_gemm_through_tma(m: int, n: int, k: int, warp_specialize: bool) 
     """Ragged M, N, K (zero-filled boxes past the edges), a single 8 x 8 x 8 product, rows
     of A 140 bytes apart, which TMA cannot read (the plain path, with a zero map), and 65
     slabs of K (every ring slot's barriers through many phases); with the copies issued by
-    the kernel's warps or by a producer warp of their own."""
+    the kernel's warps or by a producer warpgroup of their own."""
     import cupy
 
     if int(cupy.cuda.Device().compute_capability) < 90:
         pytest.skip("TMA needs sm_90")
-    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_tma"],
-                        WS=warp_specialize)
-    kernel = module["gemm_tma"]
+    module = tg.compile(EXAMPLES / "gemm.tg", target="cuda:sm_90a", kernels=["gemm_f16"],
+                        TMA=True, WS=warp_specialize)
+    kernel = module["gemm_f16"]
     assert kernel.spec.tensor_maps
     rng = np.random.default_rng(m * n + k)
     a = cupy.asarray(rng.standard_normal((m, k)).astype(np.float16))
