@@ -44,8 +44,9 @@ def knob_features(config: Config) -> tuple[float, ...]:
     out = []
     for name in sorted(config)[:MAX_KNOBS]:
         v = config[name]
-        if isinstance(v, bool | int | float):
-            out.append(float(np.sign(v) * np.log2(1.0 + abs(float(v)))))
+        if isinstance(v, bool | int | float):  # a bool param is its 0 or 1
+            x = float(v)
+            out.append(float(np.sign(x) * np.log2(1.0 + abs(x))))
         else:
             out.append(int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=2).digest(),
                                       "little") / 65536.0)

@@ -146,6 +146,9 @@ def test_knob_values_reach_the_model_beside_the_ir_features() -> None:
     assert knob_features({"BM": 16})[0] == pytest.approx(np.log2(17))
     many = {f"P{i:02d}": i for i in range(2 * MAX_KNOBS)}
     assert len(knob_features(many)) == MAX_KNOBS
+    # A bool param (TMA, WS) is the number it stands for: its two values differ.
+    assert knob_features({"WS": True})[0] == pytest.approx(1.0)
+    assert knob_features({"WS": False})[0] == 0.0
     layout = knob_features({"LAYOUT": "row"})[0]
     assert 0 <= layout < 1 and layout == knob_features({"LAYOUT": "row"})[0]
 
