@@ -271,8 +271,8 @@ _TABLE: tuple[Builtin, ...] = (
         "compiler issues S - 1 iterations ahead on CUDA (tensor-core operands through shared "
         "memory, other unmasked loads through registers); a plain `range` on the CPU. With "
         "`tma=true`, sm_90+ copies wgmma operands by TMA instead of `cp.async`; with "
-        "`warp_specialize=true` too, one extra producer warp issues every copy while the "
-        "kernel's warps only compute.",
+        "`warp_specialize=true` too, extra producer warps (on sm_90a a warpgroup that hands "
+        "its registers to the others) issue every copy while the kernel's warps only compute.",
         "as `range`; `stages` a constant int ≥ 1; `tma`, `warp_specialize` constant bools",
     ),
 )
