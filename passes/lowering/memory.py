@@ -190,6 +190,44 @@ class GlobalMemory(LoweringBase):
             test = land(test, land(L.Binary(BIN.GE, start, c64(0)), L.Binary(BIN.LE, end, extent)))
         return test
 
+    def row_alignment_facts(self, tensor: Tensor) -> dict[L.Var, int]:
+        """What size and stride symbols must be multiples of for every row of ``tensor`` to
+        start on a ``vector_bytes`` boundary (its base does: CUDA calls refuse any other).
+        Sufficient, not necessary: a packed row of ``K`` codes asks for ``K * bits`` a
+        multiple of ``8 * vector_bytes``. Nothing where no symbol decides it (constant
+        rows, 1-d tensors) or on the CPU, whose vector accesses assume element alignment
+        only."""
+        if not self.gpu or len(tensor.shape) < 2:
+            return {}
+        vector = self.target.vector_bytes
+        if tensor.packed_bits:
+            # Byte strides of whole rows of codes: ceil(K * bits / 8) for the last dim.
+            checks = [(tensor.shape[-1], 8 * vector // math.gcd(tensor.packed_bits, 8 * vector))]
+        else:
+            itemsize = tensor.buffer.dtype.itemsize
+            checks = [(stride, vector // math.gcd(vector, itemsize))
+                      for stride in tensor.strides[:-1]]
+        return {expr: multiple for expr, multiple in checks
+                if isinstance(expr, L.Var) and multiple > 1}
+
+    def rows_aligned(self, loads: list[LoadOp]) -> L.Expr | None:
+        """One test that the tensors ``loads`` read runs of (along their rows: a load of one
+        element a row needs no alignment) have rows on vector boundaries
+        (:meth:`row_alignment_facts`), one term per symbol. Where it holds, ``simplify``
+        knows those symbols' divisibility and the vector accesses' own alignment tests
+        fold (``(row * K + k) % 8 == 0`` for rows of f16)."""
+        wanted: dict[L.Var, int] = {}
+        for op in loads:
+            tensor = self.vals[op.tensor.name]
+            if not isinstance(tensor, Tensor) or op.window.sizes[-1] <= 1:
+                continue
+            for var, multiple in self.row_alignment_facts(tensor).items():
+                wanted[var] = math.lcm(wanted.get(var, 1), multiple)
+        test: L.Expr | None = None
+        for var, multiple in wanted.items():
+            test = land(test, L.Binary(BIN.EQ, L.Binary(BIN.MOD, var, c64(multiple)), c64(0)))
+        return test
+
     def run_width(
         self, tensor: Tensor, axes, lay: BlockedLayout, dtype: DType, has_mask: bool
     ) -> int:

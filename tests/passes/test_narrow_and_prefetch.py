@@ -170,3 +170,40 @@ def test_a_prefetch_tests_its_windows_once_where_they_are_inside() -> None:
                 if b.scope is L.Scope.LOCAL and "_packed" in b.name}
                for body in (tested.then_body, tested.else_body)]
     assert written[0] == written[1] != set()  # the same ring slot either way
+
+
+def _alignment_tests(stmt: L.Stmt) -> int:
+    """Tests of the form ``e % c == 0`` (a run's alignment) in ``stmt``'s conditions."""
+    count = 0
+    for s in L.walk_stmts(stmt):
+        if isinstance(s, L.If):
+            for e in L.walk_exprs(s.cond):
+                if (isinstance(e, L.Binary) and e.op is L.BinaryOp.EQ
+                        and isinstance(e.lhs, L.Binary) and e.lhs.op is L.BinaryOp.MOD):
+                    count += 1
+    return count
+
+
+def test_the_fast_prefetch_also_asks_for_aligned_rows_and_drops_its_alignment_tests() -> None:
+    """The block-wide test of the prefetch's fast version also asks that every row of the
+    packed weights (N codes of 4 bits) start on a 16-byte boundary, N a multiple of 32;
+    under it the runs' own alignment tests fold, so its loads are plain vector loads. The
+    other version keeps them; on the CPU nothing is asked."""
+    loop = lowered(GEMV, "gemv", cuda_target("sm_90a"))
+    (ring_loop,) = [s for s in L.walk_stmts(loop.body)
+                    if isinstance(s, L.For) and s.kind is L.LoopKind.SERIAL]
+    (tested,) = [s for s in L.walk_stmts(ring_loop.body)
+                 if isinstance(s, L.If) and s.else_body is not None
+                 and any(isinstance(e, L.Binary) and e.op is L.BinaryOp.LE
+                         for e in L.walk_exprs(s.cond))]
+    asked = [e for e in L.walk_exprs(tested.cond)
+             if isinstance(e, L.Binary) and e.op is L.BinaryOp.MOD]
+    assert [(str(e.lhs), e.rhs) for e in asked] == [("N", L.Const(32, i64))] or any(
+        isinstance(e.rhs, L.Const) and e.rhs.value == 32 for e in asked)
+    assert _alignment_tests(tested.then_body) == 0
+    assert _alignment_tests(tested.else_body) > 0
+    cpu = lowered(GEMV, "gemv", cpu_target())
+    assert not any(isinstance(e, L.Binary) and e.op is L.BinaryOp.MOD
+                   and isinstance(e.rhs, L.Const) and e.rhs.value == 32
+                   for s in L.walk_stmts(cpu.body) if isinstance(s, L.If)
+                   for e in L.walk_exprs(s.cond))
