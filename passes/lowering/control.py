@@ -544,32 +544,38 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         ]
 
     def ring_issue(self, plan: list[_PrefetchedLoad], ring: list[list[RegTile]],
-                   loop_var: Value, var: L.Var, step: L.Expr, stages: int) -> None:
+                   loop_var: Value, var: L.Var, step: L.Expr, stages: int,
+                   streaming: bool = False) -> None:
         """At the top of iteration ``var``: issue iteration ``var + stages - 1``'s loads into
-        the ring's newest slot, and bind the loads to the oldest, this iteration's."""
+        the ring's newest slot, and bind the loads to the oldest, this iteration's.
+        ``streaming``: the loop has no tensor-core product (see :meth:`prefetch_tested`)."""
         if not plan:
             return
-        ring.append(self.prefetch_tested(plan, loop_var, add(var, mul(c64(stages - 1), step))))
+        ring.append(self.prefetch_tested(plan, loop_var, add(var, mul(c64(stages - 1), step)),
+                                         streaming))
         for p, tile in zip(plan, ring[0], strict=True):
             self.vals[p.load.result.name] = tile
 
-    def prefetch_tested(self, plan: list[_PrefetchedLoad], loop_var: Value, k_value: L.Expr
-                        ) -> list[RegTile]:
+    def prefetch_tested(self, plan: list[_PrefetchedLoad], loop_var: Value, k_value: L.Expr,
+                        streaming: bool = False) -> list[RegTile]:
         """``prefetch`` in two versions that fill the same registers: where every window of
-        the iteration lies inside its tensor and every row of those tensors starts on a
-        vector boundary (one test for the block, on scalars), the loads skip their
-        elements' bounds tests and their runs' alignment tests; elsewhere (the last
-        iterations' prefetches past the loop's end, edge blocks, rows of odd lengths) they
-        keep them. The per-element tests are most of what a streaming loop issues besides
-        its arithmetic: a GEMV slab of 16 codes a thread spent about a third of its time in
-        them, and the alignment tests a tenth (measured by removing them by hand)."""
+        the iteration lies inside its tensor (one test for the block, on scalars), the loads
+        skip their elements' bounds tests; elsewhere (the last iterations' prefetches past
+        the loop's end, edge blocks) they keep them. The per-element tests are most of what
+        a streaming loop issues besides its arithmetic: a GEMV slab of 16 codes a thread
+        spent about a third of its time in them. In a ``streaming`` loop (no tensor-core
+        product) the test also asks that every row of those tensors start on a vector
+        boundary, so the runs' alignment tests fold too (another tenth of the GEMV's time,
+        both measured by removing the tests by hand); a tensor-core loop's operand loads
+        are a small part of its slab, and there the unguarded loads' longer live ranges
+        made ptxas spill (the 4-bit integer dot on sm_80)."""
         with self.at_iteration(plan, loop_var, k_value):
             inside: L.Expr | None = None
             for p in plan:
                 tensor = self.vals[p.load.tensor.name]
                 assert isinstance(tensor, Tensor)
                 inside = land(inside, self.window_test(p.load, tensor))
-            if inside is not None:
+            if inside is not None and streaming:
                 inside = land(inside, self.rows_aligned([p.load for p in plan]))
             if inside is None:
                 return self.issue_loads(plan)
@@ -632,8 +638,11 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         prefetch = prefetch or []
         ring = self.ring_prologue(prefetch, loop_var, start, step, op.pipeline_stages)
 
+        streaming = not any(isinstance(o, DotOp) and self.mma_atom(o) is not None
+                            for o in walk_ops(op.body))
+
         def lower_body(var: L.Var, hoisted: frozenset[int]) -> None:
-            self.ring_issue(prefetch, ring, loop_var, var, step, op.pipeline_stages)
+            self.ring_issue(prefetch, ring, loop_var, var, step, op.pipeline_stages, streaming)
             self.vals[loop_var.name] = Scalar(
                 cast(var, loop_var.tile.dtype) if loop_var.tile.dtype is not i64 else var
             )
