@@ -370,14 +370,30 @@ class WgmmaAtom:
     max_n: int = 256
     arch: str = "sm_90a"  # the one architecture with wgmma (``Target.has_wgmma``)
 
+    @property
+    def integer(self) -> bool:
+        """An 8-bit integer atom (``s32`` accumulators): both operands K-major, no negation
+        or transpose immediates, and ``n`` a multiple of 16 past 24."""
+        return self.acc_dtype == i32
+
+    def takes_n(self, n: int) -> bool:
+        """Whether one instruction can be ``n`` columns wide."""
+        step = 16 if self.integer and n > 24 else 8
+        return 0 < n <= self.max_n and n % step == 0
+
     def ptx(self, n: int, trans_b: bool) -> str:
+        if not self.takes_n(n):
+            raise ValueError(f"{self.name} has no {n}-column form")
+        if trans_b and self.integer:
+            raise ValueError(f"{self.name} reads B K-major only")
         regs = n // 2
         d = ",".join(f"%{i}" for i in range(regs))
+        immediates = "" if self.integer else f", 1, 1, 0, {int(trans_b)}"
         return (
             "{ .reg .pred accumulate; "
             f"setp.ne.b32 accumulate, %{regs + 2}, 0; "
             f"wgmma.mma_async.sync.aligned.m{self.m}n{n}k{self.k}.{self.ptx_types} "
-            f"{{{d}}}, %{regs}, %{regs + 1}, accumulate, 1, 1, 0, {int(trans_b)}; }}"
+            f"{{{d}}}, %{regs}, %{regs + 1}, accumulate{immediates}; }}"
         )
 
     def multiply(
@@ -389,7 +405,7 @@ class WgmmaAtom:
         return Asm(
             self.ptx(n, trans_b),
             tuple((acc, i) for i in acc_index),
-            ("+f",) * len(acc_index),
+            ("+r" if self.integer else "+f",) * len(acc_index),
             (desc_a, desc_b, Const(1, i32)),
             ("l", "l", "r"),
             memory=True,
@@ -399,6 +415,9 @@ class WgmmaAtom:
 WGMMA_ATOMS: tuple[WgmmaAtom, ...] = (
     WgmmaAtom("wgmma_m64k16_f16_f32", 16, f16, f16, f32, "f32.f16.f16"),
     WgmmaAtom("wgmma_m64k16_bf16_f32", 16, bf16, bf16, f32, "f32.bf16.bf16"),
+    # 8-bit integers (W8A8, and W4A4 widened to i8): 32 deep, exact s32 sums.
+    WgmmaAtom("wgmma_m64k32_s8_s32", 32, i8, i8, i32, "s32.s8.s8"),
+    WgmmaAtom("wgmma_m64k32_u8_s32", 32, u8, u8, i32, "s32.u8.u8"),
 )
 
 # wgmma's ordering: registers the accumulator shares with other instructions are fenced
@@ -422,12 +441,13 @@ def find_wgmma(a: DType, b: DType, acc: DType, arch: str) -> WgmmaAtom | None:
     return None
 
 
-def wgmma_tile_fits(m: int, n: int, k: int, itemsize: int, num_warps: int) -> bool:
-    """Whether a ``dot`` of an ``m x k`` by ``k x n`` tile runs on wgmma with ``num_warps``
-    warps: whole warpgroups stacked along M, 64 rows per instruction, both operands' rows
-    whole swizzle rows (either may be K- or MN-major), and at most 128 accumulator values a
-    thread (more spills)."""
-    if num_warps % 4 or m % (16 * num_warps) or n % 8 or k % 16:
+def wgmma_tile_fits(atom: WgmmaAtom, m: int, n: int, k: int, num_warps: int) -> bool:
+    """Whether a ``dot`` of an ``m x k`` by ``k x n`` tile runs on ``atom`` with
+    ``num_warps`` warps: whole warpgroups stacked along M, 64 rows per instruction, ``k`` in
+    whole instructions, both operands' rows whole swizzle rows (either may be K- or
+    MN-major), and at most 128 accumulator values a thread (more spills)."""
+    itemsize = atom.a_dtype.itemsize
+    if num_warps % 4 or m % (16 * num_warps) or n % 8 or k % atom.k:
         return False
     if m * n // (32 * num_warps) > 128:
         return False

@@ -412,9 +412,8 @@ class _Inference:
         warpgroup_atom = find_wgmma(
             op.a.tile.dtype, op.b.tile.dtype, op.acc.tile.dtype, self.target.arch
         )
-        if warpgroup_atom is not None and wgmma_tile_fits(
-            m, n, k, op.a.tile.dtype.itemsize, self.num_warps
-        ):
+        if warpgroup_atom is not None and wgmma_tile_fits(warpgroup_atom, m, n, k,
+                                                          self.num_warps):
             return wgmma_accumulator_layout((m, n), self.num_warps)
         return mma_accumulator_layout(op.acc.tile.shape, self.num_warps, atom.m, atom.n)  # type: ignore[arg-type]
 

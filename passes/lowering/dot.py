@@ -208,7 +208,7 @@ class Dots(LoweringBase):
             return None
         if (lay.spt, lay.tpw, lay.wpc, lay.order) != ((1, 2), (8, 4), (warps, 1), (1, 0)):
             return None
-        return atom if wgmma_tile_fits(m, n, k, atom.a_dtype.itemsize, warps) else None
+        return atom if wgmma_tile_fits(atom, m, n, k, warps) else None
 
     def staged_operand(
         self, op: DotOp, role: str, buffer: L.Buffer, base: L.Expr, n_major: bool = False
@@ -323,7 +323,7 @@ class Dots(LoweringBase):
         # One instruction spans all of B's columns when it can (up to 256); wider tiles split
         # at swizzle-block boundaries (64 columns).
         n_step = n
-        if n > atom.max_n:
+        if not atom.takes_n(n):
             n_step = max(d for d in range(64, atom.max_n + 1, 64) if n % d == 0)
 
         def advanced(desc: L.Var, elements: int) -> L.Expr:

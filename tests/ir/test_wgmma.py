@@ -196,12 +196,32 @@ def test_which_products_fit_a_warpgroup() -> None:
     assert find_wgmma(bf16, bf16, f32, "sm_90a") is not None
     assert find_wgmma(f16, f16, f32, "sm_90") is None  # wgmma needs the "a" architecture
     assert find_wgmma(f16, f16, f32, "sm_100a") is None
-    assert find_wgmma(i8, i8, i32, "sm_90a") is None  # integer operands stay on mma.sync
-    assert wgmma_tile_fits(128, 256, 32, 2, 8)
-    assert not wgmma_tile_fits(128, 256, 32, 2, 4)  # 256 accumulator values a thread
-    assert not wgmma_tile_fits(64, 128, 32, 2, 8)  # 32 rows a warpgroup: not one instruction
-    assert not wgmma_tile_fits(128, 128, 32, 2, 2)  # no whole warpgroup
-    assert not wgmma_tile_fits(128, 128, 24, 2, 4)  # k not a multiple of 16
+    half = find_wgmma(f16, f16, f32, "sm_90a")
+    assert wgmma_tile_fits(half, 128, 256, 32, 8)
+    assert not wgmma_tile_fits(half, 128, 256, 32, 4)  # 256 accumulator values a thread
+    assert not wgmma_tile_fits(half, 64, 128, 32, 8)  # 32 rows a warpgroup: not one instruction
+    assert not wgmma_tile_fits(half, 128, 128, 32, 2)  # no whole warpgroup
+    assert not wgmma_tile_fits(half, 128, 128, 24, 4)  # k not a multiple of 16
+    # 8-bit integers: 32 deep per instruction, exact s32 sums.
+    byte = find_wgmma(i8, i8, i32, "sm_90a")
+    assert byte is not None and byte.integer and byte.k == 32
+    assert find_wgmma(i8, i8, i32, "sm_80") is None
+    assert wgmma_tile_fits(byte, 256, 128, 128, 8)
+    assert not wgmma_tile_fits(byte, 256, 128, 48, 8)  # k not a multiple of 32
+
+
+def test_integer_wgmma_has_no_immediates_and_only_its_widths() -> None:
+    """The integer form takes D, the descriptors and scale-d alone (no negation or transpose
+    immediates: both operands K-major), and past 24 columns only multiples of 16."""
+    byte = find_wgmma(i8, i8, i32, "sm_90a")
+    text = byte.ptx(128, trans_b=False)
+    assert "m64n128k32.s32.s8.s8" in text and text.endswith("%64, %65, accumulate; }")
+    assert byte.takes_n(24) and byte.takes_n(256) and not byte.takes_n(40)
+    with pytest.raises(ValueError, match="K-major"):
+        byte.ptx(128, trans_b=True)
+    with pytest.raises(ValueError, match="no 40-column form"):
+        byte.ptx(40, trans_b=False)
+    assert find_wgmma(f16, f16, f32, "sm_90a").takes_n(40)
 
 
 def _source(target: str, **params: int | bool) -> str:

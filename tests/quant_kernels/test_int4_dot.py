@@ -73,7 +73,9 @@ def test_low_bit_integer_dot_uses_the_s8_atom(arch: str) -> None:
     module = tg.compile(SOURCE, target=f"cuda:{arch}", cache=False)
     for name in PAIRS:
         result = module.results[f"dot_{name}"]
-        assert "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32" in result.source
+        atom = ("wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8" if arch == "sm_90a"
+                else "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32")
+        assert atom in result.source
         assert "spill" not in result.backend_log or " 0 bytes spill stores" in result.backend_log
 
 

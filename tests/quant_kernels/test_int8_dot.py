@@ -46,12 +46,18 @@ def test_int8_dot_on_cpu(kernel: str) -> None:
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_int8_dot_uses_the_s8_atom(arch: str) -> None:
+    """mma.sync's s8 atom on sm_80; on sm_90a the warpgroup one, whose operands are both
+    K-major (B n-major in shared memory, read through a descriptor without transpose)."""
     module = tg.compile(SOURCE, target=f"cuda:{arch}", cache=False)
     for kernel in ("dot_kn", "dot_nk"):
         source = module.results[kernel].source
-        assert "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32" in source
-        # Both operands' ldmatrix loads are untransposed: B is n-major in shared memory.
-        assert "ldmatrix" in source and ".trans" not in source
+        if arch == "sm_90a":
+            assert "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8" in source
+            assert "mma.sync" not in source and "ldmatrix" not in source
+        else:
+            assert "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32" in source
+            # Both operands' ldmatrix loads are untransposed: B is n-major in shared memory.
+            assert "ldmatrix" in source and ".trans" not in source
         log = module.results[kernel].backend_log
         assert "spill" not in log or " 0 bytes spill stores" in log
     # The [N, K] slab reaches shared memory in 16-byte stores, the [K, N] one a byte at a time.
