@@ -44,6 +44,7 @@ __all__ = [
     "build_tile_kernel",
     "declared_params",
     "dtype_params",
+    "param_defaults",
     "param_space",
     "size_symbols",
     "specialization_symbols",
@@ -491,6 +492,17 @@ def param_space(
     known = size_symbols(kernel)
     given = {k: v for k, v in (symbols or {}).items() if k in known}
     return _defaults(kernel, {}, given)[1]
+
+
+def param_defaults(
+    kernel: ast.KernelDef, symbols: Mapping[str, int] | None = None,
+    target: Mapping[str, Scalar] | None = None,
+) -> dict[str, Scalar]:
+    """Each compile-time param's declared default at these size symbols on ``target`` (its
+    constants: ``CUDA``, ``SM``, ``WGMMA``): what a compile that sets nothing builds."""
+    known = size_symbols(kernel)
+    given = {k: v for k, v in (symbols or {}).items() if k in known}
+    return _defaults(kernel, {}, given, target)[0]
 
 
 # ----------------------------------------------------------------------------- the builder

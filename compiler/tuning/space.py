@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tegula.compiler import syntax as ast
 from tegula.compiler.constexpr import Scalar
-from tegula.compiler.frontend import dtype_params, param_space
+from tegula.compiler.frontend import dtype_params, param_defaults, param_space
 from tegula.ir.loop import LoopKernel, Scope
 from tegula.ir.target import Target
 from tegula.passes.analysis.register_pressure import peak_local_words
@@ -111,6 +111,15 @@ class SearchSpace:
     def default(self) -> Config:
         """The first candidate of every param (the header's default when it is the first)."""
         return {name: c[0] for name, c in self.params}
+
+    def declared(self, kernel: ast.KernelDef, shapes: Mapping[str, int],
+                 target: Target) -> Config | None:
+        """The point a compile that sets nothing builds at ``shapes`` on ``target`` (the
+        header's defaults), or None where it is not a point of this space (a default
+        outside its own candidates, or pruned)."""
+        values = param_defaults(kernel, shapes, target.constants())
+        point = {name: values[name] for name in self.names if name in values}
+        return point if self.contains(point) else None
 
     def configs(self) -> Iterator[Config]:
         """Every point, in declaration order (the last param fastest)."""

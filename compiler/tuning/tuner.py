@@ -184,9 +184,18 @@ def tune(
         run = _Run(src, shapes, dtypes, str(tgt), space, database, measurer, rng, model,
                    seed, epsilon, transfer)
         batch = batch_size or _default_batch(model, len(measurer.workers), measurer.parallel)
+        # The declared defaults go first (unless measured before): whatever the search then
+        # finds, the tuned config is never slower than the untuned kernel at this shape.
+        declared = space.declared(src.kernel, shapes, tgt)
+        first = [declared] if declared is not None and config_key(
+            declared) not in run.loop.measured else []
         with _progress(progress, trials, f"tuning {kernel}") as bar:
             while run.trials < trials:
-                configs = run.loop.next_batch(min(batch, trials - run.trials))
+                size = min(batch, trials - run.trials)
+                configs = first + [c for c in run.loop.next_batch(size - len(first))
+                                   if not first or config_key(c) != config_key(first[0])
+                                   ][:size - len(first)]
+                first = []
                 if not configs:
                     break  # every legal point is measured
                 run.record(measurer.measure([space.complete(c) for c in configs]), configs)

@@ -198,3 +198,20 @@ def test_a_kernel_is_tuned_at_each_value_of_its_dtype_params_apart(tmp_path: Pat
     with pytest.raises(Exception, match="f32"):
         tune(WIDEN, "widen", {"N": 64}, trials=1, target="cpu", progress=False,
              constants={"WT": "f32"})
+
+
+def test_the_declared_defaults_are_measured_first(tmp_path: Path) -> None:
+    """A tuned config is never slower than the untuned kernel at its shape: the header's
+    defaults (here not the first candidates) are the first point measured, once."""
+    source = ROWSUM.replace("params BM in (1, 2, 4), BN in (32, 64, 128, 256)",
+                            "params BM = 2 in (1, 2, 4), BN = 128 in (32, 64, 128, 256)")
+    db = tmp_path / "db.jsonl"
+    for seed in (0, 1):
+        result = tune(source, "rowsum", {"M": 64, "N": 1000}, trials=3, target="cpu", db=db,
+                      parallel=1, progress=False, model="random", seed=seed)
+        configs = [(r.config["BM"], r.config["BN"]) for r in result.records]
+        assert len(configs) == len(set(configs)) == 3
+        if seed == 0:
+            assert configs[0] == (2, 128)
+        else:  # measured by the first run: not measured again
+            assert (2, 128) not in configs
