@@ -37,6 +37,7 @@ from tegula.ir.tile import (
     LoadOp,
     Op,
     ThreadIndexOp,
+    TransposeOp,
     Value,
     YieldOp,
     walk_ops,
@@ -152,14 +153,21 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             if not isinstance(o, DotOp) or self.mma_atom(o) is None:
                 continue
             for operand, role in ((o.a, "a"), (o.b, "b")):
+                if len(uses.get(operand.name, [])) != 1:
+                    continue
                 load = producers.get(operand.name)
+                transpose = None
+                if (role == "b" and isinstance(load, TransposeOp) and load.perm == (1, 0)
+                        and len(uses.get(load.source.name, [])) == 1):
+                    transpose, load = load, producers.get(load.source.name)
                 if not isinstance(load, LoadOp) or load.mask is not None or load.other is not None:
                     continue
-                if len(uses.get(operand.name, [])) != 1 or load.result.tile.rank != 2:
+                if load.result.tile.rank != 2:
                     continue
-                if role == "b" and load.result.tile.dtype.itemsize == 1:
+                if role == "b" and load.result.tile.dtype.itemsize == 1 and transpose is None:
                     # 8-bit B fragments want the tile n-major in shared memory (ldmatrix has
-                    # no byte transpose); a k-major copy cannot give that.
+                    # no byte transpose, integer wgmma reads B K-major only); a k-major copy
+                    # cannot give that. A B stored [N, K] and transposed can.
                     continue
                 tensor = self.vals[load.tensor.name]
                 if not isinstance(tensor, Tensor) or not tensor.contiguous_last:
@@ -174,7 +182,12 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
                 chain = _scalar_chain(load.window.starts, producers)
                 if chain is None:
                     continue
-                plan.append(_PipelinedLoad(load, chain, chunk, o, role))
+                plan.append(_PipelinedLoad(load, chain, chunk, o, role, transpose))
+        # A transposed operand gets a ring only beside its product's other operand: with the
+        # other one staged from registers, ptxas spilled on sm_80 (its default register
+        # budget there), and such a loop gains less (it keeps its register staging anyway).
+        ringed = {(id(p.dot), p.role) for p in plan}
+        plan = [p for p in plan if p.transpose is None or (id(p.dot), "a") in ringed]
         return plan or None
 
     def pipeline_guard(self, plan: list[_PipelinedLoad]) -> L.Expr:
@@ -230,7 +243,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             buf = L.Buffer(name, dtype, L.Scope.SHARED, numel * stages, 0)
             self.buffers.append(buf)
             nbytes = numel * stages * dtype.itemsize
-            staged = self.staged_operand(p.dot, p.role, buf, c64(0))
+            staged = self.staged_operand(p.dot, p.role, buf, c64(0),
+                                         n_major=p.transpose is not None)
             align = WGMMA_SMEM_ALIGN if staged.wgmma is not None else 16
             self.shared_allocs.append(SharedAlloc(name, nbytes, align, ring=True))
             rings.append((buf, numel))
@@ -245,10 +259,15 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         ahead = stages - 2 if overlapped is not None else stages - 1
 
         def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
-            return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)))
+            return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)),
+                                       n_major=p.transpose is not None)
 
         tma = None
-        if op.pipeline_tma:
+        if op.pipeline_tma and any(p.transpose is not None for p in plan):
+            where = f" at line {op.loc.line}" if op.loc is not None else ""
+            self.notes.append(f"tma not applied to the loop{where}: an operand is transposed "
+                              "in registers (its slabs are copied by cp.async)")
+        elif op.pipeline_tma:
             tma = self.tma_operands(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
                                            zip(plan, rings, strict=True)])
         barriers = self.slot_barriers(stages) if tma is not None else None
@@ -340,9 +359,10 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         self.vals[loop_var.name] = Scalar(cast(var, loop_var.tile.dtype))
         for a, c in zip(op.body.args[1:], carried, strict=True):
             self.vals[a.name] = self.read_carried(a.name, c)
-        skip = planned | {id(p.load) for p in in_registers}
+        skip = planned | {id(p.load) for p in in_registers} | {
+            id(p.transpose) for p in plan if p.transpose is not None}
         for p, (buf, numel) in zip(plan, rings, strict=True):
-            self.vals[p.load.result.name] = staged(p, buf, stage, numel)
+            self.vals[p.operand.name] = staged(p, buf, stage, numel)
         for o in op.body.ops:
             if isinstance(o, YieldOp) or id(o) in skip:
                 continue
@@ -464,6 +484,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
                 coords = self.coords(lay, first)
                 offset, ok_first = self.element_address(tensor, starts, axes, coords)
                 _, ok_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
+                # The ring is in the operand's coordinates: (k, n) for a transposed B.
+                at = coords[::-1] if p.transpose is not None else coords
                 ok = self.let("chunk_ok", land(land(ok_first, ok_last), live))  # type: ignore[arg-type]
                 src = L.Address(tensor.buffer, L.Select(ok, offset, c64(0)))
                 nbytes = L.Select(ok, L.Const(16, u32), L.Const(0, u32))
@@ -472,7 +494,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
                         atom.ptx,
                         (),
                         (),
-                        (L.Address(dst.buffer, dst.offset(coords)), src, nbytes),
+                        (L.Address(dst.buffer, dst.offset(at)), src, nbytes),
                         ("r", "l", "r"),
                         memory=True,
                     )
@@ -782,3 +804,11 @@ class _PipelinedLoad:
     chunk: int  # elements per 16-byte cp.async
     dot: DotOp  # the tensor-core product it feeds
     role: str  # as its operand "a" or "b"
+    # A B operand loaded as stored, [N, K], and transposed in registers: its ring holds the
+    # slab n-major (K contiguous), which is the stored order, so copies keep their chunks.
+    transpose: TransposeOp | None = None
+
+    @property
+    def operand(self) -> Value:
+        """The value the product reads: the transposed tile, or the load's."""
+        return self.transpose.result if self.transpose is not None else self.load.result
