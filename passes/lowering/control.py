@@ -263,11 +263,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
                                        n_major=p.transpose is not None)
 
         tma = None
-        if op.pipeline_tma and any(p.transpose is not None for p in plan):
-            where = f" at line {op.loc.line}" if op.loc is not None else ""
-            self.notes.append(f"tma not applied to the loop{where}: an operand is transposed "
-                              "in registers (its slabs are copied by cp.async)")
-        elif op.pipeline_tma:
+        if op.pipeline_tma:
             tma = self.tma_operands(plan, [staged(p, buf, c64(0), n) for p, (buf, n) in
                                            zip(plan, rings, strict=True)])
         barriers = self.slot_barriers(stages) if tma is not None else None

@@ -11,7 +11,7 @@ symbols (``LoopKernel.tensor_maps``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from tegula.ir import loop as L
@@ -134,6 +134,9 @@ class TmaCopies(LoweringBase):
         operands = []
         for p, tile in zip(plan, stages, strict=True):
             tensor = self.vals[p.load.tensor.name]
+            if p.transpose is not None:
+                # Its n-major ring is the load's tile row-major: boxes in the tensor's frame.
+                tile = replace(tile, shape=tile.shape[::-1], column_major=False)
             lay = tile.wgmma
             if lay is None or tile.column_major or not isinstance(tensor, Tensor):
                 return None

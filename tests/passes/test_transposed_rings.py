@@ -1,9 +1,9 @@
 """A B operand stored [N, K] and transposed in registers (``transpose(load(w[j : +BN, k :
 +BK]))``, a linear layer's weights) is pipelined like a plain one: its ring holds the slab
 n-major, the stored order, so ``cp.async`` copies 16-byte chunks of its rows and the product
-reads it K-major (8-bit operands included, which a k-major copy could not serve). Checked
-on the Loop IR and the generated CUDA C; the GPU runs these kernels in tests/quant_kernels
-and tests/e2e."""
+reads it K-major (8-bit operands included, which a k-major copy could not serve); on sm_90a
+TMA boxes over the stored tensor fill it too. Checked on the Loop IR and the generated CUDA
+C; the GPU runs such kernels in tests/quant_kernels and tests/e2e."""
 
 from __future__ import annotations
 
@@ -69,7 +69,19 @@ def test_a_transposed_b_is_copied_into_a_ring(kind: str, target: str) -> None:
                    for r in rings for line in result.source.splitlines())
 
 
-def test_tma_leaves_a_transposed_operand_to_cp_async_with_a_note() -> None:
-    kernel = _lowered("f16", "cuda:sm_90a", tma=True)
-    assert not kernel.tensor_maps
-    assert any("tma not applied" in n and "transposed" in n for n in kernel.notes)
+@pytest.mark.parametrize("kind", sorted(TYPES))
+def test_tma_fills_a_transposed_ring_in_the_tensors_frame(kind: str) -> None:
+    """The n-major ring is the load's tile row-major, so TMA boxes over the stored [N, K]
+    tensor fill it: one box a swizzle block of K (128 bytes) by the tile's N rows, and with a
+    producer warpgroup too."""
+    kernel = _lowered(kind, "cuda:sm_90a", tma=True)
+    t, _, _ = TYPES[kind]
+    itemsize = 1 if t == "i8" else 2
+    weights = [m for m in kernel.tensor_maps if m.tensor.name == "w"]
+    assert weights and all(m.box[:2] == (128 // itemsize, 128) for m in weights)
+    assert not kernel.notes
+    source = _source(kind, tma=True).replace("tma=true", "tma=true, warp_specialize=true")
+    result = tg.compile(source, target="cuda:sm_90a", cache=False).results["nt"]
+    assert result.spec.block_threads == 8 * 32 + 128
+    assert "setmaxnreg.inc" in result.source
+    assert " 0 bytes spill stores" in result.backend_log
