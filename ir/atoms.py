@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from .dtypes import DType, bf16, f16, f32, i8, i32, i64, u8, u64
+from .dtypes import DType, bf16, dtype, f16, f32, i8, i32, i64, tf32, u8, u64
 from .layout import Layout
 from .loop import Asm, Binary, BinaryOp, Buffer, Cast, Const, Expr, Load
 
@@ -37,15 +37,24 @@ class MmaAtom:
     b_layout: Layout  # (thread, value) -> row-major index in the k x n tile
     c_layout: Layout  # (thread, value) -> row-major index in the m x n tile
     min_arch: int = 80
+    # Whether the lowering stages operands for it (and ``find_mma`` offers it). The others
+    # are described for layout reasoning and drawing: tf32 and 4-bit operands would need
+    # B n-major for 32-bit elements, and k counted in packed bytes, which no lowering does.
+    lowered: bool = True
+
+    @staticmethod
+    def _register_bits(dtype: DType) -> int:
+        """How many bits an element takes in a fragment register (tf32 fills 32)."""
+        return 32 if dtype == tf32 else dtype.bits
 
     @property
     def a_regs(self) -> int:
         """32-bit registers per thread holding A (values are packed two 16-bit per register)."""
-        return self.m * self.k * self.a_dtype.bits // 32 // 32
+        return self.m * self.k * self._register_bits(self.a_dtype) // 32 // 32
 
     @property
     def b_regs(self) -> int:
-        return self.k * self.n * self.b_dtype.bits // 32 // 32
+        return self.k * self.n * self._register_bits(self.b_dtype) // 32 // 32
 
     @property
     def c_regs(self) -> int:
@@ -91,6 +100,13 @@ _C_16x8 = Layout(((4, 8), (2, 2)), ((2, 8), (1, 64)))
 # 8-bit operands pack four per register: k doubles, each register holds 4 consecutive k.
 _A_16x32 = Layout(((4, 8), (4, 2, 2)), ((4, 32), (1, 256, 16)))
 _B_32x8 = Layout(((4, 8), (4, 2)), ((32, 1), (8, 128)))
+# 4-bit operands (m16n8k64) pack eight: each register holds 8 consecutive k.
+_A_16x64 = Layout(((4, 8), (8, 2, 2)), ((8, 64), (1, 512, 32)))
+_B_64x8 = Layout(((4, 8), (8, 2)), ((64, 1), (8, 256)))
+# tf32 (m16n8k8), one element a register: a0 = (g, t), a1 = (g+8, t), a2 = (g, t+4),
+# a3 = (g+8, t+4); b0 = (k = t, n = g), b1 = (k = t+4, n = g).
+_A_16x8 = Layout(((4, 8), (2, 2)), ((1, 8), (64, 4)))
+_B_8x8 = Layout(((4, 8), (2,)), ((8, 1), (32,)))
 
 MMA_ATOMS: tuple[MmaAtom, ...] = (
     MmaAtom(
@@ -125,13 +141,20 @@ MMA_ATOMS: tuple[MmaAtom, ...] = (
     MmaAtom(
         "mma_m16n8k32_u8_s32", 16, 8, 32, u8, u8, i32, "s32.u8.u8.s32", _A_16x32, _B_32x8, _C_16x8
     ),
+    MmaAtom("mma_m16n8k64_s4_s32", 16, 8, 64, dtype("i4"), dtype("i4"), i32,
+            "s32.s4.s4.s32", _A_16x64, _B_64x8, _C_16x8, lowered=False),
+    MmaAtom("mma_m16n8k64_u4_s32", 16, 8, 64, dtype("u4"), dtype("u4"), i32,
+            "s32.u4.u4.s32", _A_16x64, _B_64x8, _C_16x8, lowered=False),
+    MmaAtom("mma_m16n8k8_tf32_f32", 16, 8, 8, tf32, tf32, f32, "f32.tf32.tf32.f32", _A_16x8,
+            _B_8x8, _C_16x8, lowered=False),
 )
 
 
 def find_mma(a: DType, b: DType, acc: DType, arch: int) -> MmaAtom | None:
     """The tensor-core atom for these operand and accumulator types, if the target has one."""
     for atom in MMA_ATOMS:
-        if (atom.a_dtype, atom.b_dtype, atom.acc_dtype) == (a, b, acc) and arch >= atom.min_arch:
+        if (atom.a_dtype, atom.b_dtype, atom.acc_dtype) == (a, b, acc) and (
+                arch >= atom.min_arch and atom.lowered):
             return atom
     return None
 
@@ -161,6 +184,32 @@ class LdMatrixAtom:
         return (
             f"ldmatrix.sync.aligned.m8n8.x{self.count}{t}.shared.b16 {{{regs}}}, [%{self.count}];"
         )
+
+
+@dataclass(frozen=True)
+class StMatrixAtom:
+    """``stmatrix`` (sm_90): the inverse of :class:`LdMatrixAtom`. A warp stores ``count``
+    8x8 matrices of 16-bit elements to shared memory; lanes ``8i .. 8i+7`` give the row
+    addresses of matrix ``i``, and lane ``l`` supplies, per matrix, the register holding
+    ``(l // 4, 2 (l % 4) .. +1)`` (with ``trans``, the transposed pair) - the ``mma`` C
+    fragment's pairs once converted to 16 bits, so an epilogue can store them row-wise."""
+
+    count: int
+    trans: bool
+    min_arch: int = 90
+
+    def store(self, fragment: Buffer, first: int, address: Expr) -> Asm:
+        """The instruction storing registers ``fragment[first : first + count]``; ``address``
+        is this lane's row address (an ``Address`` in shared memory)."""
+        values = tuple(Load(fragment, Const(first + q, i64)) for q in range(self.count))
+        return Asm(self.ptx, (), (), (address, *values), ("r",) * (1 + self.count),
+                   memory=True)
+
+    @property
+    def ptx(self) -> str:
+        regs = ",".join(f"%{1 + i}" for i in range(self.count))
+        t = ".trans" if self.trans else ""
+        return f"stmatrix.sync.aligned.m8n8.x{self.count}{t}.shared.b16 [%0], {{{regs}}};"
 
 
 @dataclass(frozen=True)
