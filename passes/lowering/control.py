@@ -137,7 +137,8 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
 
     def pipeline_plan(self, op: ForOp) -> list[_PipelinedLoad] | None:
         """The loads of this loop that can be pipelined: their only use is as a tensor-core
-        operand, and their window depends on scalars only. None if there are none."""
+        operand (for B, also through a transpose: a slab stored [N, K]), and their window
+        depends on scalars only. None if there are none."""
         if not self.gpu:
             return None
         body = op.body
