@@ -90,6 +90,10 @@ class _Inference:
         self.defs: dict[str, Op] = {}  # new value name -> op that made it
         self.counter = 0
         self.hints: dict[str, RegisterLayout] = {}
+        # Per block being built (innermost last): its op list, and the values already given
+        # another layout there, so two uses that want the same layout share one rebuild or
+        # conversion (a broadcast activation feeding two products is loaded once).
+        self.scopes: list[tuple[list[Op], dict[tuple[str, RegisterLayout], Value]]] = []
 
     # ------------------------------------------------------------------ preferences
 
@@ -140,14 +144,24 @@ class _Inference:
         now unused, is removed by dead-code elimination); or else a conversion."""
         if self.layout_of(v) == layout:
             return v
+        # Only where ``out`` is the block being built: a value cached in it or an enclosing
+        # block was made before this point. (Yields conformed after a body is built go
+        # elsewhere and are not shared.)
+        scoped = bool(self.scopes) and self.scopes[-1][0] is out
+        key = (v.name, layout)
+        if scoped:
+            for _, made in reversed(self.scopes):
+                if key in made:
+                    return made[key]
         maker = self.defs.get(v.name)
-        rebuilt = self.rebuild(maker, v, layout, out, loc)
-        if rebuilt is not None:
-            return rebuilt
-        nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
-        op = ConvertLayoutOp(results=(nv,), source=v, loc=loc)
-        out.append(op)
-        self.defs[nv.name] = op
+        nv = self.rebuild(maker, v, layout, out, loc)
+        if nv is None:
+            nv = Value(self.fresh(v.name), v.type.with_layout(layout))  # type: ignore[union-attr]
+            op = ConvertLayoutOp(results=(nv,), source=v, loc=loc)
+            out.append(op)
+            self.defs[nv.name] = op
+        if scoped:
+            self.scopes[-1][1][key] = nv
         return nv
 
     def rebuild(self, maker: Op | None, v: Value, layout: RegisterLayout, out: list[Op],
@@ -248,8 +262,12 @@ class _Inference:
             self.env[a.name] = na
             args.append(na)
         out: list[Op] = []
-        for op in block.ops:
-            self.op(op, out)
+        self.scopes.append((out, {}))
+        try:
+            for op in block.ops:
+                self.op(op, out)
+        finally:
+            self.scopes.pop()
         return Block(tuple(args), tuple(out))
 
     def op(self, op: Op, out: list[Op]) -> None:

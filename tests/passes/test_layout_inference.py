@@ -163,3 +163,34 @@ def test_a_narrow_accumulator_store_is_staged_through_shared_memory(arch: str) -
             assert len(at_store) == expected, (out_type, str(target))
             for op in at_store:
                 assert op.source.tile.dtype.name == out_type
+
+
+def test_two_uses_wanting_one_layout_share_one_rebuild() -> None:
+    """An activation slab broadcast against two weight tiles of the same layout is loaded
+    again in that layout once, not once per product (each thread then reads it for both)."""
+    source = """
+kernel two_rows(x: f16[K], w: i4[N, K], y: f16[N])
+    params BN = 16, BK = 128
+    grid (cdiv(N, 2 * BN)) warps 4
+{
+    j = bid.x * 2 * BN
+    acc0 = zeros(f32, [BN])
+    acc1 = zeros(f32, [BN])
+    for k in range(0, K, BK) {
+        a = load(x[k : +BK])
+        p0 = sum(cast(load(w[j : +BN, k : +BK]), f16) * a[None, :], axis=1, dtype=f16)
+        p1 = sum(cast(load(w[j + BN : +BN, k : +BK]), f16) * a[None, :], axis=1, dtype=f16)
+        acc0 = acc0 + cast(p0, f32)
+        acc1 = acc1 + cast(p1, f32)
+    }
+    store(y[j : +BN], cast(acc0, f16))
+    store(y[j + BN : +BN], cast(acc1, f16))
+}
+"""
+    tile = build_tile_kernel(parse(source), "two_rows", {}, {"K": 4096, "N": 4096},
+                             target=cuda_target("sm_90a").constants())
+    kernel = _infer(tile, cuda_target("sm_90a"))
+    loads = [op for op in walk_ops(kernel.body) if isinstance(op, LoadOp)
+             and op.tensor.name == "x"]
+    assert len(loads) == 1
+    assert not any(isinstance(op, ConvertLayoutOp) for op in walk_ops(kernel.body))
