@@ -7,6 +7,8 @@ Accepted expressions::
     spatial(4,8)*local(2,2)          register-tile primitives and their product
     blocked((16,64),128,4)           the coalesced default TV layout
     from_layout(((4,8),(2,2)):((32,1),(16,8)),(16,8))
+    fragment(mma_m16n8k64_s4_s32, a)  an instruction atom's operand fragment (a, b or c;
+                                     ``ir/atoms.py``'s ``mma.sync`` atoms, by name)
     (spatial(4,8)*local(2,2)).transpose()   .slice(axis) works the same way
 
 A plain or swizzled layout is drawn as the grid of its indices (mode 0 down, mode 1 across);
@@ -59,9 +61,11 @@ layout: int_tuple (":" int_tuple)?
         | "local" "(" SIGNED ("," SIGNED)* ")" -> local
         | "blocked" "(" int_tuple "," SIGNED ("," SIGNED)? ")" -> blocked
         | "from_layout" "(" layout "," int_tuple ")" -> from_layout
+        | "fragment" "(" NAME "," NAME ")" -> fragment
         | "(" tv_expr ")"
 
 SIGNED: /-?[0-9]+/
+NAME: /[A-Za-z_][A-Za-z0-9_]*/
 %ignore /\s+/
 """
 
@@ -105,6 +109,21 @@ class _Build(Transformer):
     def from_layout(self, items) -> TVLayout:
         layout, shape = items
         return from_layout(layout, shape if isinstance(shape, tuple) else (shape,))
+
+    def fragment(self, items) -> TVLayout:
+        from tegula.ir.atoms import MMA_ATOMS
+
+        name, operand = (str(i) for i in items)
+        atoms = {a.name: a for a in MMA_ATOMS}
+        if name not in atoms:
+            raise LayoutError(f"no atom {name!r}; the mma.sync atoms are {', '.join(atoms)}")
+        atom = atoms[name]
+        fragments = {"a": (atom.a_layout, (atom.m, atom.k)),
+                     "b": (atom.b_layout, (atom.k, atom.n)),
+                     "c": (atom.c_layout, (atom.m, atom.n))}
+        if operand not in fragments:
+            raise LayoutError(f"an atom's operands are a, b and c, not {operand!r}")
+        return from_layout(*fragments[operand])
 
 
 @cache

@@ -110,3 +110,22 @@ def test_describe_prints_and_draws(tmp_path) -> None:
 def test_rank_3_cannot_be_drawn() -> None:
     with pytest.raises(LayoutError, match="rank 3"):
         render_table(local(2, 2, 2))
+
+
+def test_an_atoms_fragments_are_drawable_by_name() -> None:
+    """``fragment(ATOM, a|b|c)`` is the atom's operand fragment as a TV layout of its tile,
+    so ``tegula layout`` draws any instruction's thread-value mapping from ir/atoms.py."""
+    from tegula.ir.atoms import MMA_ATOMS
+    from tegula.ir.tv_layout import from_layout
+
+    for atom in MMA_ATOMS:
+        for operand, layout, shape in (("a", atom.a_layout, (atom.m, atom.k)),
+                                       ("b", atom.b_layout, (atom.k, atom.n)),
+                                       ("c", atom.c_layout, (atom.m, atom.n))):
+            drawn = parse_layout_expr(f"fragment({atom.name}, {operand})")
+            assert drawn == from_layout(layout, shape)
+            assert tuple(drawn.tile_shape) == shape and drawn.num_threads == 32
+    with pytest.raises(LayoutError, match="no atom 'mma_x'"):
+        parse_layout_expr("fragment(mma_x, a)")
+    with pytest.raises(LayoutError, match="not 'd'"):
+        parse_layout_expr("fragment(mma_m16n8k8_tf32_f32, d)")
