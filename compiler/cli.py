@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lay = sub.add_parser("layout", help="print a layout as a table; draw it with --png")
     lay.add_argument(
-        "expr", help="e.g. '(4,8):(8,1)', 'spatial(4,8)*local(2,2)', 'Sw<3,4,3> o (8,64):(64,1)'"
+        "expr", help="e.g. '(4,8):(8,1)', 'spatial(4,8)*local(2,2)', 'Sw<3,4,3> o (8,64):(64,1)', "
+        "'fragment(mma_m16n8k16_f16_f32, c)'"
     )
     lay.add_argument("--png", help="write a picture of the layout to this file")
     lay.add_argument("--target", default="cpu", help="accepted for uniformity; layouts need none")
