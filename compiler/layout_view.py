@@ -24,6 +24,7 @@ from typing import TypeAlias
 import numpy as np
 from lark import Lark, Transformer, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from PIL import Image, ImageDraw, ImageFont
+from tegula.ir.atoms import MMA_ATOMS
 from tegula.ir.inttuple import LayoutError
 from tegula.ir.layout import Layout
 from tegula.ir.swizzle import Swizzle, SwizzledLayout
@@ -111,8 +112,6 @@ class _Build(Transformer):
         return from_layout(layout, shape if isinstance(shape, tuple) else (shape,))
 
     def fragment(self, items) -> TVLayout:
-        from tegula.ir.atoms import MMA_ATOMS
-
         name, operand = (str(i) for i in items)
         atoms = {a.name: a for a in MMA_ATOMS}
         if name not in atoms:

@@ -192,9 +192,9 @@ def tune(
         with _progress(progress, trials, f"tuning {kernel}") as bar:
             while run.trials < trials:
                 size = min(batch, trials - run.trials)
-                configs = first + [c for c in run.loop.next_batch(size - len(first))
-                                   if not first or config_key(c) != config_key(first[0])
-                                   ][:size - len(first)]
+                taken = {config_key(c) for c in first}
+                proposed = run.loop.next_batch(size - len(first))
+                configs = (first + [c for c in proposed if config_key(c) not in taken])[:size]
                 first = []
                 if not configs:
                     break  # every legal point is measured

@@ -91,10 +91,13 @@ class LoweringBase:
         self.current_op: Op | None = None  # the op being lowered (lower.py's dispatch sets it)
         self.loop_kind = L.LoopKind.UNROLL if self.gpu else L.LoopKind.VECTORIZE
         self.tid = L.Var("tid", i64)
-        # A warp-specialized pipeline adds a producer warp after the kernel's own warps
-        # (``producer_threads``); once it has left, block barriers are named ones of the
-        # kernel's own threads (``barrier_threads``).
+        # A warp-specialized pipeline adds producer warps after the kernel's own warps
+        # (``producer_threads``: one warp, or a warpgroup whose registers go to the others
+        # by ``producer_split``, ``(producer, consumer)`` registers a thread); once they have
+        # left, block barriers are named ones of the kernel's own threads
+        # (``barrier_threads``).
         self.producer_threads = 0
+        self.producer_split: tuple[int, int] | None = None
         self.barrier_threads: int | None = None
         self.notes: list[str] = []  # what the kernel's dump should say about its lowering
 

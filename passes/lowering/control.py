@@ -126,7 +126,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
         fast = self.unnest()
         self.nest()
         if specialized:  # the producer has nothing to copy for the serial loop
-            self.split_off_producer(None, self.producer_registers())
+            self.split_off_producer(None, self.producer_split)
         self.serial_for(op, carried)
         slow = self.unnest()
         self.emit(L.If(guard, fast, slow))
@@ -244,8 +244,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             buf = L.Buffer(name, dtype, L.Scope.SHARED, numel * stages, 0)
             self.buffers.append(buf)
             nbytes = numel * stages * dtype.itemsize
-            staged = self.staged_operand(p.dot, p.role, buf, c64(0),
-                                         n_major=p.transpose is not None)
+            staged = self.staged_operand(p.dot, p.role, buf, c64(0), n_major=p.n_major)
             align = WGMMA_SMEM_ALIGN if staged.wgmma is not None else 16
             self.shared_allocs.append(SharedAlloc(name, nbytes, align, ring=True))
             rings.append((buf, numel))
@@ -261,7 +260,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
 
         def staged(p: _PipelinedLoad, buf: L.Buffer, stage: L.Expr, numel: int) -> StagedTile:
             return self.staged_operand(p.dot, p.role, buf, mul(stage, c64(numel)),
-                                       n_major=p.transpose is not None)
+                                       n_major=p.n_major)
 
         tma = None
         if op.pipeline_tma:
@@ -308,10 +307,10 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
             self.barrier()
         if specialized:
             assert tma is not None and barriers is not None and empty is not None
-            registers = self.producer_registers()
+            self.producer_split = self.producer_registers()
             self.producer_warps(plan, tma, loop_var, (start, stop, step), rings, barriers,
-                                empty, registers)
-            self.producer_threads = (WARPGROUP_THREADS if registers is not None
+                                empty, self.producer_split)
+            self.producer_threads = (WARPGROUP_THREADS if self.producer_split is not None
                                      else self.target.warp_size)
             self.barrier_threads = self.threads
         for s in range(0 if specialized else ahead):
@@ -482,7 +481,7 @@ class ControlFlow(GroupedLoops, Prefetches, TmaCopies, LoweringBase):
                 offset, ok_first = self.element_address(tensor, starts, axes, coords)
                 _, ok_last = self.element_address(tensor, starts, axes, self.coords(lay, last))
                 # The ring is in the operand's coordinates: (k, n) for a transposed B.
-                at = coords[::-1] if p.transpose is not None else coords
+                at = coords[::-1] if p.n_major else coords
                 ok = self.let("chunk_ok", land(land(ok_first, ok_last), live))  # type: ignore[arg-type]
                 src = L.Address(tensor.buffer, L.Select(ok, offset, c64(0)))
                 nbytes = L.Select(ok, L.Const(16, u32), L.Const(0, u32))
@@ -804,6 +803,11 @@ class _PipelinedLoad:
     # A B operand loaded as stored, [N, K], and transposed in registers: its ring holds the
     # slab n-major (K contiguous), which is the stored order, so copies keep their chunks.
     transpose: TransposeOp | None = None
+
+    @property
+    def n_major(self) -> bool:
+        """Whether the ring holds the operand n-major (the load's tile, transposed)."""
+        return self.transpose is not None
 
     @property
     def operand(self) -> Value:

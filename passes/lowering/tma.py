@@ -134,7 +134,7 @@ class TmaCopies(LoweringBase):
         operands = []
         for p, tile in zip(plan, stages, strict=True):
             tensor = self.vals[p.load.tensor.name]
-            if p.transpose is not None:
+            if p.n_major:
                 # Its n-major ring is the load's tile row-major: boxes in the tensor's frame.
                 tile = replace(tile, shape=tile.shape[::-1], column_major=False)
             lay = tile.wgmma
@@ -236,7 +236,7 @@ class TmaCopies(LoweringBase):
         start, stop, step = bounds
         stages = full.size
         assert stages is not None
-        first = self.threads  # the producer warp's first thread
+        first = self.threads  # the producer's first thread
         total = sum(o.stage_bytes for o in operands)
         var = L.Var(self.unique(f"{loop_var.name}_copied"), i64)
         saved = dict(self.vals)
